@@ -1,0 +1,54 @@
+"""Callbacks that Lightning does not ship in the shape bincount needs."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from lightning.pytorch.callbacks import BaseFinetuning
+
+from bincount.models.backbone import backbone_stages
+
+log = logging.getLogger(__name__)
+
+
+class StagedUnfreezing(BaseFinetuning):
+    """Unfreeze backbone stages on a schedule (``{epoch: trainable_stages}``), deepest first.
+
+    Lightning's ``BackboneFinetuning`` unfreezes the whole backbone at one epoch and freezes all of it
+    first; the reports' recipes keep some stages trainable from the start, so the module applies its
+    freeze policy and this callback only widens it. Unfrozen stages join the optimizer as a new
+    parameter group at ``lr * lr_scale`` of the head's group. Idempotent per epoch, so a resumed run past
+    an unfreeze epoch ends up with the same trainable set and parameter groups (restored by the base class).
+    """
+
+    def __init__(self, schedule: dict[int, int], lr_scale: float = 0.1) -> None:
+        super().__init__()
+        self.schedule = {int(k): int(v) for k, v in dict(schedule).items()}
+        if any(e < 0 or n < 0 for e, n in self.schedule.items()):
+            raise ValueError(f"StagedUnfreezing schedule must map epochs >= 0 to stage counts >= 0, got {self.schedule}.")
+        self.lr_scale = lr_scale
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        """Nothing to do: ``BinCounter`` has applied ``model.freeze`` already."""
+
+    def _target_stages(self, epoch: int) -> int:
+        due = [n for e, n in self.schedule.items() if e <= epoch]
+        return max(due) if due else 0
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer) -> None:
+        n = self._target_stages(epoch)
+        if n == 0:
+            return
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        stages = backbone_stages(pl_module.backbone)
+        new = []
+        for params in stages[max(0, len(stages) - n):]:
+            for p in params:
+                p.requires_grad_(True)
+                if id(p) not in in_optimizer:
+                    new.append(p)
+        if new:
+            lr = optimizer.param_groups[0]["lr"] * self.lr_scale
+            optimizer.add_param_group({"params": new, "lr": lr, "name": f"backbone_unfrozen_e{epoch}"})
+            log.info("Epoch %d: unfroze the last %d backbone stages (%d tensors) at lr %.2e", epoch, n, len(new), lr)

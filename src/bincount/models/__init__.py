@@ -1,0 +1,1 @@
+"""Backbones, counting heads and the LightningModule that joins them."""

@@ -1,0 +1,182 @@
+"""timm backbones by name: creation, pretrained weights (hub or local file) and stage freezing.
+
+Every backbone is created through timm's one factory with ``num_classes=0`` so that it returns pooled
+features; the counting head lives in :mod:`bincount.models.heads`. Stages come from timm's own
+``group_matcher`` so that "freeze all but the last N stages" means the same thing for a ResNet and an
+EfficientNet without per-architecture code.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FREEZE_POLICIES = ("none", "all", "all_but_last")
+HUB_HOST = ("huggingface.co", 443)
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """Raised when pretrained weights were asked for but cannot be had; the message says what to do."""
+
+
+def check_backbone_name(name: str) -> None:
+    """Fail early, with close matches, on a backbone that timm does not know."""
+    import difflib
+
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown backbone {name!r}: timm has no such model.{hint} "
+        "Any name from timm.list_models() works (e.g. resnet50, efficientnet_b4, resnet18, test_resnet)."
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A bounded connectivity probe: without it, an offline hub download spends ~45 s in retries.
+
+    DNS lookups can block beyond socket timeouts, so the probe runs in a daemon thread that we stop
+    waiting for after ``timeout`` seconds.
+    """
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(HUB_HOST, timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _weights_help(name: str) -> str:
+    return (
+        f"Either download the weights on a machine with internet (e.g. "
+        f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` fills the Hugging Face "
+        f"cache, or save a state dict as .safetensors) and set model.weights_file=/path/to/weights, "
+        f"or train from scratch with model.pretrained=false."
+    )
+
+
+def create_backbone(name: str, pretrained: bool = False, weights_file: str | None = None,
+                    drop_rate: float = 0.0, drop_path_rate: float | None = None) -> nn.Module:
+    """Create a feature extractor (``num_classes=0``) with weights from the hub, a local file, or none."""
+    import timm
+
+    check_backbone_name(name)
+    kwargs: dict = {"num_classes": 0, "drop_rate": drop_rate}
+    if drop_path_rate is not None:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if weights_file:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsUnavailable(
+                f"model.weights_file={weights_file!r} does not exist. Point it at a .safetensors, .pth or "
+                f".bin state dict of {name!r}, or set model.weights_file=null."
+            )
+        # timm's own local-file path: the same loader (and classifier filtering) as hub weights.
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    return _create_from_hub(name, kwargs)
+
+
+def _create_from_hub(name: str, kwargs: dict):
+    import timm
+
+    offline = not _hub_reachable()
+    if offline:
+        # Use the local cache only; huggingface_hub reads this flag at call time.
+        import huggingface_hub.constants as hf_constants
+
+        previous, hf_constants.HF_HUB_OFFLINE = hf_constants.HF_HUB_OFFLINE, True
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:  # the hub raises many types (LocalEntryNotFoundError, OSError, URLError...)
+        where = "the Hugging Face hub is unreachable and they are not in the local cache" if offline else str(exc)
+        raise PretrainedWeightsUnavailable(
+            f"Pretrained weights for {name!r} could not be loaded: {where}. {_weights_help(name)}"
+        ) from exc
+    finally:
+        if offline:
+            hf_constants.HF_HUB_OFFLINE = previous
+
+
+def backbone_stages(backbone: nn.Module) -> list[list[nn.Parameter]]:
+    """Parameters grouped by stage, shallow to deep, from timm's ``group_matcher(coarse=True)``."""
+    from timm.models import group_parameters
+
+    named = dict(backbone.named_parameters())
+    groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
+    return [[named[n] for n in names] for _, names in sorted(groups.items(), key=lambda kv: kv[0])]
+
+
+def apply_freeze(backbone: nn.Module, policy: str = "none", trainable_stages: int = 0) -> int:
+    """Freeze the backbone by policy and return how many stages stay trainable.
+
+    ``all_but_last`` with ``trainable_stages=1`` on a ResNet50 is the first capstone report's
+    "freeze everything but layer4 and fc" (the head is separate and always trains).
+    """
+    stages = backbone_stages(backbone)
+    if policy not in FREEZE_POLICIES:
+        raise ValueError(f"Unknown freeze policy {policy!r}; choose one of {', '.join(FREEZE_POLICIES)}.")
+    if policy == "none":
+        keep = len(stages)
+    elif policy == "all":
+        keep = 0
+    else:
+        if not 0 <= trainable_stages <= len(stages):
+            raise ValueError(
+                f"model.freeze.trainable_stages={trainable_stages} is out of range for this backbone, "
+                f"which has {len(stages)} stages (valid: 0..{len(stages)})."
+            )
+        keep = trainable_stages
+    for i, params in enumerate(stages):
+        for p in params:
+            p.requires_grad_(i >= len(stages) - keep)
+    return keep
+
+
+def unfreeze_last_stages(backbone: nn.Module, n: int) -> list[nn.Parameter]:
+    """Make the last ``n`` stages trainable; return the parameters that were frozen before."""
+    stages = backbone_stages(backbone)
+    newly: list[nn.Parameter] = []
+    for params in stages[len(stages) - n:] if n > 0 else []:
+        for p in params:
+            if not p.requires_grad:
+                p.requires_grad_(True)
+                newly.append(p)
+    return newly
+
+
+def save_weights(module: nn.Module, path: str | Path) -> Path:
+    """Save a state dict as safetensors: loadable without pickle."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
+    return path
+
+
+def num_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = [
+    "FREEZE_POLICIES", "PretrainedWeightsUnavailable", "apply_freeze", "backbone_stages", "check_backbone_name",
+    "create_backbone", "num_trainable", "save_weights", "unfreeze_last_stages",
+]

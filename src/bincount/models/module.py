@@ -1,0 +1,174 @@
+"""``BinCounter``: the one LightningModule for every backbone and head.
+
+Hyperparameters are plain dicts saved in the checkpoint, so ``BinCounter.from_checkpoint(path)``
+rebuilds the model without the config files that trained it (as LightningCLI does), and never
+re-downloads pretrained weights to do so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bincount.metrics import CountMetrics
+from bincount.models.backbone import apply_freeze, create_backbone
+from bincount.models.heads import create_head
+
+RESERVED_SCHEDULER_KEYS = ("interval", "monitor", "frequency")
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+class BinCounter(L.LightningModule):
+    """A timm backbone, a counting head, the head's loss, and count metrics per stage."""
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        min_count: int = 1,
+        pretrained: bool = False,
+        weights_file: str | None = None,
+        head: dict | None = None,
+        freeze: dict | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        backbone_lr_scale: float = 1.0,
+        drop_rate: float = 0.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        head, freeze, optimizer, scheduler = (_plain(x) for x in (head, freeze, optimizer, scheduler))
+        self.save_hyperparameters(
+            {"backbone": backbone, "num_classes": num_classes, "min_count": min_count, "pretrained": pretrained,
+             "weights_file": weights_file, "head": head, "freeze": freeze, "optimizer": optimizer,
+             "scheduler": scheduler, "backbone_lr_scale": backbone_lr_scale, "drop_rate": drop_rate,
+             "channels_last": channels_last}
+        )
+        self.backbone = create_backbone(backbone, pretrained=pretrained, weights_file=weights_file, drop_rate=drop_rate)
+        head = dict(head or {"name": "linear"})
+        self.head = create_head(head.pop("name"), self.backbone.num_features, num_classes, **head)
+        freeze = freeze or {}
+        apply_freeze(self.backbone, freeze.get("policy", "none"), freeze.get("trainable_stages", 0))
+        self.val_metrics = CountMetrics(num_classes, min_count)
+        self.test_metrics = CountMetrics(num_classes, min_count)
+        self.bad_samples: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
+        self.test_outputs: list[dict[str, torch.Tensor]] = []
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> BinCounter:
+        """Rebuild from a checkpoint alone; the checkpoint's weights replace any pretrained ones."""
+        return cls.load_from_checkpoint(path, map_location=map_location, pretrained=False, weights_file=None)
+
+    @property
+    def data_config(self) -> dict:
+        """The backbone's preprocessing (mean, std, interpolation) from timm, so data follows the model."""
+        from timm.data import resolve_model_data_config
+
+        return resolve_model_data_config(self.backbone)
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(images))
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if stage == "fit" and datamodule is not None and hasattr(self.head, "set_class_frequencies"):
+            self.head.set_class_frequencies(datamodule.class_counts("train"))
+
+    def _step(self, batch: dict, stage: str):
+        bad = batch.get("bad") or []
+        if bad:
+            self.bad_samples[stage].extend(bad)
+        if batch["image"].shape[0] == 0:
+            return None, None, batch
+        output = self(batch["image"])
+        loss = self.head.loss(output, batch["label"])
+        return loss, output, batch
+
+    def training_step(self, batch: dict, batch_idx: int):
+        loss, output, batch = self._step(batch, "train")
+        if loss is None:
+            return None  # every sample of this batch was bad and skipped; reported at epoch end
+        acc = (self.head.predict(output) == batch["label"]).float().mean()
+        n = batch["label"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/acc", acc, prog_bar=False, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, output, batch = self._step(batch, "val")
+        if loss is None:
+            return
+        self.val_metrics.update(self.head.predict(output), batch["label"])
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=batch["label"].shape[0], sync_dist=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        loss, output, batch = self._step(batch, "test")
+        if loss is None:
+            return
+        pred = self.head.predict(output)
+        self.test_metrics.update(pred, batch["label"])
+        self.log("test/loss", loss, on_epoch=True, batch_size=batch["label"].shape[0], sync_dist=True)
+        self.test_outputs.append({"index": batch["index"].cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(),
+                                  "probs": self.head.probabilities(output).float().cpu()})
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs = []
+
+    def _log_epoch_metrics(self, metrics: CountMetrics, stage: str) -> dict:
+        values = metrics.compute()
+        metrics.reset()
+        scalars = {f"{stage}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}
+        self.log_dict(scalars, prog_bar=False, sync_dist=False)
+        if f"{stage}/acc" in scalars:
+            self.log(f"{stage}/acc", scalars[f"{stage}/acc"], prog_bar=True)
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._log_epoch_metrics(self.val_metrics, "val")
+        else:
+            self.val_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._log_epoch_metrics(self.test_metrics, "test")
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Head and backbone as separate groups, so the backbone can train at ``lr * backbone_lr_scale``."""
+        head = [p for p in self.head.parameters() if p.requires_grad]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        groups = [{"params": head, "lr": lr, "name": "head"}]
+        if backbone:
+            groups.append({"params": backbone, "lr": lr * self.hparams.backbone_lr_scale, "name": "backbone"})
+        return groups
+
+    def configure_optimizers(self):
+        from hydra.utils import instantiate
+
+        opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3})
+        optimizer = instantiate(opt_cfg)(self.parameter_groups(opt_cfg.get("lr", 1e-3)))
+        sched_cfg = dict(self.hparams.scheduler or {})
+        if not sched_cfg.get("_target_"):
+            return optimizer
+        extra = {k: sched_cfg.pop(k) for k in RESERVED_SCHEDULER_KEYS if k in sched_cfg}
+        if "total_steps" in sched_cfg and sched_cfg["total_steps"] is None:
+            # OneCycle needs the run's length. Only this scheduler pays for estimated_stepping_batches,
+            # which loads the train dataloader early.
+            sched_cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(sched_cfg)(optimizer)
+        config = {"scheduler": scheduler, "interval": extra.get("interval", "epoch"),
+                  "frequency": extra.get("frequency", 1)}
+        if extra.get("monitor"):
+            config["monitor"] = extra["monitor"]
+        return {"optimizer": optimizer, "lr_scheduler": config}
