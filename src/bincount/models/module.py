@@ -7,6 +7,7 @@ re-downloads pretrained weights to do so.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -16,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from bincount.metrics import CountMetrics
 from bincount.models.backbone import apply_freeze, create_backbone
 from bincount.models.heads import create_head
+
+log = logging.getLogger(__name__)
 
 RESERVED_SCHEDULER_KEYS = ("interval", "monitor", "frequency")
 
@@ -57,8 +60,12 @@ class BinCounter(L.LightningModule):
         apply_freeze(self.backbone, freeze.get("policy", "none"), freeze.get("trainable_stages", 0))
         self.val_metrics = CountMetrics(num_classes, min_count)
         self.test_metrics = CountMetrics(num_classes, min_count)
-        self.bad_samples: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
-        self.test_outputs: list[dict[str, torch.Tensor]] = []
+        # id -> reason for every sample skipped under data.bad_input=skip, per stage (ids, not events:
+        # the same bad file seen every epoch counts once).
+        self.bad_samples: dict[str, dict[str, str]] = {"train": {}, "val": {}, "test": {}}
+        self.test_outputs: list[dict] = []
+        self.val_results: dict = {}
+        self.test_results: dict = {}
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> BinCounter:
@@ -86,9 +93,10 @@ class BinCounter(L.LightningModule):
             self.head.set_class_frequencies(datamodule.class_counts("train"))
 
     def _step(self, batch: dict, stage: str):
-        bad = batch.get("bad") or []
-        if bad:
-            self.bad_samples[stage].extend(bad)
+        for sample_id, reason in batch.get("bad") or []:
+            if sample_id not in self.bad_samples[stage]:
+                self.bad_samples[stage][sample_id] = reason
+                log.warning("%s: skipped bad sample %s (%s)", stage, sample_id, reason)
         if batch["image"].shape[0] == 0:
             return None, None, batch
         output = self(batch["image"])
@@ -119,7 +127,7 @@ class BinCounter(L.LightningModule):
         pred = self.head.predict(output)
         self.test_metrics.update(pred, batch["label"])
         self.log("test/loss", loss, on_epoch=True, batch_size=batch["label"].shape[0], sync_dist=True)
-        self.test_outputs.append({"index": batch["index"].cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(),
+        self.test_outputs.append({"id": list(batch["id"]), "label": batch["label"].cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(),
                                   "probs": self.head.probabilities(output).float().cpu()})
 
     def on_test_epoch_start(self) -> None:
@@ -136,12 +144,17 @@ class BinCounter(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self._log_epoch_metrics(self.val_metrics, "val")
+            self.val_results = self._log_epoch_metrics(self.val_metrics, "val")
         else:
             self.val_metrics.reset()
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_epoch_metrics(self.test_metrics, "test")
+
+    def bad_sample_summary(self) -> dict:
+        """Skipped samples per stage, for metrics.json: counts and the files with their reasons."""
+        return {f"skipped_{stage}": len(bad) for stage, bad in self.bad_samples.items()} | {
+            "skipped_samples": {stage: dict(bad) for stage, bad in self.bad_samples.items() if bad}}
 
     # -- optimisation ---------------------------------------------------------------------------
     def parameter_groups(self, lr: float) -> list[dict]:

@@ -1,0 +1,42 @@
+"""The ``bincount`` command: one entry point, one module per subcommand.
+
+Training itself is ``python train.py`` (Hydra owns that command line); ``bincount`` holds the tools
+around it. Subcommand modules are imported only when chosen, so ``bincount --help`` stays fast and
+optional extras (boto3, sagemaker, wandb) are never imported by commands that do not need them.
+Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Add a subcommand by adding a line here.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "render": ("bincount.data.synthetic", "render synthetic bins in the ABID layout"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bincount", description="Tools around bincount training runs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # import only the module that will run
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

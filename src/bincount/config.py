@@ -1,0 +1,179 @@
+"""The run config's schema and the checks that make a mistake fail before training.
+
+Hydra already refuses overrides of keys that do not exist; it does not check YAML files (experiments)
+for misspelled keys, values for their types, or names (backbone, head, optimizer arguments) against
+what exists. ``check_config`` does all of that in a second or so, with messages that name the bad value
+and the valid choices, the way LightningCLI's typed configs do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key, the value and the valid choices."""
+
+
+@dataclass
+class ClassesConfig:
+    min_count: int = 1
+    max_count: int = 5
+    overflow: str = "clip"
+
+
+@dataclass
+class SplitConfig:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class SyntheticConfig:
+    num_images: int = 2000
+    seed: int = 0
+    size: int = 128
+    workers: int = 2
+    counts: Optional[Dict[int, float]] = None
+
+
+@dataclass
+class DataConfig:
+    root: str = "???"
+    synthetic: Optional[SyntheticConfig] = None
+    classes: ClassesConfig = field(default_factory=ClassesConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    file_list: Optional[str] = None
+    img_size: int = 128
+    batch_size: int = 32
+    num_workers: int = 2
+    augment: str = "light"
+    bad_input: str = "skip"
+    cache_dir: Optional[str] = None
+    pin_memory: bool = False
+    persistent_workers: bool = True
+
+
+@dataclass
+class FreezeConfig:
+    policy: str = "none"
+    trainable_stages: int = 0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "???"
+    pretrained: bool = False
+    weights_file: Optional[str] = None
+    drop_rate: float = 0.0
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    unfreeze: Optional[Dict[int, int]] = None
+    unfreeze_lr_scale: float = 0.1
+    backbone_lr_scale: float = 1.0
+    channels_last: bool = False
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: Dict[str, Any] = field(default_factory=dict)
+    optimizer: Dict[str, Any] = field(default_factory=dict)
+    scheduler: Optional[Dict[str, Any]] = None
+    trainer: Dict[str, Any] = field(default_factory=dict)
+    callbacks: Optional[Dict[str, Any]] = None
+    logger: Optional[Dict[str, Any]] = None
+    paths: Dict[str, Any] = field(default_factory=dict)
+    task_name: str = "train"
+    seed: Optional[int] = 42
+    optimized_metric: str = "val/acc"
+    resume: bool = False
+    test: bool = True
+    tags: List[str] = field(default_factory=list)
+
+
+# Keys of _target_ nodes that bincount consumes itself instead of passing them to the target.
+OWN_KEYS = {"scheduler": {"interval", "monitor", "frequency"}}
+
+
+def _choices_hint(bad: str, valid) -> str:
+    close = difflib.get_close_matches(bad, list(valid), n=3)
+    return (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else "") + f" Valid: {sorted(valid)}"
+
+
+def check_schema(cfg: DictConfig) -> DictConfig:
+    """Merge into the dataclass schema: unknown keys and wrong types fail here, not mid-training."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    except ConfigKeyError as err:
+        key, parent = err.key, (err.full_key or "").rsplit(".", 1)[0] if "." in (err.full_key or "") else ""
+        node = OmegaConf.select(OmegaConf.structured(TrainConfig), parent) if parent else OmegaConf.structured(TrainConfig)
+        valid = list(node.keys()) if isinstance(node, DictConfig) else []
+        raise ConfigError(f"unknown config key {err.full_key!r}.{_choices_hint(str(key), valid)}") from None
+    except ValidationError as err:
+        raise ConfigError(f"bad value for {err.full_key!r}: {err.msg}") from None
+
+
+def _check_choice(key: str, value: Any, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not a valid choice.{_choices_hint(str(value), valid)}")
+
+
+def check_target_node(key: str, node: Any) -> None:
+    """Check a ``_target_`` node's keys against the target's signature (optimizer, scheduler, trainer...)."""
+    if not isinstance(node, (dict, DictConfig)) or "_target_" not in node:
+        return
+    from hydra._internal.utils import _locate  # Hydra's own resolver for _target_ strings
+
+    try:
+        target = _locate(node["_target_"])
+    except ImportError as err:
+        raise ConfigError(f"{key}._target_={node['_target_']!r} cannot be imported: {err}") from None
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    ignored = OWN_KEYS.get(key.split(".")[0], set())
+    unknown = [k for k in node if not str(k).startswith("_") and k not in params and k not in ignored]
+    if unknown:
+        raise ConfigError(f"{key}: {node['_target_']} has no argument {unknown[0]!r}."
+                          f"{_choices_hint(str(unknown[0]), [p for p in params if p != 'self'])}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that can run before data is read or a model is built (a second or two)."""
+    from bincount.data.manifest import ClassRange
+    from bincount.data.transforms import AUGMENT_CHOICES
+    from bincount.models.backbone import FREEZE_POLICIES, check_backbone_name
+    from bincount.models.heads import HEADS
+
+    typed = check_schema(cfg)
+    try:
+        ClassRange(**typed.data.classes)
+    except ValueError as err:
+        raise ConfigError(f"data.classes: {err}") from None
+    _check_choice("data.augment", typed.data.augment, AUGMENT_CHOICES)
+    _check_choice("data.bad_input", typed.data.bad_input, ("skip", "fail"))
+    _check_choice("model.freeze.policy", typed.model.freeze.policy, FREEZE_POLICIES)
+    head = dict(typed.head)
+    _check_choice("head.name", head.get("name"), HEADS)
+    params = inspect.signature(HEADS[head["name"]].__init__).parameters
+    unknown = [k for k in head if k != "name" and k not in params]
+    if unknown:
+        raise ConfigError(f"head {head['name']!r} has no argument {unknown[0]!r}.{_choices_hint(unknown[0], params)}")
+    try:
+        check_backbone_name(typed.model.backbone)
+    except ValueError as err:
+        raise ConfigError(f"model.backbone: {err}") from None
+    for group in ("optimizer", "scheduler", "trainer"):
+        check_target_node(group, cfg.get(group))
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            check_target_node(f"{group}.{name}", node)

@@ -1,0 +1,147 @@
+"""The training task: config in, run directory and objective value out.
+
+``train.py`` at the repository root is the thin Hydra entry point; everything it runs lives here so
+that tests, the SageMaker job and sweeps call the same function. A run directory gets Hydra's
+``.hydra/``, ``resolved_config.yaml``, ``checkpoints/``, the loggers' files, ``metrics.json`` (every
+final number) and ``predictions.csv`` (the best checkpoint on the test split).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bincount.callbacks import StagedUnfreezing
+from bincount.config import ConfigError, check_config
+from bincount.data.datamodule import BinCountDataModule
+from bincount.data.manifest import ClassRange
+from bincount.metrics import write_metrics_json, write_predictions_csv
+from bincount.models.module import BinCounter
+from bincount.resume import last_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def build_model(cfg: DictConfig) -> BinCounter:
+    m, classes = cfg.model, ClassRange(**cfg.data.classes)
+    return BinCounter(
+        backbone=m.backbone, num_classes=classes.num_classes, min_count=classes.min_count,
+        pretrained=m.pretrained, weights_file=m.weights_file, head=_plain(cfg.head), freeze=_plain(m.freeze),
+        optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.get("scheduler")),
+        backbone_lr_scale=m.backbone_lr_scale, drop_rate=m.drop_rate, channels_last=m.channels_last,
+    )
+
+
+def build_datamodule(cfg: DictConfig, data_config: dict) -> BinCountDataModule:
+    """The data follows the backbone's preprocessing (timm's data config), as timm's own loaders do."""
+    data = _plain(cfg.data)
+    return BinCountDataModule(**data, mean=data_config["mean"], std=data_config["std"])
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+    if cfg.model.get("unfreeze"):
+        callbacks.append(StagedUnfreezing(_plain(cfg.model.unfreeze), lr_scale=cfg.model.unfreeze_lr_scale))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+
+
+def _checkpoint_callback(trainer: L.Trainer):
+    return getattr(trainer, "checkpoint_callback", None)
+
+
+def evaluate(cfg: DictConfig, model: BinCounter, datamodule: BinCountDataModule, loggers: list,
+             ckpt_path: str | None) -> dict:
+    """Validate and test the best checkpoint on one device.
+
+    One device even after DDP training: the test set is small, and a single process sees every
+    prediction in order (DistributedSampler would pad and split them), so ``predictions.csv`` is exact.
+    """
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.get("precision", "32-true"),
+        logger=loggers or False, enable_checkpointing=False, default_root_dir=cfg.paths.output_dir,
+        enable_model_summary=False,
+    )
+    results: dict[str, Any] = {}
+    trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    results.update({f"val/{k}": v for k, v in model.val_results.items()})
+    if cfg.test and datamodule.datasets.get("test") is not None:
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        results.update({f"test/{k}": v for k, v in model.test_results.items()})
+    return results
+
+
+def write_predictions(path: Path, model: BinCounter) -> None:
+    import torch
+
+    outputs = model.test_outputs
+    if not outputs:
+        return
+    ids = [i for o in outputs for i in o["id"]]
+    labels = torch.cat([o["label"] for o in outputs])
+    preds = torch.cat([o["pred"] for o in outputs])
+    probs = torch.cat([o["probs"] for o in outputs])
+    m = model.hparams.min_count
+    write_predictions_csv(path, ids, (labels + m).tolist(), (preds + m).tolist(), probs, m)
+
+
+def objective(metrics: dict, name: str) -> float:
+    if name not in metrics:
+        valid = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+        raise ConfigError(f"optimized_metric={name!r} is not a metric of this run; valid: {valid}")
+    return float(metrics[name])
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, evaluate the best checkpoint, write the run's files; return ``cfg.optimized_metric``."""
+    started = time.time()
+    check_config(cfg)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    model = build_model(cfg)
+    datamodule = build_datamodule(cfg, model.data_config)
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(_plain(cfg))  # the full resolved config, not only the model's hparams
+
+    resume_from = last_checkpoint(out) if cfg.resume else None
+    if cfg.resume:
+        log.info("Resuming from %s" % resume_from if resume_from else "resume=true: no checkpoint yet, starting fresh")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    if not trainer.is_global_zero:
+        return None
+
+    ckpt_cb = _checkpoint_callback(trainer)
+    best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    metrics = evaluate(cfg, model, datamodule, loggers, best)
+    metrics.update({
+        "optimized_metric": cfg.optimized_metric,
+        "best_checkpoint": str(Path(best).relative_to(out)) if best and Path(best).is_relative_to(out) else best,
+        "epochs_trained": trainer.current_epoch,
+        "global_steps": trainer.global_step,
+        "duration_s": round(time.time() - started, 1),
+        "data_quality": {**datamodule.data_quality(), **model.bad_sample_summary()},
+    })
+    metrics["objective"] = objective(metrics, cfg.optimized_metric)
+    write_metrics_json(out / "metrics.json", metrics)
+    write_predictions(out / "predictions.csv", model)
+    log.info("%s = %.4f | run directory: %s", cfg.optimized_metric, metrics["objective"], out)
+    return metrics["objective"]

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real ABID sample (opt-in by env var) and tiny ABID-layout dirs written with PIL.
+
+The tiny dirs do not use ``bincount.data.synthetic`` on purpose: data tests must not depend on the
+renderer they are meant to check against.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SAMPLE_ENV = "BINCOUNT_ABID_SAMPLE"
+TINY_COUNTS = tuple(i % 7 for i in range(1, 61))  # 60 bins, counts 0..6, 8-9 bins each
+
+
+def write_abid(root: Path, counts: Sequence[int], size: tuple[int, int] = (32, 24)) -> Path:
+    """Write bins ``00001..`` with solid-colour JPEGs and ABID-schema metadata for ``counts``."""
+    (root / "bin-images").mkdir(parents=True, exist_ok=True)
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    for i, count in enumerate(counts, start=1):
+        id_ = f"{i:05d}"
+        colour = ((37 * i) % 256, (11 * count * 20) % 256, (5 * i) % 256)
+        Image.new("RGB", size, colour).save(root / "bin-images" / f"{id_}.jpg", quality=90)
+        items = {f"ASIN{id_}": {"asin": f"ASIN{id_}", "name": "thing", "quantity": count}} if count else {}
+        meta = {"BIN_FCSKU_DATA": items, "EXPECTED_QUANTITY": count}
+        (root / "metadata" / f"{id_}.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture(scope="session")
+def abid_sample_dir() -> Path:
+    """The real ABID sample (300 bins, counts 0-19) from $BINCOUNT_ABID_SAMPLE; skips when unset."""
+    value = os.environ.get(SAMPLE_ENV)
+    if not value:
+        pytest.skip(f"{SAMPLE_ENV} is not set (point it at an ABID sample dir, e.g. /work/shared/data/abid/sample)")
+    path = Path(value)
+    if not (path / "metadata").is_dir() or not (path / "bin-images").is_dir():
+        pytest.skip(f"{SAMPLE_ENV}={value} has no metadata/ and bin-images/ folders")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_abid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 solid-colour bins in the ABID layout, counts 0..6 (``TINY_COUNTS``). Read-only by convention:
+    tests that damage files use ``tiny_abid_copy``; tests that build manifests pass ``cache_dir``."""
+    return write_abid(tmp_path_factory.mktemp("tiny_abid"), TINY_COUNTS)
+
+
+@pytest.fixture
+def tiny_abid_copy(tiny_abid: Path, tmp_path: Path) -> Path:
+    """A private copy of ``tiny_abid`` that a test may damage."""
+    return Path(shutil.copytree(tiny_abid, tmp_path / "abid", ignore=shutil.ignore_patterns(".bincount")))
+
+
+@pytest.fixture
+def make_abid(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_abid(counts, name="abid", size=(32, 24))`` writes a fresh ABID dir under tmp_path."""
+
+    def make(counts: Sequence[int], name: str = "abid", size: tuple[int, int] = (32, 24)) -> Path:
+        return write_abid(tmp_path / name, counts, size)
+
+    return make

@@ -1,0 +1,34 @@
+"""Train a bin counter: ``python train.py [group=option ...] [key=value ...]``.
+
+Hydra composes ``conf/train.yaml`` with the overrides; ``bincount.train.train`` does the work.
+Examples::
+
+    python train.py                                   # synthetic bins, ResNet18 on the CPU, a few minutes
+    python train.py model=resnet50 data=abid_capstone trainer=gpu
+    python train.py experiment=capstone_resnet50_tuned
+    python train.py -m model=resnet50,efficientnet_b4 optimizer.lr=1e-4,3e-4
+    python train.py resume=true                       # continue the last run of the same command
+
+Heavy libraries (torch, lightning, timm) are imported inside the task, so ``--help`` and config
+composition (``--cfg job``) stay fast.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from bincount.resume import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from bincount.train import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
