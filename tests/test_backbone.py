@@ -85,9 +85,8 @@ def test_local_weights_file_round_trip(tmp_path):
     expected = source.state_dict()
     for key, value in loaded.state_dict().items():
         torch.testing.assert_close(value, expected[key], msg=key)
-    fresh = create_backbone("test_resnet", pretrained=False)  # a different seed state: not equal by chance
-    assert not torch.equal(fresh.state_dict()["conv1.0.weight"] if "conv1.0.weight" in expected
-                           else next(iter(fresh.parameters())), next(iter(loaded.parameters())))
+    fresh = create_backbone("test_resnet", pretrained=False)  # the check above is not equal-by-chance
+    assert any(not torch.equal(v, expected[k]) for k, v in fresh.state_dict().items() if v.is_floating_point())
 
 
 def test_missing_weights_file_names_the_path(tmp_path):
@@ -158,15 +157,20 @@ def test_resnet50_all_but_last_one_is_layer4():
 
 
 def test_efficientnet_b4_stages():
+    """timm's coarse matcher: stem, blocks.0 .. blocks.6, with conv_head/bn2 merged into the last stage."""
     model = create_backbone("efficientnet_b4", pretrained=False)
     stages = backbone_stages(model)
-    assert len(stages) == 9  # stem, 7 block stages, conv_head
+    assert len(stages) == 8
     names = {id(p): n for n, p in model.named_parameters()}
-    assert all(names[id(p)].startswith(("conv_stem", "bn1")) for p in stages[0])
-    assert all(names[id(p)].startswith(("conv_head", "bn2")) for p in stages[-1])
+    assert {names[id(p)].split(".")[0] for p in stages[0]} == {"conv_stem", "bn1"}
+    assert {_block(names[id(p)]) for p in stages[-1]} == {"blocks.6", "conv_head", "bn2"}
     apply_freeze(model, "all_but_last", 2)
-    assert {n.split(".")[0] + "." + n.split(".")[1] if n.startswith("blocks") else n.split(".")[0]
-            for n in _trainable_names(model)} == {"blocks.6", "conv_head", "bn2"}
+    assert {_block(n) for n in _trainable_names(model)} == {"blocks.5", "blocks.6", "conv_head", "bn2"}
+
+
+def _block(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "blocks" else parts[0]
 
 
 def test_unfreeze_last_stages_returns_newly_trainable():

@@ -57,7 +57,7 @@ def test_learns_separable_toy_problem(name):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
     head.eval()

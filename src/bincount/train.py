@@ -75,11 +75,16 @@ def evaluate(cfg: DictConfig, model: BinCounter, datamodule: BinCountDataModule,
         logger=loggers or False, enable_checkpointing=False, default_root_dir=cfg.paths.output_dir,
         enable_model_summary=False,
     )
+    if ckpt_path:
+        import torch
+
+        # weights_only: the checkpoint's tensors, never its pickled objects.
+        model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
     results: dict[str, Any] = {}
-    trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
     results.update({f"val/{k}": v for k, v in model.val_results.items()})
     if cfg.test and datamodule.datasets.get("test") is not None:
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        trainer.test(model, datamodule=datamodule, verbose=False)
         results.update({f"test/{k}": v for k, v in model.test_results.items()})
     return results
 
@@ -105,9 +110,16 @@ def objective(metrics: dict, name: str) -> float:
     return float(metrics[name])
 
 
+def _route_lightning_logs_through_hydra() -> None:
+    """Lightning adds its own console handler; Hydra's root handlers (console + run log file) suffice."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, evaluate the best checkpoint, write the run's files; return ``cfg.optimized_metric``."""
     started = time.time()
+    _route_lightning_logs_through_hydra()
     check_config(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

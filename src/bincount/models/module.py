@@ -136,10 +136,10 @@ class BinCounter(L.LightningModule):
     def _log_epoch_metrics(self, metrics: CountMetrics, stage: str) -> dict:
         values = metrics.compute()
         metrics.reset()
-        scalars = {f"{stage}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}
-        self.log_dict(scalars, prog_bar=False, sync_dist=False)
-        if f"{stage}/acc" in scalars:
-            self.log(f"{stage}/acc", scalars[f"{stage}/acc"], prog_bar=True)
+        scalars = {f"{stage}/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float))}
+        shown = {k: scalars.pop(k) for k in (f"{stage}/acc", f"{stage}/rmse") if k in scalars}
+        self.log_dict(shown, prog_bar=True)  # metrics are already synced by torchmetrics
+        self.log_dict(scalars)
         return values
 
     def on_validation_epoch_end(self) -> None:

@@ -1,0 +1,1 @@
+"""Data: the ABID layout reader, manifests, synthetic bins, transforms and the DataModule."""

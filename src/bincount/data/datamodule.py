@@ -1,0 +1,149 @@
+"""``BinCountDataModule``: one DataModule for synthetic bins, the ABID sample and full ABID.
+
+Every source is read through the same ABID layout and the same cached manifest, so a recipe that works
+on synthetic bins works unchanged on real data: only ``data.root`` (and ``data.synthetic``) differ.
+``prepare_data`` does the once-per-machine work (rendering, the manifest); ``setup`` only reads the
+cached manifest, so DDP ranks agree on the splits without re-reading metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from bincount.data.dataset import BinImageDataset, collate_skipping_bad
+from bincount.data.manifest import ClassRange, DataError, Manifest, build_manifest
+from bincount.data.transforms import build_transform
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+BAD_INPUT_POLICIES = ("skip", "fail")
+
+
+class BinCountDataModule(L.LightningDataModule):
+    """Bins from ``root`` (ABID layout), labels from the manifest, transforms from the model's data config."""
+
+    def __init__(
+        self,
+        root: str,
+        classes: dict | None = None,
+        split: dict | None = None,
+        file_list: str | None = None,
+        synthetic: dict | None = None,
+        img_size: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        augment: str = "light",
+        bad_input: str = "skip",
+        cache_dir: str | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+    ) -> None:
+        super().__init__()
+        if bad_input not in BAD_INPUT_POLICIES:
+            raise ValueError(f"data.bad_input={bad_input!r}; valid choices: {list(BAD_INPUT_POLICIES)}")
+        self.root = Path(root).expanduser()
+        self.class_range = ClassRange(**(classes or {}))
+        split = dict(split or {})
+        self.split_seed = int(split.pop("seed", 0))
+        self.split_fractions = tuple(float(split.get(name, default)) for name, default in zip(SPLITS, (0.8, 0.1, 0.1)))
+        if set(split) - set(SPLITS):
+            raise ValueError(f"data.split has unknown keys {sorted(set(split) - set(SPLITS))}; valid: {[*SPLITS, 'seed']}")
+        self.file_list, self.synthetic = file_list, dict(synthetic) if synthetic else None
+        self.img_size, self.batch_size, self.num_workers = int(img_size), int(batch_size), int(num_workers)
+        self.augment, self.bad_input, self.cache_dir = augment, bad_input, cache_dir
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers and num_workers > 0
+        self.mean, self.std = tuple(mean), tuple(std)
+        build_transform(self.img_size, train=True, augment=augment)  # fail on a bad augment name now
+        self.manifest: Manifest | None = None
+        self.datasets: dict[str, BinImageDataset] = {}
+
+    # -- once per machine -------------------------------------------------------------------------
+    def _build_manifest(self, progress: bool) -> Manifest:
+        return build_manifest(
+            self.root, self.class_range, split_fractions=self.split_fractions, seed=self.split_seed,
+            file_list=self.file_list, bad_input=self.bad_input, cache_dir=self.cache_dir, progress=progress,
+        )
+
+    def prepare_data(self) -> None:
+        if self.synthetic:
+            from bincount.data.synthetic import render_dataset
+
+            render_dataset(self.root, **self.synthetic)
+        elif not self.root.is_dir():
+            raise DataError(
+                f"data.root={str(self.root)!r} does not exist. Point data.root at a directory in the ABID layout "
+                "(bin-images/, metadata/), or use data=synthetic to render one."
+            )
+        self._build_manifest(progress=True)
+
+    # -- every process ------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.manifest is None:
+            self.manifest = self._build_manifest(progress=False)  # the cached file written by prepare_data
+            self._check_fits_data(self.manifest)
+        for name in SPLITS:
+            if name not in self.datasets and self.manifest.split(name):
+                transform = build_transform(self.img_size, train=name == "train", augment=self.augment,
+                                            mean=self.mean, std=self.std)
+                self.datasets[name] = BinImageDataset(self.root, self.manifest.split(name), transform, self.bad_input)
+
+    def _check_fits_data(self, manifest: Manifest) -> None:
+        """A class range the data cannot fill is a config error, found before the first step."""
+        for name, fraction in zip(SPLITS, self.split_fractions):
+            if fraction > 0 and not manifest.split(name):
+                raise DataError(f"the {name} split of {self.root} is empty (fraction {fraction}); "
+                                f"data quality report: {_short_report(manifest.report)}")
+        train_counts = manifest.class_counts("train")
+        empty = [self.class_range.count(i) for i, n in enumerate(train_counts) if n == 0]
+        if empty:
+            present = sorted({row.count for row in manifest.rows})
+            raise DataError(
+                f"data.classes (counts {self.class_range.min_count}-{self.class_range.max_count}) does not fit the "
+                f"data in {self.root}: counts {empty} have no training samples. Counts present: {present}. "
+                "Narrow data.classes.max_count / min_count or use more data."
+            )
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        if self.manifest is None:
+            self.setup()
+        return self.manifest.class_counts(split)
+
+    def split_ids(self, split: str) -> list[str]:
+        return [row.id for row in self.manifest.split(split)]
+
+    # -- loaders --------------------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        if split not in self.datasets:
+            raise DataError(f"the {split} split is empty; set data.split.{split} > 0")
+        return DataLoader(
+            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            collate_fn=collate_skipping_bad, pin_memory=self.pin_memory, drop_last=drop_last,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # drop_last: a last batch of one sample breaks BatchNorm in the mlp_bn head and backbones.
+        drop = len(self.datasets.get("train", ())) > self.batch_size
+        return self._loader("train", shuffle=True, drop_last=drop)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def data_quality(self) -> dict[str, Any]:
+        """The manifest's report (what was excluded while indexing), for ``metrics.json``."""
+        return dict(self.manifest.report) if self.manifest else {}
+
+
+def _short_report(report: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in report.items() if isinstance(v, (int, float)))

@@ -1,0 +1,767 @@
+"""Synthetic Amazon-Bin-Image-Dataset bins, written in the real ABID layout.
+
+Why: the real dataset is 31 GB behind S3, has noisy labels and cannot be shipped with tests. A
+renderer that writes ``<out>/bin-images/<id>.jpg`` and ``<out>/metadata/<id>.json`` exactly like the
+bucket lets the same reader, training loop and smoke tests run offline and in minutes on a CPU, with
+labels that are known to be right.
+
+What a bin looks like: a cardboard/grey/fabric bin seen from above-front (floor, back wall, two side
+walls in rough perspective, varied tint and fibre noise); N items grouped into SKUs (items of one SKU
+look alike, as in real bins) of varied shape (boxes with a visible side face, rounded packs, ellipses,
+polygons), colour, texture (flat, stripes, gradients, mottled noise, printed labels) and size; soft
+drop shadows and dark outlines; 1-3 elastic straps across the front; a brightness gradient, vignette,
+colour cast, blur and sensor noise; JPEG quality 90. Placement rejects positions that would hide more
+than about half of any item (straps included), so every item stays countable while overlaps and
+occlusion still happen.
+
+Determinism: image ``index`` of ``seed`` depends only on ``SeedSequence([seed, index])``, so partial,
+resumed and parallel renders produce byte-identical files. The item count is drawn first and the items
+use their own sub-stream, so the bin, straps, lighting and noise of an index do not depend on the count
+(an image cannot leak its label through the background).
+
+Speed (measured, ``render_bin`` at size 128, one process on a shared 2-core x86-64 CPU, no GPU):
+SPEED_PLACEHOLDER
+
+No torch here: this module only needs numpy, Pillow and rich, so rendering workers start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import io
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+__all__ = [
+    "CAPSTONE_COUNT_DISTRIBUTION",
+    "add_arguments",
+    "bin_count",
+    "image_id",
+    "parse_counts",
+    "render_bin",
+    "render_dataset",
+    "run",
+]
+
+# Images per count in the 10,441-image subset both capstone reports train on (file_list.json).
+CAPSTONE_COUNT_DISTRIBUTION: dict[int, int] = {1: 1228, 2: 2299, 3: 2666, 4: 2373, 5: 1875}
+
+# Bump when the pixels or metadata for a given (seed, index, size, counts) change: a finished
+# directory rendered by another version is then reported instead of being silently mixed.
+RENDERER_VERSION = 1
+JPEG_QUALITY = 90
+MIN_SIZE = 32
+MAX_ITEMS = 100  # the label map is uint8 with FOREGROUND reserved; more items are not countable anyway
+FOREGROUND = 255  # label-map value of solid things in front of the items (cords, lip, frame)
+COMPLETE_MARKER = ".complete.json"
+PARTIAL_MARKER = ".partial.json"
+IMAGE_DIR = "bin-images"
+METADATA_DIR = "metadata"
+
+# Share of an item's pixels that must stay visible after later items and straps cover it.
+MIN_VISIBLE = 0.55
+PLACEMENT_TRIES = 16
+SHADOW = 0.45  # darkening under an item's drop shadow
+
+Colour = np.ndarray  # float32 RGB, shape (3,), 0-255
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _count_probabilities(counts: Mapping[int, float] | None) -> dict[int, float]:
+    """Validate a count -> weight mapping and normalise it to probabilities (sorted by count)."""
+    counts = CAPSTONE_COUNT_DISTRIBUTION if counts is None else counts
+    if not isinstance(counts, Mapping) or not counts:
+        raise ValueError(f"counts must be a non-empty mapping of item count -> weight, got {counts!r}")
+    weights: dict[int, float] = {}
+    for key, weight in counts.items():
+        count = _check_int("counts key (item count)", key, 0)
+        if count > MAX_ITEMS:
+            raise ValueError(f"counts key (item count) must be <= {MAX_ITEMS}, got {key!r}")
+        weight = float(weight)
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"counts weight for {count} items must be finite and >= 0, got {counts[key]!r}")
+        weights[count] = weight
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"counts weights must have a positive total, got {dict(counts)!r}")
+    return {c: w / total for c, w in sorted(weights.items()) if w > 0}
+
+
+# --------------------------------------------------------------------------------------------------
+# Small drawing helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _hsv(h: float, s: float, v: float) -> Colour:
+    rgb = colorsys.hsv_to_rgb(float(h) % 1.0, min(max(float(s), 0.0), 1.0), min(max(float(v), 0.0), 1.0))
+    return np.array(rgb, dtype=np.float32) * np.float32(255)
+
+
+def _fill(colour: Colour, alpha: int | None = None) -> tuple[int, ...]:
+    rgb = tuple(int(c) for c in np.clip(colour, 0, 255))
+    return rgb if alpha is None else (*rgb, alpha)
+
+
+def _fabric(rng: np.random.Generator) -> Colour:
+    """The yellow fabric of the pods' frames, lips and cords."""
+    return _hsv(rng.normal(0.14, 0.01), rng.uniform(0.3, 0.55), rng.uniform(0.72, 0.9))
+
+
+@lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates: x as a (1, size) row, y as a (size, 1) column, for broadcasting."""
+    axis = np.arange(size, dtype=np.float32) + 0.5
+    return axis[None, :], axis[:, None]
+
+
+@lru_cache(maxsize=4)
+def _noise_bank(size: int) -> np.ndarray:
+    """Fixed Gaussian noise (std 32, int8) twice the image side; images take shifted windows of it,
+    which is ~20x cheaper than drawing fresh normals per image and just as good as sensor noise."""
+    bank = np.random.default_rng(20240501).standard_normal((2 * size, 2 * size, 3), dtype=np.float32) * 32
+    return np.clip(bank, -127, 127).astype(np.int8)
+
+
+def _smooth_noise(rng: np.random.Generator, width: int, height: int, cells: int, amplitude: float) -> Image.Image:
+    """Low-frequency noise as an 'L' image centred on 128: a coarse random grid upscaled bilinearly."""
+    coarse = (128 + rng.uniform(-amplitude, amplitude, (cells, cells))).astype(np.uint8)
+    return Image.fromarray(coarse, "L").resize((width, height), Image.BILINEAR)
+
+
+def _add_noise(image: Image.Image, noise: Image.Image) -> Image.Image:
+    """image + (noise - 128) on every channel, clipped; all in Pillow's C code."""
+    return ImageChops.add(image, Image.merge("RGB", (noise,) * 3), scale=1.0, offset=-128)
+
+
+# --------------------------------------------------------------------------------------------------
+# The bin behind the items: walls, back, fibre texture
+# --------------------------------------------------------------------------------------------------
+
+Quad = tuple[tuple[float, float], ...]  # top-left, top-right, bottom-right, bottom-left
+
+_BIN_TINTS = (  # (hue, saturation, value) centres: yellow fabric (most pods), cardboard, kraft, grey
+    (0.14, 0.40, 0.80),
+    (0.14, 0.30, 0.70),
+    (0.09, 0.35, 0.70),
+    (0.08, 0.45, 0.55),
+    (0.60, 0.05, 0.55),
+)
+
+
+def _bin_tint(rng: np.random.Generator) -> Colour:
+    h, s, v = _BIN_TINTS[rng.integers(len(_BIN_TINTS))]
+    return _hsv(h + rng.normal(0, 0.01), s + rng.normal(0, 0.06), v + rng.normal(0, 0.07))
+
+
+def _bin_geometry(rng: np.random.Generator, size: int) -> Quad:
+    """The back of the bin where the items are, narrower at the top: a rough perspective."""
+    top = size * rng.uniform(0.06, 0.18)
+    bottom = size * rng.uniform(0.88, 0.98)
+    back_inset, front_inset = size * rng.uniform(0.06, 0.18), size * rng.uniform(0.0, 0.06)
+    skew, jitter = size * rng.uniform(-0.04, 0.04), rng.normal(0, size * 0.01, 2)
+    return (
+        (back_inset + skew, top),
+        (size - back_inset + skew + jitter[0], top + jitter[1]),
+        (size - front_inset, bottom),
+        (front_inset, bottom),
+    )
+
+
+def _draw_bin(rng: np.random.Generator, size: int) -> tuple[Image.Image, Quad, Colour]:
+    """Side walls, ceiling and back as shaded polygons with seams, plus two scales of fibre noise."""
+    tint = _bin_tint(rng)
+    tl, tr, br, bl = back = _bin_geometry(rng, size)
+    image = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(image)
+    walls = (
+        ([(0, 0), (size, 0), tr, tl], rng.uniform(0.45, 0.7)),
+        ([(0, 0), tl, bl, (0, size)], rng.uniform(0.6, 0.9)),
+        ([(size, 0), (size, size), br, tr], rng.uniform(0.6, 0.9)),
+        ([bl, br, (size, size), (0, size)], rng.uniform(0.75, 0.95)),
+    )
+    for polygon, shade in walls:
+        draw.polygon(polygon, fill=_fill(tint * shade))
+    draw.polygon(back, fill=_fill(tint * rng.uniform(0.85, 1.0)))
+    seam, width = _fill(tint * 0.45), max(1, size // 96)
+    for corner, start in ((tl, (0, 0)), (tr, (size, 0)), (bl, (0, size)), (br, (size, size))):
+        draw.line([start, corner], fill=seam, width=width)
+    draw.line([tl, tr, br, bl, tl], fill=seam, width=width)
+    fibre = ImageChops.add(
+        _smooth_noise(rng, size, size, 10, rng.uniform(5, 15)), _smooth_noise(rng, size, size, 40, rng.uniform(3, 8)), scale=1.0, offset=-128
+    )
+    return _add_noise(image, fibre), back, tint
+
+
+# --------------------------------------------------------------------------------------------------
+# In front of the items: elastic bands, cords, the bin's lip and label, frame edges
+# --------------------------------------------------------------------------------------------------
+
+
+def _band_curve(rng: np.random.Generator, size: int, top: float) -> tuple[float, float, float]:
+    """(top, slope, sag) of a band; y(t) = top + slope*(t - 1/2) + 4*sag*t*(1 - t) for t = x/size."""
+    return top, rng.normal(0, 0.04) * size, rng.uniform(0, 0.05) * size
+
+
+def _curve_y(curve: tuple[float, float, float], t: np.ndarray) -> np.ndarray:
+    top, slope, sag = curve
+    return top + slope * (t - 0.5) + 4 * sag * t * (1 - t)
+
+
+def _mesh_bands(rng: np.random.Generator, size: int, back: Quad) -> tuple[np.ndarray, list]:
+    """1-3 translucent bands of thin parallel elastic lines across the front (RGBA uint8) and their curves."""
+    xs, ys = _grid(size)
+    t = xs / np.float32(size)
+    scale = size / 128
+    alpha = np.zeros((size, size), dtype=np.float32)
+    n = int(rng.integers(1, 4))
+    curves = []
+    for centre in np.sort(rng.uniform(back[0][1] + 0.1 * size, 0.85 * size, n)).tolist():
+        height = size * rng.uniform(0.1, 0.28)
+        curve = _band_curve(rng, size, centre - height / 2)
+        edge = _curve_y(curve, t)  # (1, size): the band's top edge per column
+        y0, y1 = max(0, int(edge.min())), min(size, int(edge.max() + height) + 1)
+        offset = ys[y0:y1] - edge
+        spacing = np.float32(max(1.6, rng.uniform(1.7, 2.8) * scale))
+        dist = np.abs(offset - spacing * np.round(offset / spacing))
+        strength = np.clip(1 - dist / np.float32(max(0.6, 0.8 * scale)), 0, 1) * np.float32(rng.uniform(0.4, 0.7))
+        band = np.where((offset >= 0) & (offset < height), strength, np.float32(0))
+        np.maximum(alpha[y0:y1], band, out=alpha[y0:y1])
+        curves.append(curve)
+    colour = _hsv(rng.uniform(0, 1), rng.uniform(0, 0.1), rng.uniform(0.8, 0.97))
+    rgba = np.empty((size, size, 4), dtype=np.uint8)
+    rgba[..., :3] = colour.astype(np.uint8)
+    rgba[..., 3] = (alpha * 255).astype(np.uint8)
+    return rgba, curves
+
+
+def _draw_cords(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, curves: list) -> None:
+    """Solid cords along some band tops (fabric-yellow or metal), with a highlight: they hide what is behind."""
+    t = np.linspace(-0.05, 1.05, 9)
+    for curve in curves:
+        if rng.random() < 0.5:
+            continue
+        points = list(zip((t * size).tolist(), _curve_y(curve, t).tolist()))
+        width = max(2, round(size * rng.uniform(0.02, 0.035)))
+        colour = _fabric(rng) if rng.random() < 0.6 else _hsv(0, 0, rng.uniform(0.35, 0.6))
+        draw.line(points, fill=_fill(colour, 255), width=width, joint="curve")
+        draw.line([(x, y - width / 4) for x, y in points], fill=_fill(colour * 1.2 + 25, 255), width=max(1, width // 3))
+
+
+def _draw_lip(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int) -> None:
+    """The bin's front lip along the bottom, with the white bin label (text marks and a 2-D code)."""
+    h0, h1 = size * rng.uniform(0.04, 0.09, 2)
+    draw.polygon([(0, size - h0), (size, size - h1), (size, size), (0, size)], fill=_fill(_fabric(rng), 255))
+    lh = max(3, min(h0, h1) * 0.75)
+    lw = size * rng.uniform(0.2, 0.32)
+    left, top = size * rng.uniform(0.25, 0.75) - lw / 2, size - lh
+    draw.rectangle([left, top, left + lw, size], fill=(235, 235, 230, 255))
+    ink = (30, 30, 30, 255)
+    draw.rectangle([left + lw * 0.08, top + lh * 0.3, left + lw * 0.45, size - lh * 0.25], fill=ink)  # "1A^"
+    code = lh * 0.7
+    draw.rectangle([left + lw * 0.65, top + lh * 0.15, left + lw * 0.65 + code, top + lh * 0.15 + code], fill=(90, 90, 90, 255))
+
+
+def _draw_frame(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int) -> None:
+    """Sometimes a fabric frame edge down one side and a metal shelf edge across the top."""
+    if rng.random() < 0.5:
+        w = size * rng.uniform(0.03, 0.08)
+        x = 0 if rng.random() < 0.5 else size - w
+        draw.rectangle([x, 0, x + w, size], fill=_fill(_fabric(rng) * rng.uniform(0.85, 1.0), 255))
+    if rng.random() < 0.4:
+        draw.rectangle([0, 0, size, size * rng.uniform(0.02, 0.05)], fill=_fill(_hsv(0, 0, rng.uniform(0.4, 0.7)), 255))
+
+
+def _foreground(rng: np.random.Generator, size: int, back: Quad) -> Image.Image:
+    """Everything in front of the items, as one RGBA layer composited after them."""
+    mesh, curves = _mesh_bands(rng, size, back)
+    layer = Image.fromarray(mesh, "RGBA")
+    draw = ImageDraw.Draw(layer)
+    _draw_cords(rng, draw, size, curves)
+    _draw_lip(rng, draw, size)
+    _draw_frame(rng, draw, size)
+    return layer
+
+
+# --------------------------------------------------------------------------------------------------
+# Items: one sprite per SKU, pasted once per unit
+# --------------------------------------------------------------------------------------------------
+
+_SHAPES = ("box", "box", "pack", "ellipse", "polygon")
+_TEXTURES = ("flat", "stripes", "gradient", "mottled", "label", "label")
+_HUE_NAMES = ("red", "orange", "yellow", "green", "teal", "blue", "purple", "pink")
+_NOUNS = {"box": "Boxed", "pack": "Padded Pack", "ellipse": "Round Tin", "polygon": "Blister Pack"}
+_ADJECTIVES = ("Deluxe", "Compact", "Classic", "Premium", "Value", "Travel", "Pro", "Mini")
+_ASIN_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass(frozen=True)
+class _Sku:
+    sprite: Image.Image  # RGBA, unrotated
+    shape: str
+    texture: str
+    colour: Colour
+    scale: float  # sprite width as a fraction of the image side
+
+
+def _item_colour(rng: np.random.Generator, avoid: Colour) -> Colour:
+    """A packaging colour (saturated print, white/black, cardboard, muted) that stands out from `avoid`."""
+    best, best_dist = avoid, -1.0
+    for _ in range(4):
+        kind = rng.random()
+        if kind < 0.4:
+            colour = _hsv(rng.random(), rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0))
+        elif kind < 0.6:
+            colour = _hsv(0, 0, rng.choice([rng.uniform(0.05, 0.2), rng.uniform(0.88, 1.0)]))
+        elif kind < 0.8:
+            colour = _hsv(rng.uniform(0.06, 0.1), rng.uniform(0.3, 0.5), rng.uniform(0.45, 0.75))
+        else:
+            colour = _hsv(rng.random(), rng.uniform(0.1, 0.35), rng.uniform(0.3, 0.9))
+        dist = float(np.abs(colour - avoid).sum())
+        if dist > 120:
+            return colour
+        if dist > best_dist:
+            best, best_dist = colour, dist
+    return best
+
+
+def _texture(rng: np.random.Generator, kind: str, h: int, w: int, colour: Colour) -> np.ndarray:
+    """An (h, w, 3) float32 surface of one of the texture kinds, based on `colour`."""
+    rgb = np.empty((h, w, 3), dtype=np.float32)
+    rgb[:] = colour
+    second = _hsv(rng.random(), rng.uniform(0.2, 1), rng.uniform(0.3, 1))
+    xs, ys = np.arange(w, dtype=np.float32)[None, :], np.arange(h, dtype=np.float32)[:, None]
+    if kind in ("stripes", "gradient"):
+        angle = rng.uniform(0, np.pi)
+        along = xs * np.cos(angle) + ys * np.sin(angle)
+        if kind == "stripes":
+            weight = (np.sin(along * 2 * np.pi / rng.uniform(3, 8)) > rng.uniform(-0.3, 0.5)).astype(np.float32)
+        else:
+            weight = (along - along.min()) / max(float(np.ptp(along)), 1.0) * rng.uniform(0.5, 1)
+        rgb += (second - rgb) * weight[..., None]
+    elif kind == "mottled":
+        rgb *= (np.asarray(_smooth_noise(rng, w, h, int(rng.integers(3, 7)), 40), dtype=np.float32) / 128)[..., None]
+    elif kind == "label":
+        _print_label(rng, rgb, second)
+    return rgb
+
+
+def _print_label(rng: np.random.Generator, rgb: np.ndarray, accent: Colour) -> None:
+    """In place: a light label with an accent bar and dark text-like rows."""
+    h, w, _ = rgb.shape
+    lh, lw = max(2, int(h * rng.uniform(0.35, 0.7))), max(2, int(w * rng.uniform(0.4, 0.8)))
+    top, left = int(rng.integers(0, h - lh + 1)), int(rng.integers(0, w - lw + 1))
+    paper = _hsv(0, 0, rng.uniform(0.85, 1.0))
+    label = rgb[top : top + lh, left : left + lw]
+    label[:] = paper
+    label[: max(1, lh // 5)] = accent
+    for row in range(max(1, lh // 5) + 1, lh - 1, 3):
+        label[row, 1 : 1 + int(lw * rng.uniform(0.3, 0.9))] = paper * 0.25
+
+
+def _shape_masks(rng: np.random.Generator, shape: str, w: int, h: int) -> tuple[Image.Image, Image.Image | None]:
+    """The silhouette and, for boxes, the mask of the visible (darker) side faces."""
+    mask = Image.new("L", (w, h))
+    draw = ImageDraw.Draw(mask)
+    if shape == "box":
+        d = max(2, int(min(w, h) * rng.uniform(0.12, 0.25)))
+        draw.polygon([(0, d), (d, 0), (w - 1, 0), (w - 1, h - 1 - d), (w - 1 - d, h - 1), (0, h - 1)], fill=255)
+        sides = mask.copy()
+        ImageDraw.Draw(sides).rectangle([0, d, w - 1 - d, h - 1], fill=0)
+        return mask, sides
+    if shape == "pack":
+        draw.rounded_rectangle([0, 0, w - 1, h - 1], radius=int(min(w, h) * rng.uniform(0.15, 0.4)), fill=255)
+    elif shape == "ellipse":
+        draw.ellipse([0, 0, w - 1, h - 1], fill=255)
+    else:
+        angles, radius = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(5, 9)))), rng.uniform(0.7, 1.0, 8)
+        draw.polygon([((1 + r * np.cos(a)) * (w - 1) / 2, (1 + r * np.sin(a)) * (h - 1) / 2) for a, r in zip(angles, radius)], fill=255)
+    return mask, None
+
+
+def _make_sku(rng: np.random.Generator, size: int, scale: float, avoid: Colour) -> _Sku:
+    """One SKU's unrotated sprite: silhouette, texture, soft shading, darker sides, dark outline."""
+    shape, texture = _SHAPES[rng.integers(len(_SHAPES))], _TEXTURES[rng.integers(len(_TEXTURES))]
+    colour = _item_colour(rng, avoid)
+    w = max(4, int(size * scale))
+    h = max(4, int(w * rng.uniform(0.45, 1.0)))
+    mask, sides = _shape_masks(rng, shape, w, h)
+    rgb = _texture(rng, texture, h, w, colour)
+    light = rng.uniform(-0.12, 0.12, 2).astype(np.float32)  # soft shading across the item
+    rgb *= (1 + np.linspace(-light[0], light[0], w, dtype=np.float32)[None, :, None] + np.linspace(-light[1], light[1], h, dtype=np.float32)[:, None, None])
+    if sides is not None:
+        rgb[np.asarray(sides) > 0] = colour * np.float32(rng.uniform(0.45, 0.65))
+    rgb[np.asarray(mask.filter(ImageFilter.MinFilter(3))) < 128] *= np.float32(0.55)  # outline
+    rgba = np.empty((h, w, 4), dtype=np.uint8)
+    rgba[..., :3] = np.clip(rgb, 0, 255)
+    rgba[..., 3] = mask
+    return _Sku(sprite=Image.fromarray(rgba, "RGBA"), shape=shape, texture=texture, colour=colour, scale=scale)
+
+
+def _window(labels: np.ndarray, solid: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+    """The label-map window under a solid mask placed at (top, left), and the part of the mask inside it."""
+    size = labels.shape[0]
+    h, w = solid.shape
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + h, size), min(left + w, size)
+    return labels[y0:y1, x0:x1], solid[max(0, -top) : max(0, -top) + y1 - y0, max(0, -left) : max(0, -left) + x1 - x0]
+
+
+def _fits(labels: np.ndarray, visible: list[int], areas: list[int], solid: np.ndarray, top: int, left: int) -> bool:
+    """Would every item, the new one included, keep MIN_VISIBLE of its pixels (straps etc. hide some)?"""
+    window, inside = _window(labels, solid, top, left)
+    covered = np.bincount(window[inside], minlength=256)
+    area = int(solid.sum())
+    if area == 0 or int(inside.sum()) - covered[FOREGROUND] < MIN_VISIBLE * area:
+        return False
+    return all(vis - covered[item] >= MIN_VISIBLE * total for item, (vis, total) in enumerate(zip(visible, areas), start=1))
+
+
+def _mark(labels: np.ndarray, visible: list[int], areas: list[int], solid: np.ndarray, top: int, left: int) -> None:
+    """Record a new item in the label map (over earlier items, under the foreground) and update visibility."""
+    window, inside = _window(labels, solid, top, left)
+    inside = inside & (window != FOREGROUND)
+    covered = np.bincount(window[inside], minlength=256)
+    for item in range(1, len(visible) + 1):
+        visible[item - 1] -= int(covered[item])
+    window[inside] = len(visible) + 1
+    visible.append(int(inside.sum()))
+    areas.append(int(solid.sum()))
+
+
+def _paste(canvas: Image.Image, item: Image.Image, alpha: np.ndarray, top: int, left: int) -> None:
+    """A soft drop shadow down-right, then the item itself."""
+    offset = max(1, round(canvas.width * 0.02))
+    shadow = Image.fromarray((alpha * np.float32(SHADOW)).astype(np.uint8), "L").filter(ImageFilter.BoxBlur(1))
+    canvas.paste((0, 0, 0), (left + offset, top + offset, left + offset + item.width, top + offset + item.height), shadow)
+    canvas.paste(item, (left, top), item)
+
+
+def _place_items(rng: np.random.Generator, canvas: Image.Image, labels: np.ndarray, skus: list[_Sku], quantities: list[int], back: Quad) -> None:
+    """Paste the units in random order, each where it hides no item below MIN_VISIBLE (the last try if none)."""
+    (tlx, tly), (trx, _), (brx, bry), (blx, _) = back
+    units = np.repeat(np.arange(len(skus)), quantities)
+    rng.shuffle(units)
+    visible: list[int] = []
+    areas: list[int] = []
+    for sku_index in units:
+        for attempt in range(PLACEMENT_TRIES):
+            if attempt % 4 == 0:  # rotating costs more than testing a spot: re-rotate now and then
+                item = skus[sku_index].sprite.rotate(rng.uniform(0, 360), Image.BILINEAR, expand=True)
+                alpha = np.asarray(item.getchannel("A"))
+                solid = alpha > 127
+            top = int(rng.uniform(tly, bry) - item.height / 2)
+            left = int(rng.uniform(min(tlx, blx), max(trx, brx)) - item.width / 2)
+            if _fits(labels, visible, areas, solid, top, left):
+                break
+        _paste(canvas, item, alpha, top, left)
+        _mark(labels, visible, areas, solid, top, left)
+
+
+# --------------------------------------------------------------------------------------------------
+# Camera: lighting, blur, noise, JPEG
+# --------------------------------------------------------------------------------------------------
+
+
+def _camera(rng: np.random.Generator, image: Image.Image) -> bytes:
+    """Brightness gradient, vignette, colour cast, sometimes blur, sensor noise; JPEG-encoded."""
+    size = image.width
+    if rng.random() < 0.4:
+        image = image.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 0.8) * size / 128))
+    xs, ys = _grid(size)
+    u, v = xs * (2 / size) - 1, ys * (2 / size) - 1
+    angle, slope, vignette, level = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3), rng.uniform(0.1, 0.4), rng.uniform(0.75, 1.15)
+    gain = (1 + slope * (u * math.cos(angle) + v * math.sin(angle))) * (1 - vignette / 2 * (u * u + v * v))
+    gain = gain[..., None] * ((1 + rng.normal(0, 0.04, 3)) * level).astype(np.float32)  # with a colour cast
+    dy, dx = rng.integers(0, size, 2)
+    noise = _noise_bank(size)[dy : dy + size, dx : dx + size] * np.float32(rng.uniform(1.5, 5.0) / 32)
+    pixels = np.asarray(image, dtype=np.float32) * gain + noise
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Metadata in the bucket's schema
+# --------------------------------------------------------------------------------------------------
+
+
+def _colour_name(colour: Colour) -> str:
+    h, s, v = colorsys.rgb_to_hsv(*(colour / 255))
+    if s < 0.2:
+        return "Black" if v < 0.3 else "White" if v > 0.8 else "Grey"
+    return _HUE_NAMES[int(h * len(_HUE_NAMES)) % len(_HUE_NAMES)].title()
+
+
+def _asin(rng: np.random.Generator) -> str:
+    return "B0" + "".join(_ASIN_CHARS[i] for i in rng.integers(0, len(_ASIN_CHARS), 8))
+
+
+def _sku_record(rng: np.random.Generator, sku: _Sku, quantity: int) -> dict:
+    """One BIN_FCSKU_DATA entry with the real keys: ASIN, names, quantity, dimensions (IN), weight (pounds)."""
+    length = sku.scale * 24.0  # a bin is roughly two feet across
+    width = length * sku.sprite.height / sku.sprite.width
+    height = rng.uniform(0.3, 4.0)
+    name = f"{_ADJECTIVES[rng.integers(len(_ADJECTIVES))]} {_colour_name(sku.colour)} {sku.texture.title()} {_NOUNS[sku.shape]} Item"
+    record = {key: {"unit": "IN", "value": float(value)} for key, value in (("height", height), ("length", length), ("width", width))}
+    weight = length * width * height * rng.uniform(0.005, 0.03)
+    record.update(name=name, normalizedName=name, quantity=int(quantity), weight={"unit": "pounds", "value": float(weight)})
+    return record
+
+
+def _metadata(rng: np.random.Generator, skus: list[_Sku], quantities: list[int]) -> dict:
+    """The bucket's schema: items keyed by ASIN, EXPECTED_QUANTITY = sum of quantities."""
+    items: dict[str, dict] = {}
+    for sku, quantity in zip(skus, quantities):
+        asin = _asin(rng)
+        while asin in items:  # astronomically rare, but a clash would lose units from the label
+            asin = _asin(rng)
+        items[asin] = {"asin": asin, **_sku_record(rng, sku, quantity)}
+    return {"BIN_FCSKU_DATA": items, "EXPECTED_QUANTITY": int(sum(quantities))}
+
+
+def _split_into_skus(rng: np.random.Generator, n: int) -> list[int]:
+    """Quantities per SKU summing to n: about half as many SKUs as units, as in real bins."""
+    if n == 0:
+        return []
+    k = 1 + int(rng.binomial(n - 1, 0.5))
+    owners = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])
+    return np.bincount(owners, minlength=k).tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# One bin
+# --------------------------------------------------------------------------------------------------
+
+
+def image_id(index: int) -> str:
+    """Zero-padded id of image `index` (0-based): "00001", "00002", ..., longer above 99999."""
+    return f"{index + 1:05d}"
+
+
+def _draw_count(rng: np.random.Generator, probabilities: Mapping[int, float]) -> int:
+    cumulative = np.cumsum(list(probabilities.values()))
+    position = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return list(probabilities)[min(position, len(probabilities) - 1)]
+
+
+def render_bin(seed: int, index: int, size: int = 128, counts: Mapping[int, float] | None = None) -> tuple[bytes, dict]:
+    """Render bin `index` of dataset `seed`: (JPEG bytes of a size x size image, ABID metadata dict)."""
+    _check_int("seed", seed, 0)
+    _check_int("index", index, 0)
+    return _render(seed, index, _check_int("size", size, MIN_SIZE), _count_probabilities(counts))
+
+
+def bin_count(seed: int, index: int, counts: Mapping[int, float] | None = None) -> int:
+    """The item count (EXPECTED_QUANTITY) of bin `index` of dataset `seed`, without rendering it."""
+    _check_int("seed", seed, 0)
+    _check_int("index", index, 0)
+    return _streams(seed, index, _count_probabilities(counts))[0]
+
+
+def _streams(seed: int, index: int, probabilities: Mapping[int, float]) -> tuple[int, np.random.Generator, np.random.Generator]:
+    """(count, scene stream, item stream): the count is drawn first and the items get their own stream,
+    so the bin, bands, lighting and noise of an index are the same whatever its count."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    n = _draw_count(rng, probabilities)
+    return n, rng, np.random.default_rng(rng.integers(2**63))
+
+
+def _render(seed: int, index: int, size: int, probabilities: Mapping[int, float]) -> tuple[bytes, dict]:
+    n, rng, item_rng = _streams(seed, index, probabilities)
+    canvas, back, tint = _draw_bin(rng, size)
+    foreground = _foreground(rng, size, back)
+    labels = np.where(np.asarray(foreground.getchannel("A")) >= 200, FOREGROUND, 0).astype(np.uint8)
+    quantities = _split_into_skus(item_rng, n)
+    crowd = min(1.0, math.sqrt(4 / max(n, 1)))
+    skus = [_make_sku(item_rng, size, item_rng.uniform(0.2, 0.36) * crowd, tint) for _ in quantities]
+    _place_items(item_rng, canvas, labels, skus, quantities, back)
+    canvas.paste(foreground, (0, 0), foreground)
+    return _camera(rng, canvas), _metadata(item_rng, skus, quantities)
+
+
+# --------------------------------------------------------------------------------------------------
+# A dataset directory: atomic files, resume, completion marker
+# --------------------------------------------------------------------------------------------------
+
+
+def _parameters(num_images: int, seed: int, size: int, probabilities: Mapping[int, float]) -> dict:
+    """What determines the files (not workers/progress), as stored in the markers."""
+    return {
+        "renderer_version": RENDERER_VERSION,
+        "num_images": num_images,
+        "seed": seed,
+        "size": size,
+        "counts": {str(c): p for c, p in probabilities.items()},
+    }
+
+
+def _check_marker(path: Path, parameters: dict) -> bool:
+    """True if `path` holds these parameters, False if absent; ValueError naming any differences."""
+    if not path.exists():
+        return False
+    stored = json.loads(path.read_text())
+    diffs = [f"{key}: {stored.get(key)!r} there, {value!r} requested" for key, value in parameters.items() if stored.get(key) != value]
+    if diffs:
+        raise ValueError(f"{path.parent} was rendered with other parameters ({path.name}); use another directory or delete it. " + "; ".join(diffs))
+    return True
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write via a hidden temporary file and os.replace, so a killed render leaves no truncated file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _paths(out: Path, index: int) -> tuple[Path, Path]:
+    name = image_id(index)
+    return out / IMAGE_DIR / f"{name}.jpg", out / METADATA_DIR / f"{name}.json"
+
+
+def _render_chunk(job: tuple[str, int, int, dict[int, float], Sequence[int]]) -> int:
+    """Render and write the given indices (a Pool task); returns how many images were written."""
+    out, seed, size, probabilities, indices = job
+    for index in indices:
+        image_path, meta_path = _paths(Path(out), index)
+        jpeg, metadata = _render(seed, index, size, probabilities)
+        _write_atomic(image_path, jpeg)  # image first: an index counts as done once its metadata exists
+        _write_atomic(meta_path, json.dumps(metadata, indent=4, sort_keys=True).encode())
+    return len(indices)
+
+
+def _missing(out: Path, num_images: int) -> list[int]:
+    return [i for i in range(num_images) if not all(p.exists() for p in _paths(out, i))]
+
+
+def _chunks(indices: list[int], workers: int) -> Iterator[list[int]]:
+    step = max(1, min(64, math.ceil(len(indices) / (workers * 8))))
+    for start in range(0, len(indices), step):
+        yield indices[start : start + step]
+
+
+def _progress_bar(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("rendering bins"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not enabled)
+
+
+def _run_jobs(jobs: list[tuple], workers: int) -> Iterable[int]:
+    if workers == 1 or len(jobs) == 1:
+        return map(_render_chunk, jobs)
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))  # spawn: safe if torch is loaded
+    return _closing_imap(pool, jobs)
+
+
+def _closing_imap(pool, jobs: list[tuple]) -> Iterator[int]:
+    with pool:
+        yield from pool.imap_unordered(_render_chunk, jobs)
+
+
+def _render_dataset(out_dir, num_images: int, seed: int, size: int, counts, workers: int, progress: bool) -> tuple[Path, int]:
+    """render_dataset, also returning how many images this call wrote."""
+    num_images = _check_int("num_images", num_images, 1)
+    seed = _check_int("seed", seed, 0)
+    size = _check_int("size", size, MIN_SIZE)
+    workers = _check_int("workers", workers, 1)
+    probabilities = _count_probabilities(counts)
+    out = Path(out_dir)
+    parameters = _parameters(num_images, seed, size, probabilities)
+    if _check_marker(out / COMPLETE_MARKER, parameters):
+        return out, 0
+    for sub in (IMAGE_DIR, METADATA_DIR):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (out / sub).glob(".*.tmp"):  # left by a killed render
+            stale.unlink()
+    if not _check_marker(out / PARTIAL_MARKER, parameters):
+        _write_atomic(out / PARTIAL_MARKER, json.dumps(parameters, indent=2).encode())
+    todo = _missing(out, num_images)
+    jobs = [(str(out), seed, size, probabilities, chunk) for chunk in _chunks(todo, workers)]
+    with _progress_bar(progress) as bar:
+        task = bar.add_task("render", total=num_images, completed=num_images - len(todo))
+        for done in _run_jobs(jobs, workers):
+            bar.advance(task, done)
+    _write_atomic(out / COMPLETE_MARKER, json.dumps(parameters, indent=2).encode())
+    (out / PARTIAL_MARKER).unlink()
+    return out, len(todo)
+
+
+def render_dataset(
+    out_dir: str | os.PathLike,
+    num_images: int,
+    seed: int = 0,
+    size: int = 128,
+    counts: Mapping[int, float] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Write `num_images` bins to `out_dir` in the ABID layout and return the directory.
+
+    Idempotent: a finished directory (``.complete.json``) with the same parameters is returned as is,
+    one with other parameters raises ValueError naming the differences. An unfinished one is resumed:
+    images already written are kept (each file is written atomically), the rest are rendered.
+    """
+    return _render_dataset(out_dir, num_images, seed, size, counts, workers, progress)[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# `bincount render`
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_counts(text: str) -> dict[int, float]:
+    """Parse "0:1,1:5,2:5" (item count : weight) for --counts."""
+    counts: dict[int, float] = {}
+    try:
+        for part in text.split(","):
+            key, weight = part.split(":")
+            counts[int(key)] = float(weight)
+        _count_probabilities(counts)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"invalid --counts {text!r} (expected like '0:1,1:5,2:5'): {error}") from None
+    return counts
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="dataset directory (bin-images/, metadata/)")
+    parser.add_argument("--num-images", type=int, default=2000, help="number of bins (default: 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all CPUs)")
+    parser.add_argument("--counts", type=parse_counts, default=None, help="count:weight list, e.g. 0:1,1:5,2:5 (default: capstone distribution)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    try:
+        out, written = _render_dataset(args.out_dir, args.num_images, args.seed, args.size, args.counts, args.workers, args.progress)
+    except ValueError as error:
+        print(f"bincount render: error: {error}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    if written == 0:
+        print(f"{out}: already complete ({args.num_images} images), nothing to render")
+    else:
+        print(f"{out}: rendered {written} images in {seconds:.1f} s ({written / seconds:.0f} images/s)")
+    return 0

@@ -1,0 +1,148 @@
+"""End-to-end: ``train.py`` through Hydra on tiny models and tiny synthetic bins.
+
+Runs go through a real ``python train.py`` subprocess (what users type), except the experiment sweep,
+which composes in-process to stay fast. Every run renders into one session-wide data directory, so the
+synthetic dataset is rendered once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+
+# A tiny, fast run: 120 synthetic bins at 64 px, timm's test_resnet, 32 px inputs.
+TINY = [
+    "model=tiny", "data.synthetic.num_images=120", "data.synthetic.size=64", "data.synthetic.workers=1",
+    "data.img_size=32", "data.batch_size=16", "data.num_workers=0", "data.persistent_workers=false",
+    "trainer.max_epochs=2", "callbacks.progress_bar=null", "callbacks.model_summary=null",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+def run_train(args: list[str], data_dir: Path, log_dir: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BINCOUNT_DATA_DIR": str(data_dir), "BINCOUNT_LOG_DIR": str(log_dir), "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def single_run_dir(log_dir: Path) -> Path:
+    runs = sorted((log_dir / "train" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_single_run_leaves_config_checkpoints_metrics_and_predictions(data_dir, tmp_path):
+    run_train([], data_dir, tmp_path)
+    run = single_run_dir(tmp_path)
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / "resolved_config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["optimized_metric"] == "val/acc"
+    assert metrics["objective"] == metrics["val/acc"]
+    for key in ("val/acc", "val/rmse", "val/mae", "val/within_one", "val/f1_macro", "test/acc", "test/rmse",
+                "test/f1_weighted", "test/confusion_matrix", "data_quality"):
+        assert key in metrics, key
+    predictions = read_csv(run / "predictions.csv")
+    test_size = sum(sum(row) for row in metrics["test/confusion_matrix"])
+    assert len(predictions) == test_size > 0
+    assert set(predictions[0]) == {"id", "true_count", "pred_count", *(f"prob_{c}" for c in range(1, 6))}
+    accuracy = sum(p["true_count"] == p["pred_count"] for p in predictions) / len(predictions)
+    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert metrics["epochs_trained"] == 2
+    assert (run / "csv" / "metrics.csv").is_file()
+    assert any((run / "tensorboard").iterdir())
+
+
+@pytest.mark.slow
+def test_multirun_basic_launcher_runs_two_jobs(data_dir, tmp_path):
+    run_train(["-m", "head=linear,coral", "trainer.max_epochs=1"], data_dir, tmp_path)
+    sweeps = list((tmp_path / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    heads = [json.loads((j / "metrics.json").read_text()) and (j / ".hydra" / "overrides.yaml").read_text() for j in jobs]
+    assert "head=linear" in heads[0] and "head=coral" in heads[1]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_from_last_checkpoint(data_dir, tmp_path):
+    args = ["trainer.max_epochs=4", "callbacks.early_stopping=null", "data.synthetic.num_images=400"]
+    env = {**os.environ, "BINCOUNT_DATA_DIR": str(data_dir), "BINCOUNT_LOG_DIR": str(tmp_path)}
+    run_train(["trainer.max_epochs=1", "data.synthetic.num_images=400", "test=false"], data_dir, tmp_path / "warm")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while not list((tmp_path / "train").glob("runs/*/checkpoints/last.ckpt")):
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the checkpoint file be complete (Lightning writes it atomically)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run = single_run_dir(tmp_path)
+    assert not (run / "metrics.json").exists(), "the run was meant to be killed mid-way"
+    killed_at = len(read_csv(run / "csv" / "metrics.csv"))
+
+    result = run_train([*args, "resume=true"], data_dir, tmp_path)
+    assert single_run_dir(tmp_path) == run, "resume=true must continue the same run directory"
+    assert "Restoring states from the checkpoint" in result.stdout + result.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 4
+    epochs = {int(float(r["epoch"])) for r in read_csv(run / "csv" / "metrics.csv") if r.get("val/acc")}
+    assert epochs == {0, 1, 2, 3} and killed_at > 0
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(data_dir, tmp_path):
+    run_train(["trainer=ddp_cpu", "trainer.max_epochs=1"], data_dir, tmp_path)
+    run = single_run_dir(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    predictions = read_csv(run / "predictions.csv")
+    assert len(predictions) == sum(sum(r) for r in metrics["test/confusion_matrix"]) > 0
+    assert len({p["id"] for p in predictions}) == len(predictions), "each test sample predicted exactly once"
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_runs_one_batch(experiment, data_dir, tmp_path, monkeypatch):
+    from bincount.train import train
+
+    monkeypatch.setenv("BINCOUNT_DATA_DIR", str(data_dir))
+    cfg = compose_cfg([f"experiment={experiment}", "data=synthetic", "trainer=cpu", "debug=fast", *TINY,
+                       "model.backbone=test_resnet", "model.pretrained=false", "data.batch_size=8",
+                       f"paths.output_dir={tmp_path}", "logger=none"], tmp_path)
+    assert cfg.tags, "every experiment tags its runs"
+    train(cfg)
+    assert json.loads((tmp_path / "metrics.json").read_text())["global_steps"] == 1

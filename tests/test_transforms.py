@@ -1,0 +1,79 @@
+"""build_transform: shapes and dtypes for every augment level, count-safe crop scales, validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from bincount.data.transforms import AUGMENT_CHOICES, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, build_transform
+
+
+def image(h: int = 30, w: int = 40) -> torch.Tensor:
+    return torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+
+
+def parts(transform: v2.Compose, kind: type) -> list:
+    return [t for t in transform.transforms if isinstance(t, kind)]
+
+
+@pytest.mark.parametrize("augment", AUGMENT_CHOICES)
+@pytest.mark.parametrize("train", [True, False])
+def test_output_shape_and_dtype(augment, train):
+    torch.manual_seed(0)
+    out = build_transform(24, train=train, augment=augment)(image())
+    assert out.shape == (3, 24, 24) and out.dtype == torch.float32
+
+
+def test_eval_normalizes_with_given_stats():
+    grey = torch.full((3, 10, 10), 255, dtype=torch.uint8)
+    out = build_transform(8, train=False)(grey)
+    expected = [(1 - m) / s for m, s in zip(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
+    assert torch.allclose(out.mean(dim=(1, 2)), torch.tensor(expected), atol=1e-4)
+    plain = build_transform(8, train=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))(grey)
+    assert torch.allclose(plain, torch.ones_like(plain))
+
+
+def test_eval_and_none_are_deterministic_resize_without_crop():
+    x = image()
+    assert torch.equal(build_transform(16, train=False)(x), build_transform(16, train=True, augment="none")(x))
+    assert not parts(build_transform(16, train=False), v2.RandomResizedCrop)
+    assert not parts(build_transform(16, train=False), v2.CenterCrop)
+
+
+@pytest.mark.parametrize("augment", ["light", "strong"])
+def test_count_safe_crops_are_mild(augment):
+    (crop,) = parts(build_transform(16, train=True, augment=augment), v2.RandomResizedCrop)
+    assert crop.scale[0] >= 0.7
+    for erase in parts(build_transform(16, train=True, augment=augment), v2.RandomErasing):
+        assert erase.scale[1] <= 0.05
+
+
+def test_strong_adds_jitter_rotation_erasing():
+    t = build_transform(16, train=True, augment="strong")
+    assert parts(t, v2.ColorJitter) and parts(t, v2.RandomRotation) and parts(t, v2.RandomErasing)
+
+
+def test_capstone_refined_matches_report():
+    t = build_transform(224, train=True, augment="capstone_refined")
+    (crop,) = parts(t, v2.RandomResizedCrop)
+    assert crop.scale == (0.08, 1.0)  # torchvision's default, as in the report
+    assert parts(t, v2.RandomHorizontalFlip)
+    assert list(parts(t, v2.RandomRotation)[0].degrees) == [-15.0, 15.0]
+    jitter = parts(t, v2.ColorJitter)[0]
+    assert jitter.brightness == jitter.contrast == jitter.saturation == (0.8, 1.2) and jitter.hue is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"augment": "heavy"}, "augment='heavy' is not one of none, light, strong, capstone_refined"),
+        ({"img_size": 0}, "img_size must be a positive integer, got 0"),
+        ({"mean": (0.5, 0.5)}, "mean must be 3 numbers"),
+        ({"std": (0.5, 0.0, 0.5)}, "std must be positive"),
+    ],
+)
+def test_validation(kwargs, message):
+    args = {"img_size": 16, "train": True, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        build_transform(**args)
