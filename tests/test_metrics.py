@@ -128,6 +128,7 @@ def test_is_a_submodule_that_moves_with_the_model():
     model.to(torch.float64)  # device moves go through the same hook; no GPU needed to check the wiring
     assert any(isinstance(m, WithinK) for m in model.modules())
     assert model.metrics.within_one.hits.dtype == torch.long  # integer states are not cast
+    assert model.state_dict() == {}  # metric states stay out of checkpoints
 
 
 def test_within_k_states_reduce_by_sum():

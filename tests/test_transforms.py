@@ -67,7 +67,7 @@ def test_capstone_refined_matches_report():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"augment": "heavy"}, "augment='heavy' is not one of none, light, strong, capstone_refined"),
+        ({"augment": "heavy"}, "augment='heavy' is not a valid choice; valid: none, flip, light, strong, capstone_refined"),
         ({"img_size": 0}, "img_size must be a positive integer, got 0"),
         ({"mean": (0.5, 0.5)}, "mean must be 3 numbers"),
         ({"std": (0.5, 0.0, 0.5)}, "std must be positive"),

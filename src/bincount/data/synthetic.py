@@ -136,12 +136,17 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return axis[None, :], axis[:, None]
 
 
-@lru_cache(maxsize=4)
-def _noise_bank(size: int) -> np.ndarray:
-    """Fixed Gaussian noise (std 32, int8) twice the image side; images take shifted windows of it,
-    which is ~20x cheaper than drawing fresh normals per image and just as good as sensor noise."""
-    bank = np.random.default_rng(20240501).standard_normal((2 * size, 2 * size, 3), dtype=np.float32) * 32
-    return np.clip(bank, -127, 127).astype(np.int8)
+NOISE_LEVELS = (1.5, 2.5, 3.5, 5.0)  # sensor noise standard deviations, in 8-bit levels
+NOISE_MARGIN = 64  # a noise bank is this much larger than the image: 64 x 64 shifted windows
+
+
+@lru_cache(maxsize=16)
+def _noise_bank(size: int, sigma: float) -> Image.Image:
+    """Fixed Gaussian noise centred on 128; images add shifted windows of it, which is far cheaper than
+    drawing fresh normals per image and just as good as sensor noise."""
+    side = size + NOISE_MARGIN
+    noise = np.random.default_rng(20240501).standard_normal((side, side, 3), dtype=np.float32) * np.float32(sigma) + 128
+    return Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
 
 
 def _smooth_noise(rng: np.random.Generator, width: int, height: int, cells: int, amplitude: float) -> Image.Image:
@@ -208,9 +213,7 @@ def _draw_bin(rng: np.random.Generator, size: int) -> tuple[Image.Image, Quad, C
     for corner, start in ((tl, (0, 0)), (tr, (size, 0)), (bl, (0, size)), (br, (size, size))):
         draw.line([start, corner], fill=seam, width=width)
     draw.line([tl, tr, br, bl, tl], fill=seam, width=width)
-    fibre = ImageChops.add(
-        _smooth_noise(rng, size, size, 10, rng.uniform(5, 15)), _smooth_noise(rng, size, size, 40, rng.uniform(3, 8)), scale=1.0, offset=-128
-    )
+    fibre = _smooth_noise(rng, size, size, int(rng.integers(12, 32)), rng.uniform(6, 16))
     return _add_noise(image, fibre), back, tint
 
 
@@ -242,12 +245,12 @@ def _mesh_bands(rng: np.random.Generator, size: int, back: Quad) -> tuple[np.nda
         curve = _band_curve(rng, size, centre - height / 2)
         edge = _curve_y(curve, t)  # (1, size): the band's top edge per column
         y0, y1 = max(0, int(edge.min())), min(size, int(edge.max() + height) + 1)
-        offset = ys[y0:y1] - edge
-        spacing = np.float32(max(1.6, rng.uniform(1.7, 2.8) * scale))
-        dist = np.abs(offset - spacing * np.round(offset / spacing))
-        strength = np.clip(1 - dist / np.float32(max(0.6, 0.8 * scale)), 0, 1) * np.float32(rng.uniform(0.4, 0.7))
-        band = np.where((offset >= 0) & (offset < height), strength, np.float32(0))
-        np.maximum(alpha[y0:y1], band, out=alpha[y0:y1])
+        spacing, width = max(1.6, rng.uniform(1.7, 2.8) * scale), max(0.6, 0.8 * scale)
+        rows = np.arange(0, height, 0.25)  # the band's profile across its lines, at quarter-pixel steps
+        profile = np.clip(1 - np.abs(rows - spacing * np.round(rows / spacing)) / width, 0, 1) * rng.uniform(0.4, 0.7)
+        profile = np.concatenate([[0], profile, [0]]).astype(np.float32)  # zero outside the band
+        index = ((ys[y0:y1] - edge) * 4 + 1).astype(np.intp)
+        np.maximum(alpha[y0:y1], np.take(profile, index, mode="clip"), out=alpha[y0:y1])
         curves.append(curve)
     colour = _hsv(rng.uniform(0, 1), rng.uniform(0, 0.1), rng.uniform(0.8, 0.97))
     rgba = np.empty((size, size, 4), dtype=np.uint8)
@@ -318,11 +321,19 @@ _ASIN_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 @dataclass(frozen=True)
 class _Sku:
-    sprite: Image.Image  # RGBA, unrotated
+    sprite: Image.Image  # RGBA, unrotated, outlined
+    shadow: Image.Image  # L: the silhouette scaled to SHADOW and blurred
     shape: str
     texture: str
     colour: Colour
     scale: float  # sprite width as a fraction of the image side
+
+
+@dataclass(frozen=True)
+class _Outline:
+    method: str  # the ImageDraw method that draws the silhouette, and its arguments
+    args: dict
+    sides: tuple = ()  # boxes: the top and side faces as polygons, drawn darker over the texture
 
 
 def _item_colour(rng: np.random.Generator, avoid: Colour) -> Colour:
@@ -380,43 +391,41 @@ def _print_label(rng: np.random.Generator, rgb: np.ndarray, accent: Colour) -> N
         label[row, 1 : 1 + int(lw * rng.uniform(0.3, 0.9))] = paper * 0.25
 
 
-def _shape_masks(rng: np.random.Generator, shape: str, w: int, h: int) -> tuple[Image.Image, Image.Image | None]:
-    """The silhouette and, for boxes, the mask of the visible (darker) side faces."""
-    mask = Image.new("L", (w, h))
-    draw = ImageDraw.Draw(mask)
+def _outline(rng: np.random.Generator, shape: str, w: int, h: int) -> _Outline:
+    """A silhouette filling the w x h sprite: box (front face + two faces in perspective), rounded pack,
+    ellipse or irregular convex-ish polygon."""
+    r, b = w - 1, h - 1
     if shape == "box":
         d = max(2, int(min(w, h) * rng.uniform(0.12, 0.25)))
-        draw.polygon([(0, d), (d, 0), (w - 1, 0), (w - 1, h - 1 - d), (w - 1 - d, h - 1), (0, h - 1)], fill=255)
-        sides = mask.copy()
-        ImageDraw.Draw(sides).rectangle([0, d, w - 1 - d, h - 1], fill=0)
-        return mask, sides
+        top, side = ((0, d), (d, 0), (r, 0), (r - d, d)), ((r - d, d), (r, 0), (r, b - d), (r - d, b))
+        return _Outline("polygon", {"xy": [(0, d), (d, 0), (r, 0), (r, b - d), (r - d, b), (0, b)]}, (top, side))
     if shape == "pack":
-        draw.rounded_rectangle([0, 0, w - 1, h - 1], radius=int(min(w, h) * rng.uniform(0.15, 0.4)), fill=255)
-    elif shape == "ellipse":
-        draw.ellipse([0, 0, w - 1, h - 1], fill=255)
-    else:
-        angles, radius = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(5, 9)))), rng.uniform(0.7, 1.0, 8)
-        draw.polygon([((1 + r * np.cos(a)) * (w - 1) / 2, (1 + r * np.sin(a)) * (h - 1) / 2) for a, r in zip(angles, radius)], fill=255)
-    return mask, None
+        return _Outline("rounded_rectangle", {"xy": [0, 0, r, b], "radius": int(min(w, h) * rng.uniform(0.15, 0.4))})
+    if shape == "ellipse":
+        return _Outline("ellipse", {"xy": [0, 0, r, b]})
+    k = int(rng.integers(5, 9))
+    angles, radius = np.sort(rng.uniform(0, 2 * np.pi, k)), rng.uniform(0.7, 1.0, k)
+    xs, ys = (1 + radius * np.cos(angles)) * r / 2, (1 + radius * np.sin(angles)) * b / 2
+    return _Outline("polygon", {"xy": list(zip(xs.tolist(), ys.tolist()))})
 
 
 def _make_sku(rng: np.random.Generator, size: int, scale: float, avoid: Colour) -> _Sku:
-    """One SKU's unrotated sprite: silhouette, texture, soft shading, darker sides, dark outline."""
+    """One SKU's unrotated sprite (textured silhouette, darker box faces, dark outline) and its shadow."""
     shape, texture = _SHAPES[rng.integers(len(_SHAPES))], _TEXTURES[rng.integers(len(_TEXTURES))]
     colour = _item_colour(rng, avoid)
     w = max(4, int(size * scale))
     h = max(4, int(w * rng.uniform(0.45, 1.0)))
-    mask, sides = _shape_masks(rng, shape, w, h)
-    rgb = _texture(rng, texture, h, w, colour)
-    light = rng.uniform(-0.12, 0.12, 2).astype(np.float32)  # soft shading across the item
-    rgb *= (1 + np.linspace(-light[0], light[0], w, dtype=np.float32)[None, :, None] + np.linspace(-light[1], light[1], h, dtype=np.float32)[:, None, None])
-    if sides is not None:
-        rgb[np.asarray(sides) > 0] = colour * np.float32(rng.uniform(0.45, 0.65))
-    rgb[np.asarray(mask.filter(ImageFilter.MinFilter(3))) < 128] *= np.float32(0.55)  # outline
-    rgba = np.empty((h, w, 4), dtype=np.uint8)
-    rgba[..., :3] = np.clip(rgb, 0, 255)
-    rgba[..., 3] = mask
-    return _Sku(sprite=Image.fromarray(rgba, "RGBA"), shape=shape, texture=texture, colour=colour, scale=scale)
+    outline = _outline(rng, shape, w, h)
+    mask = Image.new("L", (w, h))
+    getattr(ImageDraw.Draw(mask), outline.method)(**outline.args, fill=255)
+    sprite = Image.fromarray(np.clip(_texture(rng, texture, h, w, colour), 0, 255).astype(np.uint8), "RGB")
+    sprite.putalpha(mask)
+    draw, edge = ImageDraw.Draw(sprite), _fill(colour * 0.5, 255)
+    for face, shade in zip(outline.sides, rng.uniform(0.45, 0.75, 2).tolist()):
+        draw.polygon(face, fill=_fill(colour * shade, 255), outline=edge)
+    getattr(draw, outline.method)(**outline.args, outline=edge)
+    shadow = Image.blend(Image.new("L", mask.size), mask, SHADOW).filter(ImageFilter.BoxBlur(1))
+    return _Sku(sprite=sprite, shadow=shadow, shape=shape, texture=texture, colour=colour, scale=scale)
 
 
 def _window(labels: np.ndarray, solid: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
@@ -449,11 +458,10 @@ def _mark(labels: np.ndarray, visible: list[int], areas: list[int], solid: np.nd
     areas.append(int(solid.sum()))
 
 
-def _paste(canvas: Image.Image, item: Image.Image, alpha: np.ndarray, top: int, left: int) -> None:
-    """A soft drop shadow down-right, then the item itself."""
+def _paste(canvas: Image.Image, item: Image.Image, shadow: Image.Image, top: int, left: int) -> None:
+    """The drop shadow down-right, then the item itself."""
     offset = max(1, round(canvas.width * 0.02))
-    shadow = Image.fromarray((alpha * np.float32(SHADOW)).astype(np.uint8), "L").filter(ImageFilter.BoxBlur(1))
-    canvas.paste((0, 0, 0), (left + offset, top + offset, left + offset + item.width, top + offset + item.height), shadow)
+    canvas.paste((0, 0, 0), (left + offset, top + offset, left + offset + shadow.width, top + offset + shadow.height), shadow)
     canvas.paste(item, (left, top), item)
 
 
@@ -464,17 +472,17 @@ def _place_items(rng: np.random.Generator, canvas: Image.Image, labels: np.ndarr
     rng.shuffle(units)
     visible: list[int] = []
     areas: list[int] = []
-    for sku_index in units:
+    for sku in (skus[i] for i in units):
         for attempt in range(PLACEMENT_TRIES):
             if attempt % 4 == 0:  # rotating costs more than testing a spot: re-rotate now and then
-                item = skus[sku_index].sprite.rotate(rng.uniform(0, 360), Image.BILINEAR, expand=True)
-                alpha = np.asarray(item.getchannel("A"))
-                solid = alpha > 127
+                angle = rng.uniform(0, 360)
+                item = sku.sprite.rotate(angle, Image.BILINEAR, expand=True)
+                solid = np.asarray(item.getchannel("A")) > 127
             top = int(rng.uniform(tly, bry) - item.height / 2)
             left = int(rng.uniform(min(tlx, blx), max(trx, brx)) - item.width / 2)
             if _fits(labels, visible, areas, solid, top, left):
                 break
-        _paste(canvas, item, alpha, top, left)
+        _paste(canvas, item, sku.shadow.rotate(angle, Image.BILINEAR, expand=True), top, left)
         _mark(labels, visible, areas, solid, top, left)
 
 
@@ -484,20 +492,23 @@ def _place_items(rng: np.random.Generator, canvas: Image.Image, labels: np.ndarr
 
 
 def _camera(rng: np.random.Generator, image: Image.Image) -> bytes:
-    """Brightness gradient, vignette, colour cast, sometimes blur, sensor noise; JPEG-encoded."""
+    """Sometimes blur; brightness gradient, vignette, exposure, colour cast; sensor noise; JPEG."""
     size = image.width
     if rng.random() < 0.4:
         image = image.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 0.8) * size / 128))
     xs, ys = _grid(size)
-    u, v = xs * (2 / size) - 1, ys * (2 / size) - 1
-    angle, slope, vignette, level = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3), rng.uniform(0.1, 0.4), rng.uniform(0.75, 1.15)
+    u, v = xs * np.float32(2 / size) - 1, ys * np.float32(2 / size) - 1
+    angle, slope, vignette = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3), rng.uniform(0.1, 0.4)
     gain = (1 + slope * (u * math.cos(angle) + v * math.sin(angle))) * (1 - vignette / 2 * (u * u + v * v))
-    gain = gain[..., None] * ((1 + rng.normal(0, 0.04, 3)) * level).astype(np.float32)  # with a colour cast
-    dy, dx = rng.integers(0, size, 2)
-    noise = _noise_bank(size)[dy : dy + size, dx : dx + size] * np.float32(rng.uniform(1.5, 5.0) / 32)
-    pixels = np.asarray(image, dtype=np.float32) * gain + noise
+    exposure = rng.uniform(0.75, 1.15) * (1 + np.clip(rng.normal(0, 0.04, 3), -0.1, 0.1))  # per channel: a colour cast
+    gain = gain[..., None] * exposure.astype(np.float32)
+    peak = float(gain.max())  # at most 1.81, so the doubling below can restore it
+    image = ImageChops.multiply(image, Image.fromarray((gain * np.float32(255 / peak)).astype(np.uint8), "RGB"))
+    image = ImageChops.add(image, image, scale=2 / peak)  # (x + x) * peak / 2: image * gain, clipped
+    dy, dx = rng.integers(0, NOISE_MARGIN, 2).tolist()
+    noise = _noise_bank(size, NOISE_LEVELS[rng.integers(len(NOISE_LEVELS))]).crop((dx, dy, dx + size, dy + size))
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=JPEG_QUALITY)
+    ImageChops.add(image, noise, scale=1.0, offset=-128).save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
 
 

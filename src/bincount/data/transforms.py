@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
-AUGMENT_CHOICES = ("none", "light", "strong", "capstone_refined")
+AUGMENT_CHOICES = ("none", "flip", "light", "strong", "capstone_refined")
 LIGHT_CROP_SCALE = (0.7, 1.0)
 LIGHT_CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -35,6 +35,7 @@ def build_transform(
     ``augment`` (train only; eval is always resize + normalize):
 
     - ``none``: same as eval.
+    - ``flip``: horizontal flip only (report 2's training transform).
     - ``light``: RandomResizedCrop(scale 0.7-1.0, ratio 3/4-4/3) + horizontal flip.
     - ``strong``: light + ColorJitter(0.2, 0.2, 0.2, 0.02) + rotation ±10° + small RandomErasing
       (p 0.25, 1-4% of the area, so it hides a part of an object rather than a whole one).
@@ -43,7 +44,7 @@ def build_transform(
       ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2).
     """
     if augment not in AUGMENT_CHOICES:
-        raise ValueError(f"augment={augment!r} is not one of {', '.join(AUGMENT_CHOICES)}")
+        raise ValueError(f"augment={augment!r} is not a valid choice; valid: {', '.join(AUGMENT_CHOICES)}")
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
         raise ValueError(f"img_size must be a positive integer, got {img_size!r}")
     mean, std = _check_stats(mean, "mean"), _check_stats(std, "std")
@@ -51,6 +52,8 @@ def build_transform(
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if not train or augment == "none":
         return v2.Compose([v2.Resize(size, antialias=True), *tail])
+    if augment == "flip":
+        return v2.Compose([v2.Resize(size, antialias=True), v2.RandomHorizontalFlip(), *tail])
     if augment == "capstone_refined":
         return v2.Compose([
             v2.RandomResizedCrop(size, antialias=True),
