@@ -38,7 +38,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 def run_train(args: list[str], data_dir: Path, log_dir: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "BINCOUNT_DATA_DIR": str(data_dir), "BINCOUNT_LOG_DIR": str(log_dir), "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, *args], env=env, cwd=ROOT,
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, *TINY, *overrides], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

@@ -232,8 +232,8 @@ def _curve_y(curve: tuple[float, float, float], t: np.ndarray) -> np.ndarray:
     return top + slope * (t - 0.5) + 4 * sag * t * (1 - t)
 
 
-def _mesh_bands(rng: np.random.Generator, size: int, back: Quad) -> tuple[np.ndarray, list]:
-    """1-3 translucent bands of thin parallel elastic lines across the front (RGBA uint8) and their curves."""
+def _mesh_bands(rng: np.random.Generator, size: int, back: Quad) -> tuple[Image.Image, list]:
+    """1-3 translucent bands of thin parallel elastic lines across the front (an RGBA layer) and their curves."""
     xs, ys = _grid(size)
     t = xs / np.float32(size)
     scale = size / 128
@@ -252,11 +252,9 @@ def _mesh_bands(rng: np.random.Generator, size: int, back: Quad) -> tuple[np.nda
         index = ((ys[y0:y1] - edge) * 4 + 1).astype(np.intp)
         np.maximum(alpha[y0:y1], np.take(profile, index, mode="clip"), out=alpha[y0:y1])
         curves.append(curve)
-    colour = _hsv(rng.uniform(0, 1), rng.uniform(0, 0.1), rng.uniform(0.8, 0.97))
-    rgba = np.empty((size, size, 4), dtype=np.uint8)
-    rgba[..., :3] = colour.astype(np.uint8)
-    rgba[..., 3] = (alpha * 255).astype(np.uint8)
-    return rgba, curves
+    layer = Image.new("RGB", (size, size), _fill(_hsv(rng.uniform(0, 1), rng.uniform(0, 0.1), rng.uniform(0.8, 0.97))))
+    layer.putalpha(Image.fromarray((alpha * 255).astype(np.uint8), "L"))
+    return layer, curves
 
 
 def _draw_cords(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, curves: list) -> None:
@@ -298,8 +296,7 @@ def _draw_frame(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int) 
 
 def _foreground(rng: np.random.Generator, size: int, back: Quad) -> Image.Image:
     """Everything in front of the items, as one RGBA layer composited after them."""
-    mesh, curves = _mesh_bands(rng, size, back)
-    layer = Image.fromarray(mesh, "RGBA")
+    layer, curves = _mesh_bands(rng, size, back)
     draw = ImageDraw.Draw(layer)
     _draw_cords(rng, draw, size, curves)
     _draw_lip(rng, draw, size)
@@ -501,9 +498,10 @@ def _camera(rng: np.random.Generator, image: Image.Image) -> bytes:
     angle, slope, vignette = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3), rng.uniform(0.1, 0.4)
     gain = (1 + slope * (u * math.cos(angle) + v * math.sin(angle))) * (1 - vignette / 2 * (u * u + v * v))
     exposure = rng.uniform(0.75, 1.15) * (1 + np.clip(rng.normal(0, 0.04, 3), -0.1, 0.1))  # per channel: a colour cast
-    gain = gain[..., None] * exposure.astype(np.float32)
+    gain = exposure.astype(np.float32)[:, None, None] * gain  # channels first: contiguous, fast
     peak = float(gain.max())  # at most 1.81, so the doubling below can restore it
-    image = ImageChops.multiply(image, Image.fromarray((gain * np.float32(255 / peak)).astype(np.uint8), "RGB"))
+    channels = [Image.fromarray(c, "L") for c in (gain * np.float32(255 / peak)).astype(np.uint8)]
+    image = ImageChops.multiply(image, Image.merge("RGB", channels))
     image = ImageChops.add(image, image, scale=2 / peak)  # (x + x) * peak / 2: image * gain, clipped
     dy, dx = rng.integers(0, NOISE_MARGIN, 2).tolist()
     noise = _noise_bank(size, NOISE_LEVELS[rng.integers(len(NOISE_LEVELS))]).crop((dx, dy, dx + size, dy + size))
