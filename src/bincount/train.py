@@ -48,8 +48,12 @@ def build_datamodule(cfg: DictConfig, data_config: dict) -> BinCountDataModule:
     return BinCountDataModule(**data, mean=data_config["mean"], std=data_config["std"])
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callback]:
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+    if not with_loggers:  # LearningRateMonitor refuses to run without a logger (logger=none)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if cfg.model.get("unfreeze"):
         callbacks.append(StagedUnfreezing(_plain(cfg.model.unfreeze), lr_scale=cfg.model.unfreeze_lr_scale))
     return callbacks
@@ -130,7 +134,7 @@ def train(cfg: DictConfig) -> float | None:
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model.data_config)
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams(_plain(cfg))  # the full resolved config, not only the model's hparams
 

@@ -319,7 +319,6 @@ _ASIN_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 @dataclass(frozen=True)
 class _Sku:
     sprite: Image.Image  # RGBA, unrotated, outlined
-    shadow: Image.Image  # L: the silhouette scaled to SHADOW and blurred
     shape: str
     texture: str
     colour: Colour
@@ -354,38 +353,36 @@ def _item_colour(rng: np.random.Generator, avoid: Colour) -> Colour:
     return best
 
 
-def _texture(rng: np.random.Generator, kind: str, h: int, w: int, colour: Colour) -> np.ndarray:
-    """An (h, w, 3) float32 surface of one of the texture kinds, based on `colour`."""
-    rgb = np.empty((h, w, 3), dtype=np.float32)
-    rgb[:] = colour
+def _texture(rng: np.random.Generator, kind: str, w: int, h: int, colour: Colour) -> Image.Image:
+    """A w x h RGB surface of one texture kind based on `colour`: blends are Image.composite with an L mask."""
+    base = Image.new("RGB", (w, h), _fill(colour))
     second = _hsv(rng.random(), rng.uniform(0.2, 1), rng.uniform(0.3, 1))
-    xs, ys = np.arange(w, dtype=np.float32)[None, :], np.arange(h, dtype=np.float32)[:, None]
     if kind in ("stripes", "gradient"):
         angle = rng.uniform(0, np.pi)
-        along = xs * np.cos(angle) + ys * np.sin(angle)
+        along = np.arange(w, dtype=np.float32)[None, :] * math.cos(angle) + np.arange(h, dtype=np.float32)[:, None] * math.sin(angle)
         if kind == "stripes":
-            weight = (np.sin(along * 2 * np.pi / rng.uniform(3, 8)) > rng.uniform(-0.3, 0.5)).astype(np.float32)
+            weight = (np.sin(along * np.float32(2 * np.pi / rng.uniform(3, 8))) > rng.uniform(-0.3, 0.5)) * np.uint8(255)
         else:
-            weight = (along - along.min()) / max(float(np.ptp(along)), 1.0) * rng.uniform(0.5, 1)
-        rgb += (second - rgb) * weight[..., None]
-    elif kind == "mottled":
-        rgb *= (np.asarray(_smooth_noise(rng, w, h, int(rng.integers(3, 7)), 40), dtype=np.float32) / 128)[..., None]
-    elif kind == "label":
-        _print_label(rng, rgb, second)
-    return rgb
+            weight = (along - along.min()) * np.float32(255 * rng.uniform(0.5, 1) / max(float(np.ptp(along)), 1.0))
+        return Image.composite(Image.new("RGB", (w, h), _fill(second)), base, Image.fromarray(weight.astype(np.uint8), "L"))
+    if kind == "mottled":
+        shade = Image.new("RGB", (w, h), _fill(colour * rng.uniform(0.6, 1.3)))
+        return Image.composite(shade, base, _smooth_noise(rng, w, h, int(rng.integers(3, 7)), 100))
+    if kind == "label":
+        _print_label(rng, ImageDraw.Draw(base), w, h, second)
+    return base
 
 
-def _print_label(rng: np.random.Generator, rgb: np.ndarray, accent: Colour) -> None:
-    """In place: a light label with an accent bar and dark text-like rows."""
-    h, w, _ = rgb.shape
+def _print_label(rng: np.random.Generator, draw: ImageDraw.ImageDraw, w: int, h: int, accent: Colour) -> None:
+    """A light label with an accent bar and dark text-like rows."""
     lh, lw = max(2, int(h * rng.uniform(0.35, 0.7))), max(2, int(w * rng.uniform(0.4, 0.8)))
     top, left = int(rng.integers(0, h - lh + 1)), int(rng.integers(0, w - lw + 1))
     paper = _hsv(0, 0, rng.uniform(0.85, 1.0))
-    label = rgb[top : top + lh, left : left + lw]
-    label[:] = paper
-    label[: max(1, lh // 5)] = accent
-    for row in range(max(1, lh // 5) + 1, lh - 1, 3):
-        label[row, 1 : 1 + int(lw * rng.uniform(0.3, 0.9))] = paper * 0.25
+    bar = max(1, lh // 5)
+    draw.rectangle([left, top, left + lw - 1, top + lh - 1], fill=_fill(paper))
+    draw.rectangle([left, top, left + lw - 1, top + bar - 1], fill=_fill(accent))
+    for row in range(top + bar + 1, top + lh - 1, 3):
+        draw.line([(left + 1, row), (left + int(lw * rng.uniform(0.3, 0.9)), row)], fill=_fill(paper * 0.25))
 
 
 def _outline(rng: np.random.Generator, shape: str, w: int, h: int) -> _Outline:
@@ -407,7 +404,7 @@ def _outline(rng: np.random.Generator, shape: str, w: int, h: int) -> _Outline:
 
 
 def _make_sku(rng: np.random.Generator, size: int, scale: float, avoid: Colour) -> _Sku:
-    """One SKU's unrotated sprite (textured silhouette, darker box faces, dark outline) and its shadow."""
+    """One SKU's unrotated sprite: textured silhouette, darker box faces, dark outline."""
     shape, texture = _SHAPES[rng.integers(len(_SHAPES))], _TEXTURES[rng.integers(len(_TEXTURES))]
     colour = _item_colour(rng, avoid)
     w = max(4, int(size * scale))
@@ -415,14 +412,13 @@ def _make_sku(rng: np.random.Generator, size: int, scale: float, avoid: Colour) 
     outline = _outline(rng, shape, w, h)
     mask = Image.new("L", (w, h))
     getattr(ImageDraw.Draw(mask), outline.method)(**outline.args, fill=255)
-    sprite = Image.fromarray(np.clip(_texture(rng, texture, h, w, colour), 0, 255).astype(np.uint8), "RGB")
+    sprite = _texture(rng, texture, w, h, colour)
     sprite.putalpha(mask)
     draw, edge = ImageDraw.Draw(sprite), _fill(colour * 0.5, 255)
     for face, shade in zip(outline.sides, rng.uniform(0.45, 0.75, 2).tolist()):
         draw.polygon(face, fill=_fill(colour * shade, 255), outline=edge)
     getattr(draw, outline.method)(**outline.args, outline=edge)
-    shadow = Image.blend(Image.new("L", mask.size), mask, SHADOW).filter(ImageFilter.BoxBlur(1))
-    return _Sku(sprite=sprite, shadow=shadow, shape=shape, texture=texture, colour=colour, scale=scale)
+    return _Sku(sprite=sprite, shape=shape, texture=texture, colour=colour, scale=scale)
 
 
 def _window(labels: np.ndarray, solid: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
@@ -455,9 +451,10 @@ def _mark(labels: np.ndarray, visible: list[int], areas: list[int], solid: np.nd
     areas.append(int(solid.sum()))
 
 
-def _paste(canvas: Image.Image, item: Image.Image, shadow: Image.Image, top: int, left: int) -> None:
-    """The drop shadow down-right, then the item itself."""
+def _paste(canvas: Image.Image, item: Image.Image, alpha: Image.Image, top: int, left: int) -> None:
+    """The drop shadow down-right (the item's alpha, faded to SHADOW), then the item itself."""
     offset = max(1, round(canvas.width * 0.02))
+    shadow = Image.blend(Image.new("L", alpha.size), alpha, SHADOW)
     canvas.paste((0, 0, 0), (left + offset, top + offset, left + offset + shadow.width, top + offset + shadow.height), shadow)
     canvas.paste(item, (left, top), item)
 
@@ -472,14 +469,14 @@ def _place_items(rng: np.random.Generator, canvas: Image.Image, labels: np.ndarr
     for sku in (skus[i] for i in units):
         for attempt in range(PLACEMENT_TRIES):
             if attempt % 4 == 0:  # rotating costs more than testing a spot: re-rotate now and then
-                angle = rng.uniform(0, 360)
-                item = sku.sprite.rotate(angle, Image.BILINEAR, expand=True)
-                solid = np.asarray(item.getchannel("A")) > 127
+                item = sku.sprite.rotate(rng.uniform(0, 360), Image.BILINEAR, expand=True)
+                alpha = item.getchannel("A")
+                solid = np.asarray(alpha) > 127
             top = int(rng.uniform(tly, bry) - item.height / 2)
             left = int(rng.uniform(min(tlx, blx), max(trx, brx)) - item.width / 2)
             if _fits(labels, visible, areas, solid, top, left):
                 break
-        _paste(canvas, item, sku.shadow.rotate(angle, Image.BILINEAR, expand=True), top, left)
+        _paste(canvas, item, alpha, top, left)
         _mark(labels, visible, areas, solid, top, left)
 
 
@@ -499,14 +496,13 @@ def _camera(rng: np.random.Generator, image: Image.Image) -> bytes:
     gain = (1 + slope * (u * math.cos(angle) + v * math.sin(angle))) * (1 - vignette / 2 * (u * u + v * v))
     exposure = rng.uniform(0.75, 1.15) * (1 + np.clip(rng.normal(0, 0.04, 3), -0.1, 0.1))  # per channel: a colour cast
     gain = exposure.astype(np.float32)[:, None, None] * gain  # channels first: contiguous, fast
-    peak = float(gain.max())  # at most 1.81, so the doubling below can restore it
+    peak = float(gain.max())
     channels = [Image.fromarray(c, "L") for c in (gain * np.float32(255 / peak)).astype(np.uint8)]
-    image = ImageChops.multiply(image, Image.merge("RGB", channels))
-    image = ImageChops.add(image, image, scale=2 / peak)  # (x + x) * peak / 2: image * gain, clipped
+    image = ImageChops.multiply(image, Image.merge("RGB", channels))  # image * gain / peak
     dy, dx = rng.integers(0, NOISE_MARGIN, 2).tolist()
     noise = _noise_bank(size, NOISE_LEVELS[rng.integers(len(NOISE_LEVELS))]).crop((dx, dy, dx + size, dy + size))
-    buffer = io.BytesIO()
-    ImageChops.add(image, noise, scale=1.0, offset=-128).save(buffer, "JPEG", quality=JPEG_QUALITY)
+    buffer = io.BytesIO()  # (x + noise) * peak - 128 * peak: image * gain plus noise, clipped
+    ImageChops.add(image, noise, scale=1 / peak, offset=-round(128 * peak)).save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
 
 
