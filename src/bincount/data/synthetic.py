@@ -120,7 +120,8 @@ def _hsv(h: float, s: float, v: float) -> Colour:
 
 
 def _fill(colour: Colour, alpha: int | None = None) -> tuple[int, ...]:
-    rgb = tuple(int(c) for c in np.clip(colour, 0, 255))
+    """An ImageDraw fill from a float colour (plain Python: np.clip on 3 values costs more than this)."""
+    rgb = tuple(min(255, max(0, int(c))) for c in colour.tolist())
     return rgb if alpha is None else (*rgb, alpha)
 
 
@@ -138,6 +139,10 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 NOISE_LEVELS = (1.5, 2.5, 3.5, 5.0)  # sensor noise standard deviations, in 8-bit levels
 NOISE_MARGIN = 64  # a noise bank is this much larger than the image: 64 x 64 shifted windows
+# Per-image fields that cost more to compute than to look up (lighting, fibre, elastic bands) come from
+# VARIANTS cached, deterministic versions per image size.
+VARIANTS = 32
+FIBRE_SEED, LIGHTING_SEED, NOISE_SEED, BAND_SEED = 1, 2, 3, 4
 
 
 @lru_cache(maxsize=16)
@@ -145,7 +150,7 @@ def _noise_bank(size: int, sigma: float) -> Image.Image:
     """Fixed Gaussian noise centred on 128; images add shifted windows of it, which is far cheaper than
     drawing fresh normals per image and just as good as sensor noise."""
     side = size + NOISE_MARGIN
-    noise = np.random.default_rng(20240501).standard_normal((side, side, 3), dtype=np.float32) * np.float32(sigma) + 128
+    noise = np.random.default_rng([NOISE_SEED, size]).standard_normal((side, side, 3), dtype=np.float32) * np.float32(sigma) + 128
     return Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
 
 
@@ -155,9 +160,28 @@ def _smooth_noise(rng: np.random.Generator, width: int, height: int, cells: int,
     return Image.fromarray(coarse, "L").resize((width, height), Image.BILINEAR)
 
 
-def _add_noise(image: Image.Image, noise: Image.Image) -> Image.Image:
-    """image + (noise - 128) on every channel, clipped; all in Pillow's C code."""
-    return ImageChops.add(image, Image.merge("RGB", (noise,) * 3), scale=1.0, offset=-128)
+@lru_cache(maxsize=2 * VARIANTS)
+def _fibre(size: int, variant: int) -> Image.Image:
+    """Cardboard/fabric fibre: low-frequency RGB noise centred on 128, one of VARIANTS per size."""
+    rng = np.random.default_rng([FIBRE_SEED, size, variant])
+    noise = _smooth_noise(rng, size, size, int(rng.integers(12, 32)), rng.uniform(6, 16))
+    return Image.merge("RGB", (noise,) * 3)
+
+
+@lru_cache(maxsize=2 * VARIANTS)
+def _lighting(size: int, variant: int) -> tuple[Image.Image, float]:
+    """A brightness gradient times a vignette times a colour cast, one of VARIANTS per size: an RGB
+    multiplier scaled so its peak is 255, and that peak."""
+    rng = np.random.default_rng([LIGHTING_SEED, size, variant])
+    xs, ys = _grid(size)
+    u, v = xs * np.float32(2 / size) - 1, ys * np.float32(2 / size) - 1
+    angle, slope, vignette = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3), rng.uniform(0.1, 0.4)
+    gain = (1 + slope * (u * math.cos(angle) + v * math.sin(angle))) * (1 - vignette / 2 * (u * u + v * v))
+    cast = 1 + np.clip(rng.normal(0, 0.04, 3), -0.1, 0.1).astype(np.float32)
+    gain = cast[:, None, None] * gain  # channels first: contiguous, fast
+    peak = float(gain.max())
+    channels = [Image.fromarray(c, "L") for c in (gain * np.float32(255 / peak)).astype(np.uint8)]
+    return Image.merge("RGB", channels), peak
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,26 +219,23 @@ def _bin_geometry(rng: np.random.Generator, size: int) -> Quad:
 
 
 def _draw_bin(rng: np.random.Generator, size: int) -> tuple[Image.Image, Quad, Colour]:
-    """Side walls, ceiling and back as shaded polygons with seams, plus two scales of fibre noise."""
+    """Ceiling, side walls, lip and back as shaded polygons with darker seams, plus fibre noise."""
     tint = _bin_tint(rng)
     tl, tr, br, bl = back = _bin_geometry(rng, size)
     image = Image.new("RGB", (size, size))
     draw = ImageDraw.Draw(image)
-    walls = (
+    seam, width = _fill(tint * 0.45), max(1, size // 96)
+    faces = (
         ([(0, 0), (size, 0), tr, tl], rng.uniform(0.45, 0.7)),
         ([(0, 0), tl, bl, (0, size)], rng.uniform(0.6, 0.9)),
         ([(size, 0), (size, size), br, tr], rng.uniform(0.6, 0.9)),
         ([bl, br, (size, size), (0, size)], rng.uniform(0.75, 0.95)),
+        (list(back), rng.uniform(0.85, 1.0)),
     )
-    for polygon, shade in walls:
-        draw.polygon(polygon, fill=_fill(tint * shade))
-    draw.polygon(back, fill=_fill(tint * rng.uniform(0.85, 1.0)))
-    seam, width = _fill(tint * 0.45), max(1, size // 96)
-    for corner, start in ((tl, (0, 0)), (tr, (size, 0)), (bl, (0, size)), (br, (size, size))):
-        draw.line([start, corner], fill=seam, width=width)
-    draw.line([tl, tr, br, bl, tl], fill=seam, width=width)
-    fibre = _smooth_noise(rng, size, size, int(rng.integers(12, 32)), rng.uniform(6, 16))
-    return _add_noise(image, fibre), back, tint
+    for polygon, shade in faces:
+        draw.polygon(polygon, fill=_fill(tint * shade), outline=seam, width=width)
+    fibre = _fibre(size, int(rng.integers(VARIANTS)))
+    return ImageChops.add(image, fibre, scale=1.0, offset=-128), back, tint
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,42 +243,48 @@ def _draw_bin(rng: np.random.Generator, size: int) -> tuple[Image.Image, Quad, C
 # --------------------------------------------------------------------------------------------------
 
 
-def _band_curve(rng: np.random.Generator, size: int, top: float) -> tuple[float, float, float]:
-    """(top, slope, sag) of a band; y(t) = top + slope*(t - 1/2) + 4*sag*t*(1 - t) for t = x/size."""
-    return top, rng.normal(0, 0.04) * size, rng.uniform(0, 0.05) * size
+Curve = tuple[float, float, float]  # (top, slope, sag): y(t) = top + slope*(t - 1/2) + 4*sag*t*(1 - t), t = x/size
 
 
-def _curve_y(curve: tuple[float, float, float], t: np.ndarray) -> np.ndarray:
+def _curve_y(curve: Curve, t: np.ndarray) -> np.ndarray:
     top, slope, sag = curve
     return top + slope * (t - 0.5) + 4 * sag * t * (1 - t)
 
 
-def _mesh_bands(rng: np.random.Generator, size: int, back: Quad) -> tuple[Image.Image, list]:
-    """1-3 translucent bands of thin parallel elastic lines across the front (an RGBA layer) and their curves."""
+@lru_cache(maxsize=2 * VARIANTS)
+def _band(size: int, variant: int) -> tuple[Image.Image, Curve]:
+    """A sagging band of thin parallel elastic lines, one of VARIANTS per size: an 'L' alpha strip as
+    wide as the image, and the curve of its top edge within the strip."""
+    rng = np.random.default_rng([BAND_SEED, size, variant])
     xs, ys = _grid(size)
     t = xs / np.float32(size)
+    height, slope, sag = size * rng.uniform(0.1, 0.28), rng.normal(0, 0.04) * size, rng.uniform(0, 0.05) * size
+    curve = (-float(_curve_y((0.0, slope, sag), t).min()), slope, sag)  # the edge's highest point at row 0
+    edge = _curve_y(curve, t)
     scale = size / 128
-    alpha = np.zeros((size, size), dtype=np.float32)
-    n = int(rng.integers(1, 4))
+    spacing, width = max(1.6, rng.uniform(1.7, 2.8) * scale), max(0.6, 0.8 * scale)
+    rows = np.arange(0, height, 0.25)  # the profile across the lines, at quarter-pixel steps
+    profile = np.clip(1 - np.abs(rows - spacing * np.round(rows / spacing)) / width, 0, 1) * rng.uniform(0.4, 0.7)
+    profile = np.concatenate([[0], profile, [0]]).astype(np.float32)  # zero outside the band
+    index = ((ys[: int(edge.max() + height) + 2] - edge) * 4 + 1).astype(np.intp)
+    return Image.fromarray((np.take(profile, index, mode="clip") * 255).astype(np.uint8), "L"), curve
+
+
+def _mesh_bands(rng: np.random.Generator, size: int, back: Quad) -> tuple[Image.Image, list[Curve]]:
+    """1-3 translucent bands of elastic lines across the front (an RGBA layer) and their top curves."""
+    alpha = Image.new("L", (size, size))
     curves = []
-    for centre in np.sort(rng.uniform(back[0][1] + 0.1 * size, 0.85 * size, n)).tolist():
-        height = size * rng.uniform(0.1, 0.28)
-        curve = _band_curve(rng, size, centre - height / 2)
-        edge = _curve_y(curve, t)  # (1, size): the band's top edge per column
-        y0, y1 = max(0, int(edge.min())), min(size, int(edge.max() + height) + 1)
-        spacing, width = max(1.6, rng.uniform(1.7, 2.8) * scale), max(0.6, 0.8 * scale)
-        rows = np.arange(0, height, 0.25)  # the band's profile across its lines, at quarter-pixel steps
-        profile = np.clip(1 - np.abs(rows - spacing * np.round(rows / spacing)) / width, 0, 1) * rng.uniform(0.4, 0.7)
-        profile = np.concatenate([[0], profile, [0]]).astype(np.float32)  # zero outside the band
-        index = ((ys[y0:y1] - edge) * 4 + 1).astype(np.intp)
-        np.maximum(alpha[y0:y1], np.take(profile, index, mode="clip"), out=alpha[y0:y1])
-        curves.append(curve)
+    for centre in np.sort(rng.uniform(back[0][1] + 0.1 * size, 0.85 * size, int(rng.integers(1, 4)))).tolist():
+        strip, (offset, slope, sag) = _band(size, int(rng.integers(VARIANTS)))
+        top = int(centre - strip.height / 2)
+        alpha.paste(strip, (0, top), strip)
+        curves.append((top + offset, slope, sag))
     layer = Image.new("RGB", (size, size), _fill(_hsv(rng.uniform(0, 1), rng.uniform(0, 0.1), rng.uniform(0.8, 0.97))))
-    layer.putalpha(Image.fromarray((alpha * 255).astype(np.uint8), "L"))
+    layer.putalpha(alpha)
     return layer, curves
 
 
-def _draw_cords(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, curves: list) -> None:
+def _draw_cords(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, curves: list[Curve]) -> None:
     """Solid cords along some band tops (fabric-yellow or metal), with a highlight: they hide what is behind."""
     t = np.linspace(-0.05, 1.05, 9)
     for curve in curves:
@@ -486,23 +513,17 @@ def _place_items(rng: np.random.Generator, canvas: Image.Image, labels: np.ndarr
 
 
 def _camera(rng: np.random.Generator, image: Image.Image) -> bytes:
-    """Sometimes blur; brightness gradient, vignette, exposure, colour cast; sensor noise; JPEG."""
+    """Sometimes blur; lighting (gradient, vignette, colour cast), exposure and sensor noise; JPEG."""
     size = image.width
-    if rng.random() < 0.4:
+    if rng.random() < 0.3:
         image = image.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 0.8) * size / 128))
-    xs, ys = _grid(size)
-    u, v = xs * np.float32(2 / size) - 1, ys * np.float32(2 / size) - 1
-    angle, slope, vignette = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3), rng.uniform(0.1, 0.4)
-    gain = (1 + slope * (u * math.cos(angle) + v * math.sin(angle))) * (1 - vignette / 2 * (u * u + v * v))
-    exposure = rng.uniform(0.75, 1.15) * (1 + np.clip(rng.normal(0, 0.04, 3), -0.1, 0.1))  # per channel: a colour cast
-    gain = exposure.astype(np.float32)[:, None, None] * gain  # channels first: contiguous, fast
-    peak = float(gain.max())
-    channels = [Image.fromarray(c, "L") for c in (gain * np.float32(255 / peak)).astype(np.uint8)]
-    image = ImageChops.multiply(image, Image.merge("RGB", channels))  # image * gain / peak
+    lighting, peak = _lighting(size, int(rng.integers(VARIANTS)))
+    gain = peak * rng.uniform(0.75, 1.15)
+    image = ImageChops.multiply(image, lighting)  # image * lighting / peak
     dy, dx = rng.integers(0, NOISE_MARGIN, 2).tolist()
     noise = _noise_bank(size, NOISE_LEVELS[rng.integers(len(NOISE_LEVELS))]).crop((dx, dy, dx + size, dy + size))
-    buffer = io.BytesIO()  # (x + noise) * peak - 128 * peak: image * gain plus noise, clipped
-    ImageChops.add(image, noise, scale=1 / peak, offset=-round(128 * peak)).save(buffer, "JPEG", quality=JPEG_QUALITY)
+    buffer = io.BytesIO()  # (x + noise) * gain - 128 * gain: image * lighting * exposure plus noise, clipped
+    ImageChops.add(image, noise, scale=1 / gain, offset=-round(128 * gain)).save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
 
 
