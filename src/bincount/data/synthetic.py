@@ -36,13 +36,17 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = [
     "CAPSTONE_COUNT_DISTRIBUTION",
@@ -277,7 +281,8 @@ def _mesh_bands(rng: np.random.Generator, size: int, back: Quad) -> tuple[Image.
     for centre in np.sort(rng.uniform(back[0][1] + 0.1 * size, 0.85 * size, int(rng.integers(1, 4)))).tolist():
         strip, (offset, slope, sag) = _band(size, int(rng.integers(VARIANTS)))
         top = int(centre - strip.height / 2)
-        alpha.paste(strip, (0, top), strip)
+        box = (0, top, size, top + strip.height)
+        alpha.paste(ImageChops.lighter(alpha.crop(box), strip), box)  # overlapping bands: the max
         curves.append((top + offset, slope, sag))
     layer = Image.new("RGB", (size, size), _fill(_hsv(rng.uniform(0, 1), rng.uniform(0, 0.1), rng.uniform(0.8, 0.97))))
     layer.putalpha(alpha)
@@ -686,25 +691,30 @@ def _chunks(indices: list[int], workers: int) -> Iterator[list[int]]:
         yield indices[start : start + step]
 
 
-def _progress_bar(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _progress_bar(enabled: bool) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # only where shown
 
     return Progress(TextColumn("rendering bins"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not enabled)
 
 
-def _run_jobs(jobs: list[tuple], workers: int) -> Iterable[int]:
-    if workers == 1 or len(jobs) == 1:
-        return map(_render_chunk, jobs)
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))  # spawn: safe if torch is loaded
-    return _closing_imap(pool, jobs)
-
-
-def _closing_imap(pool, jobs: list[tuple]) -> Iterator[int]:
-    with pool:
+def _run_jobs(jobs: list[tuple], workers: int) -> Iterator[int]:
+    """Run the chunks here, or in a pool of `workers` processes; yields images written per chunk."""
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(_render_chunk, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:  # spawn: safe if torch is loaded
         yield from pool.imap_unordered(_render_chunk, jobs)
 
 
-def _render_dataset(out_dir, num_images: int, seed: int, size: int, counts, workers: int, progress: bool) -> tuple[Path, int]:
+def _check_not_foreign(out: Path) -> None:
+    """Refuse to 'resume' into bins this renderer did not start (no partial marker), e.g. real ABID data."""
+    if not (out / PARTIAL_MARKER).exists() and any(any((out / sub).glob("*")) for sub in (IMAGE_DIR, METADATA_DIR) if (out / sub).is_dir()):
+        raise ValueError(f"{out} already holds {IMAGE_DIR}/ or {METADATA_DIR}/ files but no {PARTIAL_MARKER}: not a synthetic render, refusing to add to it")
+
+
+def _render_dataset(
+    out_dir: str | os.PathLike, num_images: int, seed: int, size: int, counts: Mapping[int, float] | None, workers: int, progress: bool
+) -> tuple[Path, int]:
     """render_dataset, also returning how many images this call wrote."""
     num_images = _check_int("num_images", num_images, 1)
     seed = _check_int("seed", seed, 0)
@@ -715,6 +725,7 @@ def _render_dataset(out_dir, num_images: int, seed: int, size: int, counts, work
     parameters = _parameters(num_images, seed, size, probabilities)
     if _check_marker(out / COMPLETE_MARKER, parameters):
         return out, 0
+    _check_not_foreign(out)
     for sub in (IMAGE_DIR, METADATA_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
         for stale in (out / sub).glob(".*.tmp"):  # left by a killed render
