@@ -154,7 +154,7 @@ def test_resume_after_a_killed_render(rendered: Path, tmp_path: Path) -> None:
     for name, data in _files(rendered).items():  # a copy, then "kill" it: unfinished, files missing
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
-    (out / ".complete.json").unlink()
+    (out / ".complete.json").rename(out / ".partial.json")  # what a killed render leaves
     (out / "bin-images/00002.jpg").unlink()
     (out / "metadata/00005.json").unlink()
     (out / "bin-images/.00003.jpg.123.tmp").write_bytes(b"truncated")
@@ -170,6 +170,15 @@ def test_partial_directory_with_other_parameters_is_refused(tmp_path: Path) -> N
     (tmp_path / ".partial.json").write_text(json.dumps({"seed": 5}))
     with pytest.raises(ValueError, match="seed"):
         render_dataset(tmp_path, num_images=2, seed=0, size=32, progress=False)
+
+
+def test_foreign_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "bin-images").mkdir()
+    (tmp_path / "bin-images/00001.jpg").write_bytes(b"a real photo")
+    with pytest.raises(ValueError, match="not a synthetic render"):
+        render_dataset(tmp_path, num_images=2, size=32, progress=False)
+    assert (tmp_path / "bin-images/00001.jpg").read_bytes() == b"a real photo"
+    assert not (tmp_path / "metadata").exists()
 
 
 def test_workers_write_the_same_files(rendered: Path, tmp_path: Path) -> None:
