@@ -24,6 +24,7 @@ from bincount.data.manifest import ClassRange
 from bincount.metrics import write_metrics_json, write_predictions_csv
 from bincount.models.module import BinCounter
 from bincount.resume import last_checkpoint
+from bincount.sweep.pruning import pruning_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callba
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if cfg.model.get("unfreeze"):
         callbacks.append(StagedUnfreezing(_plain(cfg.model.unfreeze), lr_scale=cfg.model.unfreeze_lr_scale))
+    callbacks += pruning_callbacks(cfg.optimized_metric)  # Optuna sweep trials on local launchers only
     return callbacks
 
 

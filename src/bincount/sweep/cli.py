@@ -1,0 +1,24 @@
+"""``bincount sweep-report SWEEP_DIR``: the sweep report for any multirun dir, finished or not."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep_dir", type=Path, help="a multirun dir (hydra.sweep.dir): Optuna or basic-sweeper grid")
+    parser.add_argument("--storage", default=None,
+                        help="the study's storage URL when sweep.json's is not reachable from here or hides a password "
+                             "(default: the URL in SWEEP_DIR/sweep.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bincount.sweep.report import write_report
+
+    try:
+        write_report(args.sweep_dir, storage=args.storage)
+    except FileNotFoundError as err:
+        print(f"sweep-report: {err}")
+        return 2
+    return 0

@@ -1,0 +1,118 @@
+"""The study: where it is stored, which direction it optimises, and how a rerun continues it.
+
+The default storage is ``sqlite:///<hydra.sweep.dir>/optuna.db``; a named study's sweep dir is stable
+(``hparams_search`` configs derive it from the study name), so rerunning the same command finds the
+same file and continues. ``sweep.json`` next to it tells ``bincount sweep-report`` where the study is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("maximize", "minimize", "auto")
+# The last part of a metric name (val/acc -> acc) decides the direction of ``direction: auto``.
+MAXIMIZE = ("acc", "f1", "within_one", "precision", "recall", "auroc", "r2", "kappa")
+MINIMIZE = ("loss", "rmse", "mae", "mse", "error", "nll")
+SWEEP_INFO = "sweep.json"
+
+
+class StudyConfigError(ValueError):
+    """A sweeper setting that cannot work; the message names the value and the valid choices."""
+
+
+def resolve_direction(direction: str, metric: str) -> str:
+    """``direction`` checked against ``optimized_metric``: auto picks it; a contradiction is an error."""
+    if direction not in DIRECTIONS:
+        raise StudyConfigError(f"hydra.sweeper.direction={direction!r} is not valid; valid: {list(DIRECTIONS)}")
+    leaf = metric.rsplit("/", 1)[-1]
+    known = "maximize" if leaf.startswith(MAXIMIZE) else "minimize" if leaf.startswith(MINIMIZE) else None
+    if direction == "auto":
+        if known is None:
+            raise StudyConfigError(f"cannot tell whether optimized_metric={metric!r} should be maximized or minimized "
+                                   f"(known: {list(MAXIMIZE)} up, {list(MINIMIZE)} down); set "
+                                   "hydra.sweeper.direction=maximize or minimize")
+        return known
+    if known is not None and known != direction:
+        raise StudyConfigError(f"hydra.sweeper.direction={direction!r} contradicts optimized_metric={metric!r}, "
+                               f"which should be {known}d; use direction=auto or {known}")
+    return direction
+
+
+def default_storage(sweep_dir: Path) -> str:
+    return f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+
+
+def safe_url(url: str) -> str:
+    """The storage URL without its password, for logs and ``sweep.json``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://***" if "@" in url else url
+
+
+def open_study(storage: str, study_name: str, direction: str, sampler: Any, pruner: Any, fixed: list[str],
+               space: list[str]):
+    """Create or load the study; a rerun with other fixed overrides or another direction is refused,
+    because mixing trials of different questions in one study silently corrupts its ranking."""
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction, sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise StudyConfigError(f"study {study_name!r} in {safe_url(storage)} optimises {study.direction.name.lower()}, "
+                               f"this command asks for {direction}; use another hydra.sweeper.study_name")
+    attrs = study.user_attrs
+    if "fixed_overrides" not in attrs:
+        study.set_user_attr("fixed_overrides", sorted(fixed))
+        study.set_user_attr("search_space", sorted(space))
+    elif sorted(attrs["fixed_overrides"]) != sorted(fixed):
+        old, new = set(attrs["fixed_overrides"]), set(fixed)
+        raise StudyConfigError(
+            f"study {study_name!r} was started with other fixed overrides (only then: {sorted(old - new)}; "
+            f"only now: {sorted(new - old)}). Rerun with the same overrides to continue it, or start a new "
+            "study with hydra.sweeper.study_name=NAME")
+    return study
+
+
+def recover_interrupted(study) -> int:
+    """Trials left RUNNING by a killed driver become FAIL (marked ``interrupted``) and are enqueued again,
+    so the rerun retries them first. Assumes one driver per study (docs/sweeps.md)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    for frozen in stale:
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("fail_reason", "interrupted: the sweep driver stopped before the trial ended")
+        study.tell(frozen.number, state=TrialState.FAIL)
+        if frozen.params:
+            study.enqueue_trial(frozen.params, skip_if_exists=False)
+    if stale:
+        log.warning("Study %s: %d interrupted trial(s) marked FAIL and queued again", study.study_name, len(stale))
+    return len(stale)
+
+
+def counted_trials(study) -> int:
+    """Finished trials that count towards ``n_trials`` (interrupted ones are retried, so they do not)."""
+    from optuna.trial import TrialState
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get("interrupted"))
+
+
+def write_sweep_info(sweep_dir: Path, storage: str, study_name: str, direction: str, metric: str) -> None:
+    info = {"storage": safe_url(storage), "study_name": study_name, "direction": direction, "optimized_metric": metric}
+    (sweep_dir / SWEEP_INFO).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def read_sweep_info(sweep_dir: Path) -> dict | None:
+    path = sweep_dir / SWEEP_INFO
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,246 @@
+"""The Optuna sweep loop behind ``hydra/sweeper=bincount_optuna``: ask, launch, tell, repeat.
+
+Hydra launchers take a batch of jobs and return when all of them are done. Two dispatch modes follow:
+``batch`` asks ``n_jobs`` trials, launches them as one batch and waits for the slowest (what the
+basic launcher can do: it runs jobs one after another in this process); ``async`` keeps ``n_jobs``
+one-job batches in flight on threads and starts a new trial as soon as any finishes, for launchers
+whose ``launch`` runs jobs elsewhere and declares ``supports_concurrent_launch = True``. ``auto``
+picks async when the launcher allows it. Asking and telling stay on the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from bincount.sweep.pruning import env_overrides
+from bincount.sweep.space import parse_space
+from bincount.sweep.study import (counted_trials, default_storage, open_study, recover_interrupted, resolve_direction,
+                                  safe_url, write_sweep_info)
+
+log = logging.getLogger(__name__)
+DISPATCH = ("auto", "async", "batch")
+
+
+class OptunaSweep:
+    def __init__(self, sampler: Any, pruner: Any, direction: str, study_name: str, storage: str | None, n_trials: int,
+                 n_jobs: int, dispatch: str, max_failure_rate: float, params: Any, enqueue_trials: Any) -> None:
+        self.sampler, self.pruner, self.direction, self.study_name = sampler, pruner, direction, study_name
+        self.storage, self.n_trials, self.n_jobs, self.dispatch = storage, n_trials, n_jobs, dispatch
+        self.max_failure_rate = max_failure_rate
+        self.params = dict(params or {})
+        self.enqueue = [dict(OmegaConf.to_container(p) if isinstance(p, DictConfig) else p) for p in enqueue_trials or []]
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def _check_settings(self) -> str:
+        if self.dispatch not in DISPATCH:
+            raise HydraException(f"hydra.sweeper.dispatch={self.dispatch!r} is not valid; valid: {list(DISPATCH)}")
+        for key, value, ok in (("n_trials", self.n_trials, self.n_trials >= 1), ("n_jobs", self.n_jobs, self.n_jobs >= 1),
+                               ("max_failure_rate", self.max_failure_rate, 0 <= self.max_failure_rate <= 1)):
+            if not ok:
+                raise HydraException(f"hydra.sweeper.{key}={value!r} is out of range (n_trials, n_jobs >= 1; "
+                                     "0 <= max_failure_rate <= 1)")
+        concurrent = bool(getattr(self.launcher, "supports_concurrent_launch", False))
+        mode = ("async" if concurrent else "batch") if self.dispatch == "auto" else self.dispatch
+        if mode == "async" and not concurrent and self.n_jobs > 1:
+            raise HydraException(f"hydra.sweeper.dispatch=async needs a launcher that runs jobs concurrently; "
+                                 f"{type(self.launcher).__name__} does not. Valid: dispatch=batch or auto")
+        if self.n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
+            log.info("The basic launcher runs jobs one at a time: n_jobs=%d only delays feedback to the sampler",
+                     self.n_jobs)
+        return mode
+
+    def _local(self) -> bool:
+        """Jobs that can reach the study's storage and report to it (pruning): in-process or on this machine."""
+        return type(self.launcher).__name__ == "BasicLauncher" or bool(getattr(self.launcher, "runs_locally", False))
+
+    def sweep(self, arguments: list[str]) -> Any:
+        mode = self._check_settings()
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        metric = str(OmegaConf.select(self.config, "optimized_metric", default="val/acc"))
+        direction = resolve_direction(self.direction, metric)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        space = parse_space(self.params, arguments, parser)
+        storage = self.storage or default_storage(sweep_dir)
+        pruner = _instance(self.pruner)
+        study = open_study(storage, self.study_name, direction, _instance(self.sampler), pruner, space.fixed,
+                           list(space.distributions))
+        write_sweep_info(sweep_dir, storage, self.study_name, direction, metric)
+        recover_interrupted(study)
+        self._enqueue(study, space)
+        prune = pruner is not None and self._local()
+        log.info("Study %s (%s): %s %s, %d/%d trials done, up to %d in flight (%s dispatch)%s", self.study_name,
+                 safe_url(storage), direction, metric, counted_trials(study), self.n_trials, self.n_jobs, mode,
+                 ", pruning" if prune else "")
+        returns = self._loop(study, space, storage, mode, prune, metric)
+        best = _best(study)
+        if best is not None:
+            log.info("Best: trial %d, %s = %.6g, %s", best.number, metric, best.value, best.params)
+        return returns
+
+    def _enqueue(self, study, space) -> None:
+        if study.trials:  # only a new study: a rerun must not evaluate them again
+            return
+        for params in self.enqueue:
+            unknown = sorted(set(params) - set(space.distributions))
+            if unknown:
+                raise HydraException(f"hydra.sweeper.enqueue_trials names {unknown}, which are not searched; "
+                                     f"valid: {sorted(space.distributions)}")
+            study.enqueue_trial(params, skip_if_exists=True)
+
+    def _loop(self, study, space, storage: str, mode: str, prune: bool, metric: str) -> list:
+        batch_size, slots = (1, self.n_jobs) if mode == "async" else (self.n_jobs, 1)
+        limit, failures, returns = self.max_failure_rate * self.n_trials, 0, []
+        in_flight: dict[Future, list] = {}
+        pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 else None
+        try:
+            while True:
+                while len(in_flight) < slots and failures <= limit:
+                    pending = sum(len(b) for b in in_flight.values())
+                    n = min(batch_size, self.n_trials - counted_trials(study) - pending)
+                    if n <= 0:
+                        break
+                    trials = [study.ask(space.distributions) for _ in range(n)]
+                    jobs, failures = self._compose(study, trials, space, storage, prune, failures)
+                    if jobs:
+                        in_flight[_submit(pool, self._launch, jobs)] = [t for t, _ in jobs]
+                if not in_flight:
+                    break
+                for future in wait(in_flight, return_when=FIRST_COMPLETED).done:
+                    trials = in_flight.pop(future)
+                    results = _results(future, len(trials))
+                    returns.append([r for r in results if not isinstance(r, BaseException)])
+                    failures += sum(self._tell(study, t, r, metric) for t, r in zip(trials, results))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=not in_flight, cancel_futures=True)
+        if failures > limit:
+            self._abort_report()
+            raise HydraException(f"{failures} trials failed, more than max_failure_rate={self.max_failure_rate} x "
+                                 f"n_trials={self.n_trials}; see the sweep report in {self.config.hydra.sweep.dir}")
+        return returns
+
+    def _compose(self, study, trials, space, storage, prune, failures):
+        """Check each trial's config composes (a bad choice fails that trial, not the sweep)."""
+        from optuna.trial import TrialState
+
+        jobs = []
+        for trial in trials:
+            overrides = space.overrides(trial.params)
+            trial.set_user_attr("overrides", overrides)
+            try:
+                self.validate_batch_is_legal([overrides])
+            except Exception as err:
+                trial.set_user_attr("fail_reason", f"config does not compose: {err}"[:1000])
+                study.tell(trial, state=TrialState.FAIL)
+                log.warning("Trial %d FAIL: config does not compose: %s", trial.number, err)
+                failures += 1
+                continue
+            extra = env_overrides(storage, study.study_name, trial.number) if prune else []
+            jobs.append((trial, overrides + extra))
+        return jobs, failures
+
+    def validate_batch_is_legal(self, batch) -> None:
+        for overrides in batch:
+            self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
+
+    def _launch(self, jobs) -> list:
+        return list(self.launcher.launch([o for _, o in jobs], initial_job_idx=jobs[0][0].number))
+
+    def _tell(self, study, trial, result, metric: str) -> bool:
+        """Record one job's outcome; True when the trial failed."""
+        import optuna
+        from optuna.trial import TrialState
+
+        job_dir = _job_dir(result)
+        if job_dir:
+            trial.set_user_attr("job_dir", job_dir)
+        state, value, reason = TrialState.FAIL, None, None
+        if isinstance(result, BaseException):
+            reason = f"the launcher raised {type(result).__name__}: {result}"
+        else:
+            try:
+                value = result.return_value
+            except optuna.TrialPruned as err:
+                state, reason = TrialState.PRUNED, str(err)
+            except Exception as err:
+                reason = f"{type(err).__name__}: {err}"
+            else:
+                try:
+                    value = float(value)
+                    state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL
+                    reason = None if state == TrialState.COMPLETE else f"{metric} is {value}"
+                except (TypeError, ValueError):
+                    reason = f"the job returned {value!r}, not a number ({metric})"
+        if reason:
+            trial.set_user_attr("fail_reason", reason[:1000])
+        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        log.info("Trial %d %s%s", trial.number, state.name, f" {metric}={value:.6g}" if state == TrialState.COMPLETE
+                 else f": {reason}")
+        return state == TrialState.FAIL
+
+    def _abort_report(self) -> None:
+        try:
+            from bincount.sweep.report import write_report
+
+            write_report(Path(self.config.hydra.sweep.dir))
+        except Exception as err:  # the abort's own error is the one to show
+            log.warning("No sweep report: %s", err)
+
+
+def _submit(pool: ThreadPoolExecutor | None, fn, *args) -> Future:
+    """Run on the pool, or right here (in-process launchers must run on the main thread)."""
+    if pool is not None:
+        return pool.submit(fn, *args)
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as err:
+        future.set_exception(err)
+    return future
+
+
+def _results(future: Future, n: int) -> list:
+    """One JobReturn per trial, or the launcher's exception for each trial of a batch that raised."""
+    err = future.exception()
+    if err is not None:
+        return [err] * n
+    results = list(future.result())
+    if len(results) != n:
+        return [RuntimeError(f"the launcher returned {len(results)} results for {n} jobs")] * n
+    return results
+
+
+def _instance(node: Any) -> Any:
+    """Hydra instantiates the sweeper's nested ``_target_`` nodes already; a config node is built here."""
+    if isinstance(node, (dict, DictConfig)) and "_target_" in node:
+        from hydra.utils import instantiate
+
+        return instantiate(node)
+    return node
+
+
+def _job_dir(result: Any) -> str | None:
+    cfg = getattr(result, "hydra_cfg", None)
+    return OmegaConf.select(cfg, "hydra.runtime.output_dir", default=None) if cfg is not None else None
+
+
+def _best(study):
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial yet
+        return None
