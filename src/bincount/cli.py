@@ -15,6 +15,7 @@ import sys
 # name -> (module, one-line help). Add a subcommand by adding a line here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("bincount.data.synthetic", "render synthetic bins in the ABID layout"),
+    "pack": ("bincount.shards.pack", "pack an ABID-layout dataset (local or s3://) into shuffled shards for streaming"),
     "sweep-report": ("bincount.sweep.cli", "sweep report (table, best config, plots) for a multirun dir"),
 }
 

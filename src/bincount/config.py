@@ -60,6 +60,7 @@ class DataConfig:
     cache_dir: Optional[str] = None
     pin_memory: bool = False
     persistent_workers: bool = True
+    reader: Optional[Dict[str, Any]] = None  # conf/reader/, checked by bincount.shards.stream.ReaderConfig
 
 
 @dataclass

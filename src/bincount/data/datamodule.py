@@ -45,11 +45,14 @@ class BinCountDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        reader: dict | None = None,
+        s3: dict | None = None,
     ) -> None:
         super().__init__()
         if bad_input not in BAD_INPUT_POLICIES:
             raise ValueError(f"data.bad_input={bad_input!r}; valid choices: {list(BAD_INPUT_POLICIES)}")
-        self.root = Path(root).expanduser()
+        self.root = root if str(root).startswith("s3://") else Path(root).expanduser()
+        self.store = _open_s3_store(str(root), s3) if str(root).startswith("s3://") else None
         self.class_range = ClassRange(**(classes or {}))
         split = dict(split or {})
         self.split_seed = int(split.pop("seed", 0))
@@ -64,19 +67,37 @@ class BinCountDataModule(L.LightningDataModule):
         build_transform(self.img_size, train=True, augment=augment)  # fail on a bad augment name now
         self.manifest: Manifest | None = None
         self.datasets: dict[str, BinImageDataset] = {}
+        self._init_reader(str(root), reader)
+
+    def _init_reader(self, root: str, reader: dict | None) -> None:
+        """``reader.mode`` (conf/reader/): ``files`` reads local dirs here; ``shards`` delegates to bincount.shards."""
+        from bincount.shards.stream import ReaderConfig, ShardStreams, join, resolve_mode
+
+        self.reader = ReaderConfig.from_mapping(reader)
+        self.read_mode = resolve_mode(root, self.reader.mode)
+        self.shards = None
+        if self.read_mode == "shards":
+            url = self.reader.shards or join(root if "://" in root else str(self.root), "shards")
+            self.shards = ShardStreams(url, self.reader, self.class_range)
 
     # -- once per machine -------------------------------------------------------------------------
     def _build_manifest(self, progress: bool) -> Manifest:
         return build_manifest(
-            self.root, self.class_range, split_fractions=self.split_fractions, seed=self.split_seed,
+            self.store or self.root, self.class_range, split_fractions=self.split_fractions, seed=self.split_seed,
             file_list=self.file_list, bad_input=self.bad_input, cache_dir=self.cache_dir, progress=progress,
         )
 
     def prepare_data(self) -> None:
+        if self.shards is not None:
+            self.shards.info()  # fails early (no pack, wrong class range) on the main process
+            return
         if self.synthetic:
             from bincount.data.synthetic import render_dataset
 
             render_dataset(self.root, **self.synthetic)
+        elif self.store is not None:
+            if not self.store.exists():
+                raise DataError(f"data.root={self.root!r} has no objects (expected bin-images/ and metadata/ under it)")
         elif not self.root.is_dir():
             raise DataError(
                 f"data.root={str(self.root)!r} does not exist. Point data.root at a directory in the ABID layout "
@@ -86,6 +107,13 @@ class BinCountDataModule(L.LightningDataModule):
 
     # -- every process ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        if self.shards is not None and self.manifest is None:
+            transforms = {name: build_transform(self.img_size, train=name == "train", augment=self.augment,
+                                                mean=self.mean, std=self.std) for name in SPLITS}
+            processes = getattr(self.trainer, "num_devices", 1) if self.trainer is not None else 1
+            self.manifest, self.datasets = self.shards.setup(transforms, self.bad_input, self.num_workers, processes,
+                                                             seed=self.split_seed)
+            self._check_fits_data(self.manifest)
         if self.manifest is None:
             self.manifest = self._build_manifest(progress=False)  # the cached file written by prepare_data
             self._check_fits_data(self.manifest)
@@ -93,7 +121,8 @@ class BinCountDataModule(L.LightningDataModule):
             if name not in self.datasets and self.manifest.split(name):
                 transform = build_transform(self.img_size, train=name == "train", augment=self.augment,
                                             mean=self.mean, std=self.std)
-                self.datasets[name] = BinImageDataset(self.root, self.manifest.split(name), transform, self.bad_input)
+                self.datasets[name] = BinImageDataset(self.root, self.manifest.split(name), transform, self.bad_input,
+                                                      reader=self.store)
 
     def _check_fits_data(self, manifest: Manifest) -> None:
         """A class range the data cannot fill is a config error, found before the first step."""
@@ -123,6 +152,10 @@ class BinCountDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
         if split not in self.datasets:
             raise DataError(f"the {split} split is empty; set data.split.{split} > 0")
+        if self.shards is not None:
+            from bincount.shards.stream import streaming_loader
+
+            return streaming_loader(self.datasets[split], self.batch_size, self.num_workers, self.pin_memory, drop_last)
         return DataLoader(
             self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
             collate_fn=collate_skipping_bad, pin_memory=self.pin_memory, drop_last=drop_last,
@@ -143,6 +176,13 @@ class BinCountDataModule(L.LightningDataModule):
     def data_quality(self) -> dict[str, Any]:
         """The manifest's report (what was excluded while indexing), for ``metrics.json``."""
         return dict(self.manifest.report) if self.manifest else {}
+
+
+def _open_s3_store(root: str, s3: dict | None):
+    """``data.root=s3://...``: per-object reads through :mod:`bincount.s3` (imported only for S3 roots)."""
+    from bincount.s3.store import open_store
+
+    return open_store(root, s3)
 
 
 def _short_report(report: dict) -> str:
