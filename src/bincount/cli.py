@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("bincount.data.synthetic", "render synthetic bins in the ABID layout"),
     "pack": ("bincount.shards.pack", "pack an ABID-layout dataset (local or s3://) into shuffled shards for streaming"),
     "sweep-report": ("bincount.sweep.cli", "sweep report (table, best config, plots) for a multirun dir"),
+    "runs": ("bincount.compare.runs", "list runs and sweeps under the output root with their key metrics, sortable"),
+    "compare": ("bincount.compare.compare", "compare runs: config differences, metrics, McNemar's test and bootstrap CIs"),
 }
 
 
