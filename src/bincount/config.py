@@ -46,6 +46,19 @@ class SyntheticConfig:
 
 
 @dataclass
+class S3DataConfig:
+    """``data.s3``: how to reach S3 for ``s3://`` roots (mirrors bincount.s3.endpoint.S3Config; no credentials)."""
+
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    unsigned: bool = False
+    max_pool_connections: int = 32
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 8
+
+
+@dataclass
 class DataConfig:
     root: str = "???"
     synthetic: Optional[SyntheticConfig] = None
@@ -60,6 +73,7 @@ class DataConfig:
     cache_dir: Optional[str] = None
     pin_memory: bool = False
     persistent_workers: bool = True
+    s3: Optional[S3DataConfig] = None  # for data.root=s3://...; see conf/data/abid_s3.yaml
     reader: Optional[Dict[str, Any]] = None  # conf/reader/, checked by bincount.shards.stream.ReaderConfig
 
 

@@ -1,0 +1,110 @@
+"""The SageMaker container contract: paths, ``SM_*`` variables, and what they mean for Lightning.
+
+Standard library only: the job side runs in the SageMaker PyTorch image (another Python minor than
+the user's) and inside ``bincount.train``, whose local runs must not import anything heavy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTAINER_ROOT = Path("/opt/ml")
+RESULT_FILE = "result.json"  # written by the job: status, return value, error
+PICKLED_RESULT = "result.pkl"  # pickle payload only: the task's return value as an object
+# Variables the launcher sets for the job (names only: never a secret value).
+ENV_CONFIG_SHA = "BINCOUNT_SM_CONFIG_SHA"
+ENV_SECRETS = "BINCOUNT_SM_SECRETS"
+ENV_JOB_DIR = "BINCOUNT_SM_JOB_DIR"
+ENV_CKPT_SUBDIR = "BINCOUNT_SM_CHECKPOINT_SUBDIR"
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+
+
+def looks_secret(name: str) -> bool:
+    return any(w in name.upper() for w in SECRET_WORDS)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The ``/opt/ml`` tree of one job; ``root`` is ``/`` in a real container, a scratch dir locally."""
+
+    root: Path
+
+    @property
+    def ml(self) -> Path:
+        return self.root / "opt" / "ml" if self.root != Path("/") else CONTAINER_ROOT
+
+    code = property(lambda self: self.ml / "input" / "data" / "code")
+    config = property(lambda self: self.ml / "input" / "config")
+    model = property(lambda self: self.ml / "model")
+    output = property(lambda self: self.ml / "output")
+    output_data = property(lambda self: self.ml / "output" / "data")
+    failure = property(lambda self: self.ml / "output" / "failure")
+    checkpoints = property(lambda self: self.ml / "checkpoints")
+
+    def make(self) -> "Layout":
+        for d in (self.code, self.config, self.model, self.output_data, self.checkpoints):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def env(self, job_name: str, hosts: int = 1, rank: int = 0, num_gpus: int = 0) -> dict[str, str]:
+        """The variables SageMaker's v3 drivers export (the subset a training script reads)."""
+        names = [f"algo-{i + 1}" for i in range(hosts)]
+        return {
+            "SM_MODEL_DIR": str(self.model), "SM_OUTPUT_DIR": str(self.output),
+            "SM_OUTPUT_DATA_DIR": str(self.output_data), "SM_CHECKPOINT_DIR": str(self.checkpoints),
+            "SM_CHANNEL_CODE": str(self.code), "SM_INPUT_CONFIG_DIR": str(self.config),
+            "SM_CURRENT_HOST": names[rank], "SM_HOSTS": ",".join(f'"{n}"' for n in names).join("[]"),
+            "SM_HOST_COUNT": str(hosts), "SM_CURRENT_HOST_RANK": str(rank), "SM_MASTER_ADDR": names[0],
+            "SM_MASTER_PORT": "7777", "SM_NUM_GPUS": str(num_gpus), "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_HPS": "{}", "TRAINING_JOB_NAME": job_name,
+        }
+
+
+def job_layout() -> Layout:
+    """The layout of the running job, found from its variables (the scratch root locally)."""
+    data = os.environ.get("SM_OUTPUT_DATA_DIR")
+    if not data:
+        return Layout(Path("/"))
+    return Layout(Path(data).parents[3]) if Path(data).parents[2].name == "opt" else Layout(Path("/"))
+
+
+@dataclass(frozen=True)
+class Cluster:
+    hosts: int
+    rank: int
+    gpus: int
+    master_addr: str
+    master_port: str
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "Cluster":
+        return cls(int(env.get("SM_HOST_COUNT", "1")), int(env.get("SM_CURRENT_HOST_RANK", "0")),
+                   int(env.get("SM_NUM_GPUS", "0")), env.get("SM_MASTER_ADDR", "127.0.0.1"),
+                   env.get("SM_MASTER_PORT", "7777"))
+
+    @property
+    def distributed(self) -> bool:
+        return self.hosts > 1 or self.gpus > 1
+
+    def torchrun(self) -> list[str]:
+        """torchrun across the job's hosts, one process per GPU (SageMaker's command mode starts none)."""
+        return ["torchrun", f"--nnodes={self.hosts}", f"--nproc_per_node={max(self.gpus, 1)}",
+                f"--node_rank={self.rank}", f"--master_addr={self.master_addr}",
+                f"--master_port={self.master_port}"]
+
+
+def lightning_cluster_args(env=os.environ) -> dict:
+    """Trainer arguments the job's machines dictate (empty outside a SageMaker job).
+
+    Lightning checks ``num_nodes * devices`` against torchrun's WORLD_SIZE, so both come from the
+    ``SM_*`` variables rather than from the user's config.
+    """
+    if "SM_HOST_COUNT" not in env or "TRAINING_JOB_NAME" not in env:
+        return {}
+    cluster = Cluster.from_env(env)
+    args: dict = {"num_nodes": cluster.hosts}
+    if cluster.gpus > 0:
+        args["devices"] = cluster.gpus
+    return args

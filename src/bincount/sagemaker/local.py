@@ -1,0 +1,107 @@
+"""Local backend: each job is a subprocess in a scratch ``/opt/ml`` tree, with SageMaker's variables.
+
+No Docker and no AWS: the same command line (``python -m bincount.sagemaker.entry ...``), the code
+channel copied as SageMaker copies it, the ``SM_*`` variables, ``/opt/ml/output/failure`` and
+``/opt/ml/output/data``. A job's tree is keyed by its sweep and job number and its ``checkpoints/``
+survives a relaunch, as the checkpoint S3 URI does for a restarted spot job.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from bincount.sagemaker.contract import Layout
+from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
+
+
+@dataclass
+class LocalJob:
+    name: str
+    spec: JobSpec
+    proc: subprocess.Popen
+    layout: Layout
+    started: float
+    log_file: object
+    stopped: str | None = None
+
+
+class LocalBackend:
+    def __init__(self, p: dict, sweep_dir: Path, source_dir: Path) -> None:
+        self.p, self.local, self.source_dir = p, p["local"], source_dir
+        self.root = Path(self.local["root"] or sweep_dir / ".sagemaker_local") / sweep_key(sweep_dir)
+
+    def _layout(self, spec: JobSpec) -> Layout:
+        layout = Layout(self.root / f"job{spec.idx}")
+        shutil.rmtree(layout.output, ignore_errors=True)  # a fresh attempt: only checkpoints/ carry over
+        return layout.make()
+
+    def describe(self, spec: JobSpec) -> str:
+        return f"job {spec.idx}: {' '.join(spec.argv)} (cwd /opt/ml/input/data/code, env {sorted(spec.env)})"
+
+    def submit(self, spec: JobSpec) -> LocalJob:
+        layout = self._layout(spec)
+        name = f"{spec.base_name}-{datetime.now():%Y%m%d%H%M%S}"
+        argv = list(spec.argv)
+        if self.local["copy_code"]:
+            cwd = stage_code(self.source_dir, layout.code, self.p["ignore_patterns"])
+        else:  # in place: the job runs in the launch directory (Hydra's integration tests expect that)
+            cwd = self.source_dir
+        if spec.pickle is not None:
+            target = (cwd if self.local["copy_code"] else layout.config) / spec.pickle_path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(spec.pickle)
+            argv[argv.index("--pickle") + 1] = str(target)
+        python = self.local["python"] or sys.executable
+        src = [str(cwd / "src")] if (cwd / "src").is_dir() else []
+        env = {**os.environ, **spec.env, **layout.env(name, num_gpus=self.local["num_gpus"]),
+               "PYTHONPATH": os.pathsep.join([*src, os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)}
+        log_file = open(layout.ml / "job.log", "w")
+        proc = subprocess.Popen([python, *argv[1:]], cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        return LocalJob(name, spec, proc, layout, time.time(), log_file)
+
+    def poll(self, job: LocalJob) -> tuple[str, str | None]:
+        if job.proc.poll() is None and time.time() - job.started > self.p["max_runtime_s"]:
+            self.stop(job, reason="MaxRuntimeExceeded: the job ran past max_runtime_s")
+        rc = job.proc.poll()
+        if rc is None:
+            return "InProgress", None
+        if job.stopped:
+            return "Stopped", job.stopped
+        if rc == 0:
+            return "Completed", None
+        failure = job.layout.failure
+        return "Failed", failure.read_text().strip() if failure.is_file() else f"AlgorithmError: exit code {rc}"
+
+    def stop(self, job: LocalJob, reason: str = "stopped by the launcher") -> None:
+        """SIGTERM (what StopTrainingJob sends), then SIGKILL after a grace period."""
+        job.stopped = reason
+        if job.proc.poll() is not None:
+            return
+        try:
+            os.killpg(job.proc.pid, signal.SIGTERM)
+            job.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.proc.pid, signal.SIGKILL)
+            job.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    def fetch(self, job: LocalJob, local_dir: Path) -> None:
+        """``/opt/ml/output/data`` -> the local job dir (what the real backend does with output.tar.gz)."""
+        job.log_file.close()
+        local_dir.mkdir(parents=True, exist_ok=True)
+        if job.layout.output_data.is_dir() and job.layout.output_data.resolve() != local_dir.resolve():
+            shutil.copytree(job.layout.output_data, local_dir, dirs_exist_ok=True)
+        shutil.copy2(job.layout.ml / "job.log", local_dir / "sagemaker_job.log")
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,197 @@
+"""The launch loop: at most N jobs in flight, a status line per job, results back as Hydra JobReturns.
+
+Backends (``local``, ``remote``) only submit, poll, stop and fetch; everything a sweeper relies on
+lives here once: every job gets a COMPLETED or FAILED JobReturn (never None or UNKNOWN, which would
+crash Hydra's sweepers), Ctrl-C / SIGTERM stops every job this launcher started, and a relaunched
+sweep skips the jobs whose results it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from bincount.sagemaker.contract import PICKLED_RESULT, RESULT_FILE
+from bincount.sagemaker.spec import JobSpec, build_spec, resolve_payload, validate
+
+log = logging.getLogger(__name__)
+STATE_FILE = "sagemaker_job.json"
+TERMINAL = ("Completed", "Failed", "Stopped")
+# Approximate on-demand USD/hour in us-east-1 (spot is usually 60-70% less); check the pricing page.
+PRICES = {"ml.g4dn.xlarge": 0.736, "ml.g4dn.12xlarge": 4.89, "ml.g5.xlarge": 1.408, "ml.g5.2xlarge": 1.515,
+          "ml.g5.4xlarge": 2.03, "ml.g5.12xlarge": 7.09, "ml.g5.48xlarge": 20.36, "ml.g6.xlarge": 1.006,
+          "ml.g6.12xlarge": 5.752, "ml.p3.2xlarge": 3.825, "ml.p3.8xlarge": 14.688, "ml.p4d.24xlarge": 37.688,
+          "ml.m5.xlarge": 0.23, "local": 0.0}
+
+
+def cost(instance_type: str, count: int, seconds: float) -> str:
+    price = PRICES.get(instance_type)
+    return "$?" if price is None else f"${price * count * seconds / 3600:.2f}"
+
+
+def status_line(name: str, status: str, elapsed: float, p: dict) -> str:
+    m, s = divmod(int(elapsed), 60)
+    return f"{name:<48} {status:<11} {m:>3}m{s:02d}s  ~{cost(p['instance_type'], p['instance_count'], elapsed)}"
+
+
+def make_return(spec: JobSpec, status: str, value: Any = None, reason: str | None = None) -> JobReturn:
+    """The JobReturn Hydra would have built in-process, from the launcher's own composed config."""
+    config = spec.config
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = str(spec.local_dir)
+    task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    ret = JobReturn(overrides=spec.overrides, cfg=task_cfg, hydra_cfg=OmegaConf.create({"hydra": config.hydra}),
+                    working_dir=str(spec.local_dir), task_name=str(config.hydra.job.name))
+    if status == "Completed":
+        ret.status, ret.return_value = JobStatus.COMPLETED, value
+    else:
+        ret.status = JobStatus.FAILED
+        ret.return_value = RuntimeError(f"SageMaker job {spec.extra.get('name', spec.base_name)} {status.lower()}: "
+                                        f"{reason or 'no FailureReason'}")
+    return ret
+
+
+def write_local_stubs(spec: JobSpec) -> None:
+    """``.hydra/`` in the local job dir before launch, so even a job that dies early leaves its config."""
+    hydra_dir = spec.local_dir / ".hydra"
+    task_cfg = OmegaConf.masked_copy(spec.config, [k for k in spec.config if k != "hydra"])
+    _save_config(task_cfg, "config.yaml", hydra_dir)
+    _save_config(OmegaConf.create({"hydra": spec.config.hydra}), "hydra.yaml", hydra_dir)
+    _save_config(spec.config.hydra.overrides.task, "overrides.yaml", hydra_dir)
+
+
+def read_result(spec: JobSpec) -> tuple[str, Any, str | None]:
+    """(status, value, error) from what the job left in its output (copied into the local job dir)."""
+    path = spec.local_dir / RESULT_FILE
+    if not path.is_file():
+        return "Failed", None, "the job wrote no result.json (it died before Hydra finished)"
+    result = json.loads(path.read_text())
+    value = result.get("return_value")
+    pickled = spec.local_dir / PICKLED_RESULT
+    if pickled.is_file():
+        value = pickle.loads(pickled.read_bytes())  # written by our own job (payload=pickle)
+    return ("Completed" if result["status"] == "COMPLETED" else "Failed"), value, result.get("error")
+
+
+def previous_completion(spec: JobSpec) -> dict | None:
+    state = spec.local_dir / STATE_FILE
+    if not state.is_file():
+        return None
+    saved = json.loads(state.read_text())
+    return saved if saved.get("status") == "Completed" and saved.get("state_sha") == spec.state_sha else None
+
+
+def save_state(spec: JobSpec, **fields: Any) -> None:
+    spec.local_dir.mkdir(parents=True, exist_ok=True)
+    (spec.local_dir / STATE_FILE).write_text(json.dumps({"config_sha": spec.sha, "state_sha": spec.state_sha, **fields}, default=str))
+
+
+def make_backend(p: dict, sweep_dir: Path, source_dir: Path):
+    if p["backend"] == "local":
+        from bincount.sagemaker.local import LocalBackend
+
+        return LocalBackend(p, sweep_dir, source_dir)
+    from bincount.sagemaker.remote import SageMakerBackend
+
+    return SageMakerBackend(p, sweep_dir, source_dir)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, _frame):
+    raise _Stop(f"signal {signum}")
+
+
+def run_jobs(backend, specs: list[JobSpec], p: dict) -> dict[int, JobReturn]:
+    results: dict[int, JobReturn] = {}
+    pending, running = deque(), {}
+    for spec in specs:
+        done = previous_completion(spec) if p["skip_completed"] else None
+        if done is not None:
+            log.info("%s already completed in an earlier launch: skipped", done.get("name"))
+            _, value, _ = read_result(spec)
+            results[spec.idx] = make_return(spec, "Completed", value)
+        else:
+            pending.append(spec)
+    last_shown: dict[int, str] = {}
+    old = signal.signal(signal.SIGTERM, _raise_stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        while pending or running:
+            while pending and len(running) < p["max_parallel_jobs"]:
+                spec = pending.popleft()
+                write_local_stubs(spec)
+                handle = backend.submit(spec)
+                spec.extra["name"], spec.extra["started"] = handle.name, time.time()
+                save_state(spec, name=handle.name, status="InProgress")
+                running[spec.idx] = (spec, handle)
+            time.sleep(p["poll_interval_s"])
+            for idx, (spec, handle) in list(running.items()):
+                status, reason = backend.poll(handle)
+                elapsed = time.time() - spec.extra["started"]
+                if last_shown.get(idx) != status or status in TERMINAL:
+                    log.info(status_line(handle.name, status, elapsed, p))
+                    last_shown[idx] = status
+                if status not in TERMINAL:
+                    continue
+                del running[idx]
+                backend.fetch(handle, spec.local_dir)
+                if status == "Completed":
+                    status, value, error = read_result(spec)
+                    reason = reason or error
+                else:
+                    value = None
+                save_state(spec, name=handle.name, status=status, reason=reason, elapsed_s=round(elapsed, 1))
+                results[idx] = make_return(spec, status, value, reason)
+    except (KeyboardInterrupt, _Stop):
+        log.warning("Interrupted: stopping %d running job(s): %s", len(running),
+                    ", ".join(h.name for _, h in running.values()))
+        for spec, handle in running.values():
+            backend.stop(handle)
+            save_state(spec, name=handle.name, status="Stopped", reason="stopped by the launcher")
+        raise KeyboardInterrupt
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+        backend.close()
+    return results
+
+
+def launch_sweep(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    p = launcher.params
+    validate(p)
+    setup_globals()
+    config: DictConfig = launcher.config
+    HydraConfig.instance().set_config(config)
+    sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    source_dir = Path(p["source_dir"] or os.getcwd()).resolve()
+    payload = resolve_payload(p, launcher.task_function)
+    log.info("SageMaker launcher (%s backend, %s payload): %d job(s) in %s", p["backend"], payload,
+             len(job_overrides), sweep_dir)
+    saved_state = Singleton.get_state()
+    specs = [build_spec(launcher, p, list(o), initial_job_idx + i, payload, source_dir)
+             for i, o in enumerate(job_overrides)]
+    Singleton.set_state(saved_state)  # composing job configs must not leak into the driver's state
+    backend = make_backend(p, sweep_dir, source_dir)
+    if p["dry_run"]:
+        for spec in specs:
+            log.info("[dry run] %s", backend.describe(spec))
+        backend.close()
+        return [make_return(s, "Completed", None) for s in specs]
+    results = run_jobs(backend, specs, p)
+    return [results[s.idx] for s in specs]

@@ -1,0 +1,90 @@
+"""Typed config of the SageMaker launcher, registered as ``hydra/launcher=sagemaker`` / ``sagemaker_local``.
+
+Kept free of heavy imports: Hydra imports every plugin module at start-up, so this file must cost
+nothing when the launcher is not used. The schema is also ``sagemaker_base``, which the project's
+presets in ``conf/hydra/launcher/`` extend (a preset file with the same name as a stored node wins).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class LocalBackendConf:
+    # Scratch root holding one /opt/ml-style tree per job (null: <sweep dir>/.sagemaker_local).
+    root: Optional[str] = None
+    # Copy the code channel like SageMaker does (false: run in place, in the launch directory).
+    copy_code: bool = True
+    # Python used for the job (null: the launcher's own interpreter).
+    python: Optional[str] = None
+    # Host count / GPUs the fake container advertises through SM_HOST_COUNT / SM_NUM_GPUS.
+    num_gpus: int = 0
+
+
+@dataclass
+class SageMakerLauncherConf:
+    _target_: str = "hydra_plugins.bincount_sagemaker_launcher.launcher.SageMakerLauncher"
+    # "sagemaker": real training jobs (SDK v3 ModelTrainer); "local": subprocesses in /opt/ml-style dirs.
+    backend: str = "sagemaker"
+    # IAM role ARN the job runs as (required for backend=sagemaker).
+    role: Optional[str] = None
+    region: Optional[str] = None
+    instance_type: str = "ml.g5.xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 50
+    max_runtime_s: int = 4 * 3600
+    spot: bool = False
+    # Spot only: total time including waiting for capacity (>= max_runtime_s).
+    max_wait_s: Optional[int] = None
+    # Warm pool: keep the instance this long after the job so the next job starts in seconds.
+    keep_alive_s: int = 0
+    # s3://bucket/prefix: outputs go to <output_s3_uri>/<job>/output/output.tar.gz.
+    output_s3_uri: Optional[str] = None
+    # s3://bucket/prefix: checkpoints of job k go to <checkpoint_s3_uri>/<sweep id>/<k> (spot resume).
+    checkpoint_s3_uri: Optional[str] = None
+    # null: the SageMaker PyTorch training image for framework_version, resolved with the SDK.
+    image: Optional[str] = None
+    framework_version: str = "2.6"
+    # Extra environment of the job. Names that look secret (KEY, TOKEN, SECRET, PASSWORD) are refused.
+    environment: Dict[str, str] = field(default_factory=dict)
+    # ENV_NAME -> AWS Secrets Manager secret name; the job reads the values itself.
+    secrets: Dict[str, str] = field(default_factory=dict)
+    tags: Dict[str, str] = field(default_factory=dict)
+    # Code channel: the directory uploaded to /opt/ml/input/data/code (null: the launch directory).
+    source_dir: Optional[str] = None
+    ignore_patterns: List[str] = field(default_factory=lambda: [
+        ".git", ".venv", "venv", "__pycache__", "*.egg-info", "logs", "data", "outputs", "multirun",
+        ".sagemaker_local", "*.ckpt", ".pytest_cache", "node_modules", "benchmarks"])
+    # pip requirements installed in the container before the job (relative to source_dir).
+    requirements: Optional[str] = None
+    # Overrides appended to every job, e.g. resume=true so a restarted spot job continues.
+    job_overrides: List[str] = field(default_factory=list)
+    # The job's output subdirectory linked to /opt/ml/checkpoints (synced to checkpoint_s3_uri).
+    checkpoint_subdir: Optional[str] = "checkpoints"
+    # auto: re-run the entry script with the overrides (any Python in the container) when the task is
+    # a script's @hydra.main; otherwise pickle the task (same Python minor needed). Or script / pickle.
+    payload: str = "auto"
+    base_job_name: str = "bincount"
+    max_parallel_jobs: int = 4
+    # Relaunching a sweep in the same sweep dir skips jobs that completed with the same config and code.
+    skip_completed: bool = True
+    poll_interval_s: float = 30.0
+    # Print the requests and commands, launch nothing.
+    dry_run: bool = False
+    local: LocalBackendConf = field(default_factory=LocalBackendConf)
+
+
+@dataclass
+class SageMakerLocalLauncherConf(SageMakerLauncherConf):
+    backend: str = "local"
+    instance_type: str = "local"
+    poll_interval_s: float = 0.5
+    max_parallel_jobs: int = 2
+
+
+cs = ConfigStore.instance()
+cs.store(group="hydra/launcher", name="sagemaker_base", node=SageMakerLauncherConf, provider="bincount")
+cs.store(group="hydra/launcher", name="sagemaker", node=SageMakerLauncherConf, provider="bincount")
+cs.store(group="hydra/launcher", name="sagemaker_local", node=SageMakerLocalLauncherConf, provider="bincount")

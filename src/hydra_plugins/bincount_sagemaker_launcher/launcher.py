@@ -1,0 +1,35 @@
+"""The class Hydra instantiates for ``hydra/launcher=sagemaker*``: a thin shell around ``bincount.sagemaker``.
+
+Hydra imports every module under ``hydra_plugins`` at start-up, so the work (and the SageMaker SDK) is
+imported only inside ``launch()``; ``python train.py --help`` and local runs never pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional, Sequence
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class SageMakerLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        # Hydra passes the launcher node's fields; keep them as a plain dict (no interpolations left).
+        self.params = OmegaConf.to_container(OmegaConf.create(params), resolve=True)
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from bincount.sagemaker.runner import launch_sweep
+
+        assert self.config is not None and self.task_function is not None and self.hydra_context is not None
+        return launch_sweep(self, job_overrides, initial_job_idx)
