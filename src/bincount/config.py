@@ -112,6 +112,7 @@ class TrainConfig:
     optimized_metric: str = "val/acc"
     resume: bool = False
     test: bool = True
+    report: bool = True
     tags: List[str] = field(default_factory=list)
 
 

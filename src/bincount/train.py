@@ -23,6 +23,7 @@ from bincount.data.datamodule import BinCountDataModule
 from bincount.data.manifest import ClassRange
 from bincount.metrics import write_metrics_json, write_predictions_csv
 from bincount.models.module import BinCounter
+from bincount.report import after_run
 from bincount.resume import last_checkpoint
 from bincount.sweep.pruning import pruning_callbacks
 
@@ -161,5 +162,6 @@ def train(cfg: DictConfig) -> float | None:
     metrics["objective"] = objective(metrics, cfg.optimized_metric)
     write_metrics_json(out / "metrics.json", metrics)
     write_predictions(out / "predictions.csv", model)
+    after_run(cfg, out, metrics, loggers)  # W&B results, report.html: warnings only, results are safe
     log.info("%s = %.4f | run directory: %s", cfg.optimized_metric, metrics["objective"], out)
     return metrics["objective"]

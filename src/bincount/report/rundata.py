@@ -1,0 +1,90 @@
+"""Everything a report shows, read from a finished run directory (no model, no Hydra, no network).
+
+The run directory is the contract (docs/architecture.md): ``metrics.json``, ``predictions.csv``,
+``csv/metrics.csv`` and the resolved config. Reading only files means a report can be rebuilt at any
+time (``bincount report RUN_DIR``), on another machine, long after training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
+
+
+class RunDirError(ValueError):
+    """The directory is not a finished run directory; the message says what is missing."""
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    metrics: dict
+    config_text: str = ""
+    config: dict = field(default_factory=dict)
+    overrides: list = field(default_factory=list)
+    predictions: Optional[dict] = None  # bincount.metrics.read_predictions_csv output
+    history: list = field(default_factory=list)  # csv/metrics.csv rows, values as floats (None when empty)
+
+    @property
+    def counts(self) -> list[int]:
+        """The count of each class, from the per-class test metrics (or the predictions' columns)."""
+        found = sorted(int(k.rsplit("_", 1)[1]) for k in self.metrics if k.startswith("test/support_"))
+        return found or list((self.predictions or {}).get("counts") or [])
+
+    @property
+    def data_root(self) -> Optional[str]:
+        return (self.config.get("data") or {}).get("root")
+
+    def scalar(self, key: str) -> Any:
+        return self.metrics.get(key)
+
+
+def _float(value: str) -> Optional[float]:
+    try:
+        return float(value) if value not in ("", None) else None
+    except ValueError:
+        return None
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory; raise :class:`RunDirError` naming what is missing."""
+    from omegaconf import OmegaConf
+
+    from bincount.metrics import read_predictions_csv
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {str(run_dir)!r} does not exist")
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        found = sorted(p.name for p in run_dir.iterdir())[:12]
+        raise RunDirError(f"{run_dir} has no metrics.json, so it is not a finished run directory "
+                          f"(it holds {found}); pass a directory under logs/train/runs/ or logs/train/multiruns/<time>/")
+    try:
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{metrics_file} is not valid JSON: {err}") from None
+    data = RunData(run_dir=run_dir, metrics=metrics)
+    for name in CONFIG_FILES:
+        if (run_dir / name).is_file():
+            data.config_text = (run_dir / name).read_text(encoding="utf-8")
+            data.config = OmegaConf.to_container(OmegaConf.create(data.config_text), resolve=False) or {}
+            break
+    if (run_dir / ".hydra" / "overrides.yaml").is_file():
+        data.overrides = list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") or [])
+    if (run_dir / "predictions.csv").is_file():
+        data.predictions = read_predictions_csv(run_dir / "predictions.csv")
+    data.history = read_history(run_dir / "csv" / "metrics.csv")
+    return data
