@@ -67,9 +67,9 @@ class BinCountDataModule(L.LightningDataModule):
         build_transform(self.img_size, train=True, augment=augment)  # fail on a bad augment name now
         self.manifest: Manifest | None = None
         self.datasets: dict[str, BinImageDataset] = {}
-        self._init_reader(str(root), reader)
+        self._init_reader(str(root), reader, s3)
 
-    def _init_reader(self, root: str, reader: dict | None) -> None:
+    def _init_reader(self, root: str, reader: dict | None, s3: dict | None) -> None:
         """``reader.mode`` (conf/reader/): ``files`` reads local dirs here; ``shards`` delegates to bincount.shards."""
         from bincount.shards.stream import ReaderConfig, ShardStreams, join, resolve_mode
 
@@ -78,7 +78,7 @@ class BinCountDataModule(L.LightningDataModule):
         self.shards = None
         if self.read_mode == "shards":
             url = self.reader.shards or join(root if "://" in root else str(self.root), "shards")
-            self.shards = ShardStreams(url, self.reader, self.class_range)
+            self.shards = ShardStreams(url, self.reader, self.class_range, s3=s3)
 
     # -- once per machine -------------------------------------------------------------------------
     def _build_manifest(self, progress: bool) -> Manifest:

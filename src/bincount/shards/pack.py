@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -57,12 +58,12 @@ def join(root: str, *parts: str) -> str:
 # -- source: the manifest and a key -> bytes reader ----------------------------------------------------
 
 
-def open_source(src: str, manifest_kwargs: dict) -> tuple[Manifest, Callable[[str], bytes]]:
+def open_source(src: str, manifest_kwargs: dict, s3: dict | None = None) -> tuple[Manifest, Callable[[str], bytes]]:
     """The manifest of ``src`` and a reader of its image keys (local dir or ``s3://``)."""
     if is_s3(src):
         from bincount.shards.s3io import s3_manifest_and_reader  # boto3 only when reading S3
 
-        return s3_manifest_and_reader(src, manifest_kwargs)
+        return s3_manifest_and_reader(src, manifest_kwargs, s3)
     from bincount.data.dataset import FileReader
 
     root = Path(src).expanduser()
@@ -113,6 +114,8 @@ def _write_split(rows: list[ManifestRow], reader: Callable[[str], bytes], out: P
     from litdata.streaming.writer import BinaryWriter
 
     out.mkdir(parents=True, exist_ok=True)
+    # an image bigger than --chunk-bytes gets a chunk of its own; litdata warns per item, which is noise here
+    warnings.filterwarnings("ignore", message="An item was larger than the target chunk size")
     writer = BinaryWriter(str(out), chunk_bytes=chunk_bytes)
     kept: list[ManifestRow] = []
     bad: list[tuple[str, str]] = []
@@ -133,13 +136,14 @@ def _write_split(rows: list[ManifestRow], reader: Callable[[str], bytes], out: P
 
 def pack(src: str, out: str | None = None, *, classes: ClassRange = ClassRange(), fractions=(0.8, 0.1, 0.1),
          split_seed: int = 0, shuffle_seed: int = 0, file_list: str | None = None, bad_input: str = "skip",
-         chunk_bytes: str = "64MB", workers: int = 16, cache_dir: str | None = None, progress: bool = True) -> dict:
+         chunk_bytes: str = "64MB", workers: int = 16, cache_dir: str | None = None, progress: bool = True,
+         s3: dict | None = None) -> dict:
     """Pack ``src`` into shards at ``out`` (local or ``s3://``); returns the ``pack.json`` content."""
     started = time.perf_counter()
     out = out or join(src, "shards")
     manifest, reader = open_source(src, dict(class_range=classes, split_fractions=fractions, seed=split_seed,
                                               file_list=file_list, bad_input=bad_input, cache_dir=cache_dir,
-                                              progress=progress))
+                                              progress=progress), s3)
     staging = Path(tempfile.mkdtemp(prefix="bincount-pack-")) if is_s3(out) else Path(out).expanduser()
     if not is_s3(out) and any((staging / s).exists() for s in SPLITS):
         raise DataError(f"pack output {out} already has shards; remove {[str(staging / s) for s in SPLITS]} first")
@@ -151,7 +155,7 @@ def pack(src: str, out: str | None = None, *, classes: ClassRange = ClassRange()
         if is_s3(out):
             from bincount.shards.s3io import upload_dir
 
-            upload_dir(staging, out)
+            upload_dir(staging, out, s3)
     finally:
         if is_s3(out):
             shutil.rmtree(staging, ignore_errors=True)
@@ -206,6 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-bytes", default="64MB", help="target shard size (default: 64MB)")
     parser.add_argument("--workers", type=int, default=16, help="parallel reads (default: 16)")
     parser.add_argument("--cache-dir", default=None, help="where the source's manifest is cached")
+    parser.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -218,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         info = pack(args.src, args.out, classes=classes, fractions=fractions, split_seed=args.split_seed,
                     shuffle_seed=args.shuffle_seed, file_list=args.file_list, bad_input=args.bad_input,
                     chunk_bytes=args.chunk_bytes, workers=args.workers, cache_dir=args.cache_dir,
-                    progress=args.progress)
+                    progress=args.progress, s3={"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
     except (ValueError, OSError) as error:  # DataError is a ValueError
         print(f"bincount pack: error: {error}", file=sys.stderr)
         return 2

@@ -50,13 +50,10 @@ def upload_dir(local: Path, url: str, s3: Any = None, workers: int = 16) -> int:
     return len(files)
 
 
-def s3_manifest_and_reader(src: str, manifest_kwargs: dict) -> tuple[Any, Callable[[str], bytes]]:
-    """The manifest of an ``s3://`` dataset and a key reader, from :mod:`bincount.s3.store` (PART A)."""
-    try:
-        from bincount.s3 import store
-    except ImportError as e:  # the per-object store lands with `bincount fetch`
-        raise NotImplementedError(
-            f"packing straight from {src} needs bincount.s3.store ({e}); fetch it first "
-            "(bincount fetch ... to a local dir) and pack that dir, writing the shards to s3://"
-        ) from None
-    return store.manifest_and_reader(src, manifest_kwargs)
+def s3_manifest_and_reader(src: str, manifest_kwargs: dict, s3: Any = None) -> tuple[Any, Callable[[str], bytes]]:
+    """The manifest of an ``s3://`` dataset and its key reader, both through :mod:`bincount.s3.store`."""
+    from bincount.data.manifest import build_manifest
+    from bincount.s3.store import open_store
+
+    store = open_store(src, s3)
+    return build_manifest(store, **manifest_kwargs), store
