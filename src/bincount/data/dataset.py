@@ -132,24 +132,43 @@ class BinImageDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._sample(i, self.reader)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch at once: a reader with ``read_many`` (S3) keeps the batch's GETs in flight together,
+        so per-object reads are bound by requests in flight / latency, not by one GET after another."""
+        read_many = getattr(self.reader, "read_many", None)
+        if read_many is None:
+            return [self[i] for i in indices]
+        results = read_many([self.rows[i].image for i in indices])
+        return [self._sample(i, lambda _key, r=r: _reraise(r)) for i, r in zip(indices, results)]
+
+    def _sample(self, i: int, reader: Reader) -> dict[str, Any]:
         row = self.rows[i]
         try:
-            image = decode_image_bytes(self._read(row.image))
+            image = decode_image_bytes(self._read(row.image, reader))
         except BadImage as e:
             if self.bad_input == "fail":
-                raise DataError(f"{self.root / row.image}: {e} (bad_input='fail'; 'skip' skips and reports)") from None
+                where = self.reader.url(row.image) if hasattr(self.reader, "url") else self.root / row.image
+                raise DataError(f"{where}: {e} (bad_input='fail'; 'skip' skips and reports)") from None
             return {"bad": (row.id, f"{row.image}: {e}"), "index": i}
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "label": row.label, "index": i, "id": row.id}
 
-    def _read(self, key: str) -> bytes:
+    def _read(self, key: str, reader: Reader | None = None) -> bytes:
         try:
-            return self.reader(key)
+            return (reader or self.reader)(key)
         except FileNotFoundError:
             raise BadImage("image missing") from None
         except OSError as e:
             raise BadImage(f"unreadable ({e})") from None
+
+
+def _reraise(result: bytes | BaseException) -> bytes:
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def collate_skipping_bad(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -193,6 +193,8 @@ def metadata_key(id_: str) -> str:
 def list_ids(root: str | os.PathLike, folder: str = METADATA_DIR) -> list[str]:
     """Sorted ids of the files in ``root/folder`` (``metadata`` → ``.json``, ``bin-images`` → ``.jpg``)."""
     suffix = {METADATA_DIR: ".json", IMAGE_DIR: ".jpg"}[folder]
+    if _is_store(root):  # an S3 (or other) store from bincount.s3.store
+        return sorted(n[: -len(suffix)] for n in root.list(folder) if n.endswith(suffix) and len(n) > len(suffix))
     directory = Path(root) / folder
     if not directory.is_dir():
         return []
@@ -202,12 +204,18 @@ def list_ids(root: str | os.PathLike, folder: str = METADATA_DIR) -> list[str]:
 
 def read_metadata(root: str | os.PathLike, id_: str) -> dict:
     """Parse ``root/metadata/<id>.json``; raises FileNotFoundError or ValueError (bad JSON)."""
+    if _is_store(root):
+        return json.loads(root.read(metadata_key(id_)))
     with open(Path(root) / metadata_key(id_), "rb") as f:
         return json.loads(f.read())
 
 
 def listing_stamp(root: str | os.PathLike, folder: str = METADATA_DIR) -> str:
     """A hash of (name, size, mtime) of every file in ``root/folder``: changes when any file changes."""
+    if _is_store(root):
+        from bincount.s3.store import listing_stamp as store_stamp
+
+        return store_stamp(root.list(folder))
     digest = hashlib.sha256()
     directory = Path(root) / folder
     if directory.is_dir():
@@ -216,6 +224,16 @@ def listing_stamp(root: str | os.PathLike, folder: str = METADATA_DIR) -> str:
         for name, st in stamps:
             digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _is_store(root: Any) -> bool:
+    """A store object (``bincount.s3.store``) rather than a local path: S3 roots come in this way."""
+    return hasattr(root, "list") and hasattr(root, "read") and not isinstance(root, (str, os.PathLike))
+
+
+def _where(root: Any, key: str) -> str:
+    """Where ``key`` lives, for messages: a local path or an ``s3://`` URL (never credentials)."""
+    return root.url(key) if _is_store(root) else str(Path(root) / key)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,16 +484,21 @@ def build_manifest(
     if not isinstance(class_range, ClassRange):
         raise TypeError(f"class_range must be a ClassRange, got {type(class_range).__name__}")
     fractions = check_fractions(split_fractions)
-    root_path = Path(root).expanduser().resolve()
-    if not root_path.is_dir():
-        raise DataError(f"dataset root {root_path} is not a directory")
+    if _is_store(root):  # S3: the metadata is read once with parallel GETs, the manifest cached locally
+        root_path, workers = root, workers or getattr(root, "max_workers", None)
+        if cache_dir is None:
+            cache_dir = _user_cache_dir()
+    else:
+        root_path = Path(root).expanduser().resolve()
+        if not root_path.is_dir():
+            raise DataError(f"dataset root {root_path} is not a directory")
 
     listed = read_file_list(file_list) if file_list is not None else None
     ids = sorted(listed) if listed is not None else list_ids(root_path)
     image_ids = list_ids(root_path, IMAGE_DIR)
     key_parts = {
         "version": MANIFEST_VERSION,
-        "root": str(root_path),
+        "root": repr(root_path) if _is_store(root_path) else str(root_path),  # repr: URL and endpoint
         "metadata": listing_stamp(root_path, METADATA_DIR),
         "images": hashlib.sha256("\n".join(image_ids).encode()).hexdigest(),
         "file_list": hashlib.sha256(Path(file_list).read_bytes()).hexdigest() if file_list is not None else None,
@@ -491,7 +514,7 @@ def build_manifest(
         log.debug("using cached manifest %s", csv_path)
         return Manifest.load(csv_path)
 
-    results = _read_all(str(root_path), ids, progress=progress, workers=workers)
+    results = _read_all(root_path if _is_store(root_path) else str(root_path), ids, progress=progress, workers=workers)
     rows, report = _rows_and_report(ids, results, set(image_ids), listed, class_range, bad_input, root_path)
     assignment = assign_splits(_group_by_label(rows), fractions, seed)
     for row in rows:
@@ -527,7 +550,7 @@ def _rows_and_report(
     rows: list[ManifestRow] = []
     for id_, (count, reason) in zip(ids, results):
         if reason is not None:
-            _bad(bad_input, f"{root / METADATA_DIR / id_}.json: {reason}")
+            _bad(bad_input, f"{_where(root, f'{METADATA_DIR}/{id_}.json')}: {reason}")
             bad.append((id_, reason))
             continue
         if listed is not None and listed[id_] != count:
@@ -535,12 +558,12 @@ def _rows_and_report(
         try:
             label = class_range.label(count)
         except DataError as e:
-            raise DataError(f"{root / metadata_key(id_)}: {e}") from None
+            raise DataError(f"{_where(root, metadata_key(id_))}: {e}") from None
         if label is None:
             excluded["below_min" if count < class_range.min_count else "above_max"] += 1
             continue
         if id_ not in image_ids:
-            _bad(bad_input, f"{root / image_key(id_)}: image missing (metadata {metadata_key(id_)} exists)")
+            _bad(bad_input, f"{_where(root, image_key(id_))}: image missing (metadata {metadata_key(id_)} exists)")
             missing_images.append(id_)
             continue
         excluded["clipped"] += count > class_range.max_count

@@ -125,7 +125,7 @@ def _make_client(config: S3Config, endpoint: str | None) -> Any:
     return session.client("s3", endpoint_url=endpoint, config=Config(**options))
 
 
-def _transient_body_errors() -> tuple[type[BaseException], ...]:
+def transient_errors() -> tuple[type[BaseException], ...]:
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
     from urllib3.exceptions import ProtocolError
@@ -142,7 +142,7 @@ def get_bytes(client: Any, bucket: str, key: str, attempts: int = 5) -> bytes:
     """
     from botocore.exceptions import ClientError
 
-    transient = _transient_body_errors()
+    transient = transient_errors()
     for attempt in range(attempts):
         try:
             response = client.get_object(Bucket=bucket, Key=key)
