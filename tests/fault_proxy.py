@@ -10,6 +10,7 @@ Usage::
     with FaultProxy(upstream="http://127.0.0.1:PORT", slowdown=0.1, reset=0.05, body_reset=0.05) as proxy:
         ... point the S3 client's endpoint_url at proxy.url ...
     proxy.counts  # {"requests": n, "slowdown": k, "reset": m, "body_reset": j, "delayed": d}
+    proxy.served  # {"/bucket/key": complete 200 GET responses}: proves exactly-once reads
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class FaultProxy:
         self.delay, self.delay_s, self.methods = delay, delay_s, methods
         self.rng = random.Random(seed)
         self.counts: Counter = Counter()
+        self.served: Counter = Counter()  # path (no query) -> complete GET responses with status 200
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.server.daemon_threads = True
@@ -123,6 +125,9 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return self._reset()
             if self.command != "HEAD":
                 self.wfile.write(data)
+            if self.command == "GET" and response.status == 200:
+                with proxy.lock:
+                    proxy.served[self.path.partition("?")[0]] += 1
 
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
