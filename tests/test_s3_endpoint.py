@@ -34,6 +34,9 @@ def test_endpoint_from_config_then_env(monkeypatch):
     assert resolve_endpoint(S3Config(endpoint_url="https://minio.local:9000")) == "https://minio.local:9000"
     with pytest.raises(S3Error, match="ftp://x"):
         resolve_endpoint(S3Config(endpoint_url="ftp://x"))
+    with pytest.raises(S3Error, match="user name or password") as err:
+        resolve_endpoint(S3Config(endpoint_url="http://AKIAX:s3cr3t@127.0.0.1:9000"))
+    assert "s3cr3t" not in str(err.value)
 
 
 def test_unknown_setting_names_valid_ones():

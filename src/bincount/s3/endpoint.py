@@ -80,6 +80,9 @@ def resolve_endpoint(config: S3Config) -> str | None:
     if url is None:
         return None
     parsed = urlparse(url)
+    if parsed.username or parsed.password:  # never echo it: the URL itself holds a secret
+        raise S3Error("the S3 endpoint URL contains a user name or password; pass credentials through the "
+                      "standard AWS variables, profile or IAM role, never in the URL")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise S3Error(f"S3 endpoint {url!r} must be an http:// or https:// URL with a host (e.g. http://127.0.0.1:9000)")
     return url
