@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bincount.compare.render import Section, console, fmt, to_html, to_markdown, to_rich
-from bincount.compare.rundir import Run, RunError, load_run, read_predictions
+from bincount.compare.rundir import Run, RunError, load_run, read_predictions, split_overrides
 
 FORMATS = ("table", "markdown", "html", "json")
 SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json"}
@@ -51,6 +51,10 @@ def config_diff(runs: list[Run]) -> list[tuple[str, list[Any]]]:
     return rows
 
 
+def _ids(n: int) -> str:
+    return f"{n} id differs" if n == 1 else f"{n} ids differ"
+
+
 def paired_arrays(a: Run, b: Run, name_a: str, name_b: str):
     """Align two runs' predictions by id; refuse different test sets (ids or true counts)."""
     import numpy as np
@@ -60,7 +64,8 @@ def paired_arrays(a: Run, b: Run, name_a: str, name_b: str):
     if only_a or only_b:
         example = f"{only_a[0]!r} is only in {name_a}" if only_a else f"{only_b[0]!r} is only in {name_b}"
         raise CompareError(
-            f"{name_a} and {name_b} were not evaluated on the same test set: {len(only_a) + len(only_b)} ids differ "
+            f"{name_a} ({a.path}) and {name_b} ({b.path}) were not evaluated on the same test set: "
+            f"{_ids(len(only_a) + len(only_b))} "
             f"({len(only_a)} only in {name_a}, {len(only_b)} only in {name_b}; e.g. {example}). McNemar's test and the "
             f"bootstrap need paired predictions on the same samples; pass --no-stats to compare configs and metrics only.")
     ids = sorted(pa)
@@ -68,7 +73,8 @@ def paired_arrays(a: Run, b: Run, name_a: str, name_b: str):
     if relabelled:
         i = relabelled[0]
         raise CompareError(
-            f"{name_a} and {name_b} have the same test ids but {len(relabelled)} of {len(ids)} have different true counts "
+            f"{name_a} ({a.path}) and {name_b} ({b.path}) have the same test ids but {len(relabelled)} of {len(ids)} "
+            f"have different true counts "
             f"(e.g. {i!r}: {pa[i][0]} in {name_a}, {pb[i][0]} in {name_b}); different labels are a different test set. "
             f"Pass --no-stats to compare configs and metrics only.")
     if not ids:
@@ -121,8 +127,10 @@ def pair_section(s: dict[str, Any], alpha: float) -> Section:
 
 def build_report(runs: list[Run], args: argparse.Namespace) -> tuple[list[Section], dict[str, Any]]:
     names = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(runs))]
-    sections = [Section("Runs", ["run", "directory", "overrides"],
-                        [[n, str(r.path), " ".join(r.overrides) or "—"] for n, r in zip(names, runs)], wrap=(1, 2))]
+    common, own = split_overrides(runs)
+    sections = [Section("Runs", ["run", "directory", "own overrides"],
+                        [[n, str(r.path), " ".join(o) or "—"] for n, r, o in zip(names, runs, own)], wrap=(1, 2),
+                        notes=["overrides of every run: " + " ".join(common)] if common else [])]
     diff = config_diff(runs)
     sections.append(Section("Config (only keys that differ)", ["key", *names],
                             [[k, *(cfg_text(v) for v in values)] for k, values in diff], wrap=tuple(range(1, len(runs) + 1))))
@@ -132,7 +140,8 @@ def build_report(runs: list[Run], args: argparse.Namespace) -> tuple[list[Sectio
     sections.append(Section("Metrics", ["metric", *names], [[k, *(fmt(r.metrics.get(k), 1 if k == "duration_s" else 4) for r in runs)] for k in metrics]))
     pairs = [] if args.no_stats else [pair_stats(runs[0], r, names[0], n, args) for r, n in zip(runs[1:], names[1:])]
     sections += [pair_section(p, args.alpha) for p in pairs]
-    data = {"runs": {n: str(r.path) for n, r in zip(names, runs)}, "config_diff": {k: v for k, v in diff},
+    data = {"runs": {n: str(r.path) for n, r in zip(names, runs)},
+            "overrides": {n: r.overrides for n, r in zip(names, runs)}, "config_diff": {k: v for k, v in diff},
             "metrics": {n: {k: r.metrics.get(k) for k in metrics} for n, r in zip(names, runs)}, "pairs": pairs}
     return sections, data
 

@@ -65,11 +65,14 @@ def to_rich(sections: list[Section], console) -> None:
     from rich.table import Table
 
     for section in sections:
-        table = Table(title=section.title, title_justify="left", title_style="bold")
+        table = Table(title=section.title, title_justify="left", title_style="bold", min_width=len(section.title))
         wrap = section.wrap if section.wrap is not None else (len(section.headers) - 1,)
         for i, header in enumerate(section.headers):
             numeric = i > 0 and all(_is_number(row[i]) for row in section.rows)
-            table.add_column(header, overflow="fold", no_wrap=i not in wrap, justify="right" if numeric else "left")
+            # columns fold when the terminal is narrow; the first (the row label) keeps up to 40 characters
+            longest = max([len(header)] + [len(row[i]) for row in section.rows])
+            table.add_column(header, overflow="fold", justify="right" if numeric else "left",
+                             min_width=min(longest, 40) if i == 0 else None)  # the row label stays whole
         for row in section.rows:
             table.add_row(*row)
         console.print(table)

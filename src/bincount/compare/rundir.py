@@ -20,7 +20,7 @@ import yaml
 CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")  # resolved values first: real paths, not ${...}
 SKIP_DIRS = {"checkpoints", "csv", "tensorboard", "wandb", "lightning_logs", "__pycache__"}
 # Keys that differ between any two runs by construction; showing them as "config differences" is noise.
-RUN_SPECIFIC_KEYS = {"paths.output_dir"}
+RUN_SPECIFIC_KEYS = {"paths.output_dir", "trainer.default_root_dir"}
 
 
 class RunError(ValueError):
@@ -109,6 +109,14 @@ def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
         except RunError as error:
             problems.append(str(error))
     return runs, problems
+
+
+def split_overrides(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """The overrides every run shares, and each run's own: a sweep's 12 shared overrides hide its 1 swept one."""
+    if not runs:
+        return [], []
+    common = [o for o in runs[0].overrides if all(o in r.overrides for r in runs[1:])] if len(runs) > 1 else []
+    return common, [[o for o in r.overrides if o not in common] for r in runs]
 
 
 def read_predictions(path: Path) -> dict[str, tuple[int, int]]:

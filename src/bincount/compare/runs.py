@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bincount.compare.render import Section, console, fmt, to_csv, to_markdown, to_rich
-from bincount.compare.rundir import Run, find_runs
+from bincount.compare.rundir import Run, find_runs, split_overrides
 
 FORMATS = ("table", "csv", "markdown", "json")
 LOWER_IS_BETTER = ("loss", "rmse", "mae", "error")  # metric names where smaller wins (for a sweep's "best")
@@ -119,8 +119,17 @@ def run(args: argparse.Namespace) -> int:
             return 2
         cols[args.sort] = _metric(args.sort)
     runs = sort_runs(runs, args.sort, cols[args.sort], args.desc)
+    if args.format in ("table", "markdown"):  # a job's path already names its sweep; the Sweeps table follows
+        del cols["sweep"]
     table = Section(f"Runs under {root}" + (f" (sweep ~ {args.sweep!r})" if args.sweep else ""), list(cols),
                     [[fmt(get(r), 1 if name == "duration_s" else 4) for name, get in cols.items()] for r in runs])
+    if args.format in ("table", "markdown"):  # for reading: each run's own overrides, the shared ones once below
+        common, own = split_overrides(runs)
+        i = list(cols).index("overrides")
+        for row, mine in zip(table.rows, own):
+            row[i] = " ".join(mine) or "—"
+        if common:
+            table.notes.append("overrides of every run listed: " + " ".join(common))
     if not runs:
         table.notes.append(f"no runs found under {root}" + (f" in sweeps matching {args.sweep!r}" if args.sweep else ""))
     sections = [s for s in (table, sweeps_section(runs, root)) if s is not None]
