@@ -1,14 +1,16 @@
 """Hand a running Optuna trial to a local training job, so Lightning can report to it and prune.
 
-The sweeper cannot pass Python objects through Hydra's launcher, so it sets three environment
-variables for the job (``hydra.job.env_set``): the study's storage URL, the study name and the
-trial number. The job reopens the study from the same storage (sqlite works from any local process)
+The sweeper cannot pass Python objects through Hydra's launcher, so it sets environment variables
+for the job (``hydra.job.env_set``): the study's storage URL, the study name, the trial number and the
+pruner's config (Optuna stores no pruner with a study, and ``load_study`` would default to median). The job reopens the study from the same storage (sqlite works from any local process)
 and attaches optuna-integration's ``PyTorchLightningPruningCallback`` to the Trainer. Only local
 launchers get these variables: a SageMaker job cannot reach the driver's sqlite file.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 
@@ -17,14 +19,18 @@ log = logging.getLogger(__name__)
 ENV_STORAGE = "BINCOUNT_OPTUNA_STORAGE"
 ENV_STUDY = "BINCOUNT_OPTUNA_STUDY"
 ENV_TRIAL = "BINCOUNT_OPTUNA_TRIAL"
+ENV_PRUNER = "BINCOUNT_OPTUNA_PRUNER"
 
 
-def env_overrides(storage: str, study_name: str, trial_number: int) -> list[str]:
-    """Hydra overrides that make ``run_job`` set the variables for one job only."""
-    from hydra.core.override_parser.types import Override
-
-    values = {ENV_STORAGE: storage, ENV_STUDY: study_name, ENV_TRIAL: str(trial_number)}
-    return [f"+hydra.job.env_set.{k}={Override._get_value_element_as_str(v)}" for k, v in values.items()]
+def env_overrides(storage: str, study_name: str, trial_number: int, pruner: dict | None = None) -> list[str]:
+    """Hydra overrides that make ``run_job`` set the variables for one job only; ``pruner`` is its
+    ``_target_`` config, sent as base64 JSON (Hydra's override grammar would parse JSON's braces)."""
+    values = {ENV_STORAGE: storage, ENV_STUDY: study_name, ENV_TRIAL: str(trial_number),
+              ENV_PRUNER: base64.urlsafe_b64encode(json.dumps(pruner or {}).encode()).decode()}
+    bad = [k for k, v in values.items() if "'" in v or "\\" in v]
+    if bad:
+        raise ValueError(f"cannot pass {bad} to the trial: quotes and backslashes are not allowed there")
+    return [f"+hydra.job.env_set.{k}='{v}'" for k, v in values.items()]
 
 
 def trial_from_env():
@@ -32,8 +38,11 @@ def trial_from_env():
     if not os.environ.get(ENV_TRIAL):
         return None
     import optuna
+    from hydra.utils import instantiate
 
-    study = optuna.load_study(study_name=os.environ[ENV_STUDY], storage=os.environ[ENV_STORAGE])
+    pruner_cfg = json.loads(base64.urlsafe_b64decode(os.environ.get(ENV_PRUNER) or "e30=").decode())  # e30= is {}
+    pruner = instantiate(pruner_cfg) if pruner_cfg else None
+    study = optuna.load_study(study_name=os.environ[ENV_STUDY], storage=os.environ[ENV_STORAGE], pruner=pruner)
     number = int(os.environ[ENV_TRIAL])
     frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if frozen is None or frozen.state != optuna.trial.TrialState.RUNNING:

@@ -150,9 +150,14 @@ class OptunaSweep:
                 log.warning("Trial %d FAIL: config does not compose: %s", trial.number, err)
                 failures += 1
                 continue
-            extra = env_overrides(storage, study.study_name, trial.number) if prune else []
+            extra = env_overrides(storage, study.study_name, trial.number, self._pruner_cfg()) if prune else []
             jobs.append((trial, overrides + extra))
         return jobs, failures
+
+    def _pruner_cfg(self) -> dict:
+        """The pruner's ``_target_`` config for the job (Hydra handed us the instance already)."""
+        node = OmegaConf.select(self.config, "hydra.sweeper.pruner")
+        return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
     def validate_batch_is_legal(self, batch) -> None:
         for overrides in batch:

@@ -40,5 +40,5 @@ def print_table(trials: list, metric: str, best, report_dir: Path, note: str, co
     if best is not None:
         console.print(f"Best: trial {best.number}, {metric} = {_fmt(best.objective)}; "
                       f"re-run: python train.py --config-dir {report_dir} --config-name best_config", highlight=False)
-    console.print(f"{note}\nReport: {report_dir} (trials.csv, best_config.yaml, objective.png, importances.png)",
-                  highlight=False)
+    files = ", ".join(sorted(p.name for p in report_dir.iterdir() if p.is_file()))
+    console.print(f"{note}\nReport: {report_dir} ({files})", highlight=False)

@@ -86,7 +86,7 @@ class BincountOptunaSweeperConf:
     _target_: str = "hydra_plugins.bincount_optuna_sweeper.optuna_sweeper.BincountOptunaSweeper"
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
     sampler: Any = MISSING
-    pruner: Any = None
+    pruner: Any = MISSING  # hydra/sweeper/pruner=none turns pruning off
     # maximize | minimize | auto (from optimized_metric: val/acc -> maximize, val/loss -> minimize)
     direction: str = "auto"
     study_name: str = "sweep"

@@ -1,0 +1,140 @@
+"""End-to-end sweeps through ``python train.py -m`` on tiny models and tiny synthetic bins.
+
+One Optuna sweep (module fixture) serves most tests: 4 trials of ``hparams_search=capstone_tuner``
+with a searched ``data.augment`` whose bad value makes a trial fail inside the job, enqueued first so
+the failure is certain. A second invocation of the same command with a larger ``n_trials`` continues
+the study. The grid test uses the basic sweeper.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data=synthetic", "trainer=cpu", "model=tiny", "model.pretrained=false", "data.synthetic.num_images=60",
+    "data.synthetic.size=64", "data.synthetic.workers=1", "data.img_size=32", "data.num_workers=0",
+    "data.persistent_workers=false", "trainer.max_epochs=1", "callbacks.progress_bar=null",
+    "callbacks.model_summary=null", "logger=none",
+]
+SWEEP = [
+    "-m", "hparams_search=capstone_tuner", *TINY, "data.augment=choice(light,bogus)",
+    "hydra.sweeper.sampler.seed=0", "hydra.sweeper.max_failure_rate=0.5",
+    "hydra.sweeper.enqueue_trials=[{data.augment: bogus}]",
+]
+pytestmark = pytest.mark.slow
+
+
+def train(args: list[str], data_dir: Path, log_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BINCOUNT_DATA_DIR": str(data_dir), "BINCOUNT_LOG_DIR": str(log_dir), "HYDRA_FULL_ERROR": "1"}
+    if "report" in _train_yaml_keys():
+        args = [*args, "report=false"]  # the per-run HTML report is another feature; keep the runs lean
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def _train_yaml_keys() -> set[str]:
+    import yaml
+
+    return set(yaml.safe_load((ROOT / "conf" / "train.yaml").read_text()))
+
+
+def study_of(sweep_dir: Path):
+    info = json.loads((sweep_dir / "sweep.json").read_text())
+    return optuna.load_study(study_name=info["study_name"], storage=info["storage"])
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    return tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="module")
+def first_sweep(dirs):
+    data_dir, log_dir = dirs
+    proc = train([*SWEEP, "hydra.sweeper.n_trials=4"], data_dir, log_dir)
+    sweep_dir = log_dir / "train" / "sweeps" / "capstone_tuner"
+    trials = [(t.number, t.state, t.value, dict(t.params)) for t in study_of(sweep_dir).trials]
+    return sweep_dir, trials, proc.stdout + proc.stderr
+
+
+def test_sweep_optimises_a_validation_metric_and_records_the_failure(first_sweep):
+    sweep_dir, trials, output = first_sweep
+    assert (sweep_dir / "optuna.db").is_file()
+    assert len(trials) == 4
+    number, state, _, params = trials[0]
+    assert state == optuna.trial.TrialState.FAIL and params["data.augment"] == "bogus"
+    assert "Trial 0 FAIL: ConfigError: data.augment='bogus'" in output
+    completed = [t for t in trials if t[1] == optuna.trial.TrialState.COMPLETE]
+    assert completed, "the sweep went on after the failed trial"
+    for number, _, value, params in completed:
+        metrics = json.loads((sweep_dir / str(number) / "metrics.json").read_text())
+        assert metrics["optimized_metric"] == "val/acc" and value == pytest.approx(metrics["val/acc"])
+        overrides = (sweep_dir / str(number) / ".hydra" / "overrides.yaml").read_text()
+        assert f"optimizer.lr={params['optimizer.lr']!r}" in overrides
+    study = study_of(sweep_dir)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert all(study.trials[n].intermediate_values for n, *_ in completed), "pruning callback reported each epoch"
+
+
+def test_sweep_report_files(first_sweep):
+    sweep_dir, trials, output = first_sweep
+    report = sweep_dir / "report"
+    with open(report / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["number"]) for r in rows] == [t[0] for t in trials]
+    assert rows[0]["status"] == "FAIL" and "bogus" in rows[0]["reason"]
+    assert {"optimizer.lr", "data.batch_size", "val/acc", "overrides", "duration_s"} <= set(rows[0])
+    assert (report / "objective.png").stat().st_size > 1000
+    assert (report / "best_config.yaml").is_file()
+    assert (report / "importances.png").is_file() or "no parameter importances" in output
+    assert "Sweep: 4 trials" in output
+
+
+def test_best_config_reruns_to_the_same_validation_metrics(first_sweep, dirs):
+    sweep_dir, trials, _ = first_sweep
+    data_dir, log_dir = dirs
+    study = study_of(sweep_dir)
+    best = json.loads((sweep_dir / str(study.best_trial.number) / "metrics.json").read_text())
+    rerun_logs = log_dir / "rerun"
+    train(["--config-dir", str(sweep_dir / "report"), "--config-name", "best_config"], data_dir, rerun_logs)
+    [run] = list((rerun_logs / "train" / "runs").iterdir())
+    again = json.loads((run / "metrics.json").read_text())
+    for key in ("val/acc", "val/rmse", "val/mae"):
+        assert again[key] == pytest.approx(best[key], abs=1e-6), key
+
+
+def test_second_invocation_continues_the_study(first_sweep, dirs):
+    sweep_dir, trials, _ = first_sweep
+    data_dir, log_dir = dirs
+    proc = train([*SWEEP, "hydra.sweeper.n_trials=5"], data_dir, log_dir)
+    study = study_of(sweep_dir)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert [(t.number, t.state, t.value) for t in study.trials[:4]] == [t[:3] for t in trials]
+    assert (sweep_dir / "4" / ".hydra").is_dir()
+    assert "4/5 trials done" in proc.stdout + proc.stderr
+    proc = train([*SWEEP, "hydra.sweeper.n_trials=5"], data_dir, log_dir)  # nothing left: no new trial
+    assert len(study_of(sweep_dir).trials) == 5 and "5/5 trials done" in proc.stdout + proc.stderr
+
+
+def test_grid_with_the_basic_sweeper_gets_a_report(dirs):
+    data_dir, log_dir = dirs
+    proc = train(["-m", *TINY, "head=linear,coral"], data_dir, log_dir / "grid")
+    [sweep_dir] = list((log_dir / "grid" / "train" / "multiruns").iterdir())
+    with open(sweep_dir / "report" / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["head"], r["status"]) for r in rows] == [("linear", "COMPLETE"), ("coral", "COMPLETE")]
+    assert (sweep_dir / "report" / "best_config.yaml").is_file()
+    assert "Sweep: 2 trials" in proc.stdout + proc.stderr
