@@ -1,0 +1,93 @@
+"""Dispatch: async keeps n_jobs trials in flight and starts one as soon as any finishes; batch waits for
+the slowest; too many failures stop the sweep. The launcher here is a minimal Hydra ``Launcher`` whose
+jobs sleep (no training): the thing under test is the sweeper's loop on a real Optuna study.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from hydra.plugins.launcher import Launcher
+from omegaconf import OmegaConf
+
+optuna = pytest.importorskip("optuna")
+
+from bincount.sweep.space import parse_space  # noqa: E402
+from bincount.sweep.sweeper import OptunaSweep  # noqa: E402
+
+
+class SleepyLauncher(Launcher):
+    """Runs each job on its own thread; trial 0 is slow. Records when each trial started and ended."""
+
+    supports_concurrent_launch = True
+
+    def __init__(self, fail: bool = False) -> None:
+        self.events: list[tuple[str, int, float]] = []
+        self.lock = threading.Lock()
+        self.fail = fail
+
+    def setup(self, **kwargs) -> None:  # pragma: no cover - the sweeper is built by hand here
+        pass
+
+    def launch(self, job_overrides, initial_job_idx):
+        results = []
+        for i, overrides in enumerate(job_overrides):
+            number = initial_job_idx + i
+            with self.lock:
+                self.events.append(("start", number, time.monotonic()))
+            time.sleep(1.0 if number == 0 else 0.1)
+            x = float(next(o.split("=", 1)[1] for o in overrides if o.startswith("x=")))
+            ret = JobReturn()
+            ret.status, ret.return_value = (JobStatus.FAILED, RuntimeError("boom")) if self.fail else (JobStatus.COMPLETED, x)
+            with self.lock:
+                self.events.append(("end", number, time.monotonic()))
+            results.append(ret)
+        return results
+
+
+def run_loop(tmp_path, mode: str, n_jobs: int, n_trials: int, fail: bool = False, max_failure_rate: float = 0.5):
+    sweep = OptunaSweep(sampler=None, pruner=None, direction="maximize", study_name="d", storage=None,
+                        n_trials=n_trials, n_jobs=n_jobs, dispatch=mode, max_failure_rate=max_failure_rate,
+                        params={}, enqueue_trials=[])
+    sweep.launcher = SleepyLauncher(fail=fail)
+    sweep.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    sweep.validate_batch_is_legal = lambda batch: None  # no Hydra config to compose against here
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    space = parse_space(None, ["x=interval(0,1)"], OverridesParser.create())
+    sweep._loop(study, space, "unused", mode, prune=False, metric="val/acc")
+    return study, sweep.launcher.events
+
+
+def _times(events, kind):
+    return {n: t for k, n, t in events if k == kind}
+
+
+def test_async_starts_a_new_trial_while_a_slow_one_runs(tmp_path):
+    study, events = run_loop(tmp_path, "async", n_jobs=2, n_trials=5)
+    starts, ends = _times(events, "start"), _times(events, "end")
+    assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert max(len([n for n in starts if starts[n] <= t < ends[n]]) for t in starts.values()) <= 2, "n_jobs cap"
+    assert sum(1 for n in starts if n != 0 and starts[n] < ends[0]) >= 3, "trials 1.. ran beside the slow trial 0"
+    assert [t.value for t in study.trials] == [t.params["x"] for t in study.trials]
+
+
+def test_batch_waits_for_the_slowest_of_each_batch(tmp_path):
+    study, events = run_loop(tmp_path, "batch", n_jobs=2, n_trials=4)
+    starts, ends = _times(events, "start"), _times(events, "end")
+    assert len(study.trials) == 4
+    assert starts[2] >= ends[0] and starts[3] >= ends[0], "the second batch starts after the first one ended"
+
+
+def test_too_many_failures_stop_the_sweep(tmp_path):
+    with pytest.raises(HydraException, match=r"2 trials failed, more than max_failure_rate=0.2 x n_trials=6"):
+        run_loop(tmp_path, "batch", n_jobs=1, n_trials=6, fail=True, max_failure_rate=0.2)
+    study = optuna.load_study(study_name=optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")[0],
+                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: boom"
