@@ -18,7 +18,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from bincount.resume import register_resolvers
+from bincount.resolvers import register_resolvers
 
 register_resolvers()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +207,28 @@ def test_classification_report_layout():
     assert any(line.strip().startswith("weighted avg") and line.split()[-1] == "10" for line in lines)
     with pytest.raises(KeyError, match="support_5"):
         classification_report(out, min_count=1, num_classes=5)
+
+
+@pytest.mark.parametrize(("name", "mode"), [
+    ("val/acc", "max"), ("val/within_one", "max"), ("val/f1_macro", "max"), ("test/acc", "max"),
+    ("val/loss", "min"), ("val/rmse", "min"), ("val/mae", "min"), ("train/loss_epoch", "min"),
+])
+def test_metric_mode_follows_the_metric_name(name: str, mode: str) -> None:
+    from bincount.resolvers import metric_mode
+
+    assert metric_mode(name) == mode
+
+
+def test_checkpoint_mode_follows_optimized_metric() -> None:
+    """optimized_metric=val/rmse must keep the lowest-RMSE checkpoint, not the highest."""
+    from hydra import compose, initialize_config_dir
+
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for metric, mode in (("val/rmse", "min"), ("val/acc", "max")):
+            cfg = compose(config_name="train", overrides=[f"optimized_metric={metric}"])
+            assert cfg.callbacks.model_checkpoint.mode == mode
+            assert cfg.callbacks.model_checkpoint.monitor == metric

@@ -110,6 +110,7 @@ class TrainConfig:
     task_name: str = "train"
     seed: Optional[int] = 42
     optimized_metric: str = "val/acc"
+    optimized_mode: str = "max"
     resume: bool = False
     test: bool = True
     report: bool = True

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +48,6 @@ def bincount_run_dir(base: str, stamp: str, resume: bool) -> str:
             return str(previous)
         log.warning("resume=true: no earlier run under %s has these overrides; starting a new run", base)
     return f"{base}/{stamp}"
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("bincount_run_dir"):
-        OmegaConf.register_new_resolver("bincount_run_dir", bincount_run_dir, use_cache=True)
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

@@ -127,7 +127,7 @@ class BinCounter(L.LightningModule):
         pred = self.head.predict(output)
         self.test_metrics.update(pred, batch["label"])
         self.log("test/loss", loss, on_epoch=True, batch_size=batch["label"].shape[0], sync_dist=True)
-        self.test_outputs.append({"id": list(batch["id"]), "label": batch["label"].cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(),
+        self.test_outputs.append({"id": list(batch["id"]), "label": batch["label"].cpu(), "pred": pred.cpu(),
                                   "probs": self.head.probabilities(output).float().cpu()})
 
     def on_test_epoch_start(self) -> None:
