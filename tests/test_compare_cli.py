@@ -154,3 +154,11 @@ def test_no_stats_needs_neither_scipy_nor_torch(jobs):
     proc = subprocess.run([sys.executable, "-c", code, *map(str, jobs)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+def test_without_scipy_says_which_extra_to_install(jobs):
+    """scipy blocked as if not installed: McNemar needs it, and the error names the extra and --no-stats."""
+    code = ("import sys; sys.modules['scipy'] = None; from bincount.cli import main; "
+            "sys.exit(main(['compare', *sys.argv[1:]]))")
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, jobs)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "bincount[analysis]" in proc.stderr and "--no-stats" in proc.stderr

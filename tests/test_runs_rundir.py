@@ -95,3 +95,18 @@ def test_read_predictions(tmp_path):
     assert read_predictions(path) == {"007": (1, 2)}
     with pytest.raises(RunError, match="missing"):
         read_predictions(tmp_path / "nope.csv")
+
+
+def test_sweep_best_follows_the_metric_direction(tmp_path, capsys):
+    from bincount.cli import main
+
+    for name, loss_sweep in (("acc_sweep", False), ("loss_sweep", True)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "multirun.yaml").write_text("hydra: {}\n")
+        for job, value in (("0", 0.3), ("1", 0.7), ("2", 0.5)):
+            metric = "val/loss" if loss_sweep else "val/acc"
+            make_run(tmp_path / name / job, {"objective": value, "optimized_metric": metric, metric: value})
+    assert main(["runs", str(tmp_path), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| acc_sweep | 3 | val/acc | 0.7000 | 1 |" in out
+    assert "| loss_sweep | 3 | val/loss | 0.3000 | 0 |" in out

@@ -95,3 +95,12 @@ def test_bootstrap_matches_scipy_percentile_interval():
 def test_bootstrap_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         paired_bootstrap([1, 2], [1, 2], [1, 1], **kwargs)
+
+
+def test_long_bootstrap_with_progress_bar_gives_the_same_interval():
+    """compare's progress-bar path (large test set x resamples) must not change the numbers."""
+    from bincount.compare.compare import _bootstrap
+
+    true, a, b = _synthetic(2000, 0.8, 0.7, seed=5)
+    with_bar = _bootstrap(true, a, b, n_boot=10_000, seed=3, confidence=0.95)
+    assert with_bar == paired_bootstrap(true, a, b, n_boot=10_000, seed=3)
