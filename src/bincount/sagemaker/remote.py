@@ -1,0 +1,147 @@
+"""Real backend: one SageMaker training job per Hydra job, through SDK v3's ``ModelTrainer``.
+
+Imported only when ``hydra.launcher.backend=sagemaker`` launches (the SDK takes seconds to import).
+The job runs ``python -m bincount.sagemaker.entry ...`` through ``SourceCode(command=, args=)``:
+overrides are command arguments (quoted by the SDK), not hyperparameters, and no framework
+``distributed=`` driver is used (``entry`` starts torchrun itself).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
+
+log = logging.getLogger(__name__)
+CODE = "/opt/ml/input/data/code"
+STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed", "Failed": "Failed",
+          "Stopped": "Stopped"}
+
+
+def make_boto_session(region: str | None):
+    import boto3
+
+    return boto3.Session(region_name=region)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    u = urlparse(uri)
+    if u.scheme != "s3" or not u.netloc:
+        raise ValueError(f"not an S3 URI: {uri!r} (expected s3://bucket/prefix)")
+    return u.netloc, u.path.strip("/")
+
+
+@dataclass
+class RemoteJob:
+    name: str
+    job: Any
+
+
+class SageMakerBackend:
+    def __init__(self, p: dict, sweep_dir: Path, source_dir: Path, boto_session=None) -> None:
+        from sagemaker.core.helper.session_helper import Session
+
+        self.p, self.sweep = p, sweep_key(sweep_dir)
+        self.boto = boto_session or make_boto_session(p["region"])
+        bucket, _ = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
+        self.session = Session(boto_session=self.boto, default_bucket=bucket)
+        self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", p["ignore_patterns"])
+        self.requirements = self._requirements()
+        self.image = p["image"] or self._default_image()
+
+    def _default_image(self) -> str:
+        from sagemaker.core import image_uris
+
+        region = self.p["region"] or self.boto.region_name
+        if not region:
+            raise ValueError("no AWS region: set hydra.launcher.region=<region> (e.g. us-east-1) or AWS_DEFAULT_REGION")
+        return image_uris.retrieve(framework="pytorch", region=region,
+                                   version=self.p["framework_version"], instance_type=self.p["instance_type"],
+                                   image_scope="training")
+
+    def _requirements(self) -> str:
+        """Install this project (and the user's requirements) over the image's PyTorch."""
+        lines = ["."] if (self.code / "pyproject.toml").is_file() else []
+        if self.p["requirements"]:
+            lines.append(f"-r {self.p['requirements']}")
+        path = self.code / "_sagemaker_jobs" / "requirements.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        return path.relative_to(self.code).as_posix()
+
+    def checkpoint_uri(self, spec: JobSpec) -> str:
+        base = self.p["checkpoint_s3_uri"] or f"{(self.p['output_s3_uri'] or 's3://OUTPUT').rstrip('/')}/checkpoints"
+        return f"{base.rstrip('/')}/{self.sweep}/{spec.idx}"
+
+    def trainer(self, spec: JobSpec):
+        from sagemaker.core.training.configs import (CheckpointConfig, Compute, OutputDataConfig, SourceCode,
+                                                     StoppingCondition, Tag)
+        from sagemaker.train.model_trainer import ModelTrainer
+
+        p = self.p
+        env = dict(spec.env)
+        if (self.code / "src").is_dir():
+            env["PYTHONPATH"] = f"{CODE}/src"
+        tags = {**p["tags"], "bincount:sweep": self.sweep, "bincount:job": str(spec.idx)}
+        return ModelTrainer(
+            sagemaker_session=self.session, role=p["role"], base_job_name=spec.base_name,
+            training_image=self.image,
+            source_code=SourceCode(source_dir=str(self.code), requirements=self.requirements,
+                                   command=" ".join(spec.argv[:3]), args=spec.argv[3:]),
+            compute=Compute(instance_type=p["instance_type"], instance_count=p["instance_count"],
+                            volume_size_in_gb=p["volume_size_gb"], enable_managed_spot_training=p["spot"],
+                            keep_alive_period_in_seconds=p["keep_alive_s"] or None),
+            stopping_condition=StoppingCondition(
+                max_runtime_in_seconds=p["max_runtime_s"],
+                max_wait_time_in_seconds=(p["max_wait_s"] or p["max_runtime_s"] * 2) if p["spot"] else None),
+            output_data_config=OutputDataConfig(s3_output_path=p["output_s3_uri"]),
+            checkpoint_config=CheckpointConfig(s3_uri=self.checkpoint_uri(spec), local_path="/opt/ml/checkpoints"),
+            environment=env, tags=[Tag(key=k, value=str(v)) for k, v in tags.items()],
+        )
+
+    def describe(self, spec: JobSpec) -> str:
+        return (f"job {spec.idx}: {self.p['instance_count']} x {self.p['instance_type']} image {self.image} "
+                f"command {' '.join(spec.argv)} checkpoints {self.checkpoint_uri(spec)}")
+
+    def submit(self, spec: JobSpec) -> RemoteJob:
+        if spec.pickle is not None:
+            (self.code / spec.pickle_path).write_bytes(spec.pickle)
+        trainer = self.trainer(spec)
+        trainer.train(wait=False, logs=False)
+        job = trainer._latest_training_job  # the SDK keeps the created TrainingJob here
+        return RemoteJob(job.training_job_name, job)
+
+    def poll(self, handle: RemoteJob) -> tuple[str, str | None]:
+        handle.job.refresh()
+        status = STATUS.get(str(handle.job.training_job_status), "InProgress")
+        reason = getattr(handle.job, "failure_reason", None)
+        return status, reason if isinstance(reason, str) else None
+
+    def stop(self, handle: RemoteJob) -> None:
+        try:
+            handle.job.stop()
+        except Exception as e:  # noqa: BLE001 - keep stopping the others; say which one failed
+            log.error("could not stop %s: %s (stop it in the console)", handle.name, e)
+
+    def fetch(self, handle: RemoteJob, local_dir: Path) -> None:
+        """``output.tar.gz`` (the job's /opt/ml/output/data) -> the local job dir."""
+        bucket, prefix = split_s3(self.p["output_s3_uri"])
+        key = f"{prefix}/{handle.name}/output/output.tar.gz".lstrip("/")
+        s3 = self.boto.client("s3")
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as e:  # noqa: BLE001 - a failed job may have no output; the result says so
+            log.warning("no output for %s at s3://%s/%s: %s", handle.name, bucket, key, e)
+            return
+        local_dir.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+            tar.extractall(local_dir, filter="data")
+
+    def close(self) -> None:
+        pass

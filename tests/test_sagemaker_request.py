@@ -1,0 +1,163 @@
+"""The exact CreateTrainingJob requests the real backend sends, against moto_server on 127.0.0.1.
+
+A 2-job sweep of ``train.py``'s real config goes through the launcher and SDK v3's ModelTrainer;
+a botocore hook records each request. moto finishes jobs instantly and keeps no outputs, so the hook
+also plays the container: it uploads the ``output.tar.gz`` the job would leave, which the launcher
+downloads and turns into the JobReturn.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
+import boto3  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "bincount-test"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerBincount"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    moto = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL_S3": moto_endpoint, "AWS_ENDPOINT_URL_SAGEMAKER": moto_endpoint,
+                 "SAGEMAKER_VALIDATE_ROLE": "false"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    return moto_endpoint
+
+
+def fake_output(params: dict) -> bytes:
+    """The job's /opt/ml/output/data, as the entry wrapper would leave it."""
+    lr = next(a for a in params["_args"] if a.startswith("optimizer.lr="))
+    files = {"result.json": json.dumps({"status": "COMPLETED", "return_value": float(lr.split("=")[1]) * 1000}),
+             "metrics.json": json.dumps({"objective": 0.5}), "train.log": ""}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def read_s3(uri: str) -> bytes:
+    bucket, key = uri[5:].split("/", 1)
+    return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_create_training_job_requests(aws, hydra_sweep_runner, tmp_path, monkeypatch):
+    from bincount.resolvers import register_resolvers
+    from bincount.sagemaker import remote
+
+    register_resolvers()
+    requests: list[dict] = []
+
+    def record(params, **_):
+        requests.append(params)
+
+    def session(region):
+        s = boto3.Session(region_name=region)
+        s.events.register("before-parameter-build.sagemaker.CreateTrainingJob", record)
+        return s
+
+    monkeypatch.setattr(remote, "make_boto_session", session)
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
+    original_fetch = remote.SageMakerBackend.fetch
+
+    def fetch_after_fake_job(self, handle, local_dir):  # the container's part, done by the test
+        req = next(r for r in requests if r["TrainingJobName"] == handle.name)
+        script = read_s3(next(c for c in req["InputDataConfig"] if c["ChannelName"] == "sm_drivers")
+                         ["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/") + "/sm_train.sh").decode()
+        req["_script"] = script
+        req["_args"] = script.split("bincount.sagemaker.entry", 1)[1].split()
+        boto3.client("s3").put_object(Bucket=BUCKET, Key=f"out/{handle.name}/output/output.tar.gz",
+                                      Body=fake_output(req))
+        original_fetch(self, handle, local_dir)
+
+    monkeypatch.setattr(remote.SageMakerBackend, "fetch", fetch_after_fake_job)
+    overrides = [
+        "hydra/launcher=sagemaker", f"hydra.launcher.role={ROLE}", "hydra.launcher.region=us-east-1",
+        f"hydra.launcher.output_s3_uri=s3://{BUCKET}/out", f"hydra.launcher.checkpoint_s3_uri=s3://{BUCKET}/ckpt",
+        "hydra.launcher.instance_type=ml.g5.2xlarge", "hydra.launcher.instance_count=2", "hydra.launcher.spot=true",
+        "hydra.launcher.max_wait_s=7200", "hydra.launcher.max_runtime_s=3600", "+hydra.launcher.tags.team=vision",
+        "+hydra.launcher.environment.FOO=bar", "+hydra.launcher.secrets.WANDB_API_KEY=bincount/wandb",
+        f"hydra.launcher.source_dir={ROOT}", "hydra.launcher.payload=script", "hydra.launcher.poll_interval_s=0.1",
+        "hydra/sweeper=basic", "model=resnet50", "optimizer.lr=1e-4,3e-4",
+    ]
+    sweep = hydra_sweep_runner(calling_file=str(ROOT / "train.py"), calling_module=None, task_function=None,
+                               config_path="conf", config_name="train", overrides=overrides, temp_dir=tmp_path)
+    with sweep:  # the runner deletes its temp dir on exit: check the local job dirs inside
+        returns = sweep.returns[0]
+        job0 = Path(returns[0].working_dir)
+        assert json.loads((job0 / "metrics.json").read_text())["objective"] == 0.5
+        assert (job0 / ".hydra" / "config.yaml").is_file()
+    assert [r.return_value for r in returns] == pytest.approx([0.1, 0.3])
+    assert len(requests) == 2 and len({r["TrainingJobName"] for r in requests}) == 2
+    for req, lr in zip(sorted(requests, key=lambda r: r["_script"]), ["0.0001", "0.0003"]):
+        assert req["AlgorithmSpecification"]["TrainingImage"].endswith("/pytorch-training:2.6-gpu-py312")
+        assert req["RoleArn"] == ROLE
+        assert req["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
+        assert req["ResourceConfig"]["InstanceCount"] == 2
+        assert req["EnableManagedSpotTraining"] is True
+        assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+        assert req["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/out"
+        assert req["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/ckpt/")
+        assert req["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+        assert not req.get("HyperParameters"), "overrides travel in the command, never as hyperparameters"
+        args = req["_args"]
+        assert args[:3] == ["--script", "train.py", "--"]
+        assert "model=resnet50" in args and f"optimizer.lr={lr.replace('0.000', '')}e-4" in args or \
+            any(a.startswith("optimizer.lr=") for a in args)
+        env = req["Environment"]
+        assert env["FOO"] == "bar" and env["BINCOUNT_SM_SECRETS"] == "WANDB_API_KEY=bincount/wandb"
+        assert len(env["BINCOUNT_SM_CONFIG_SHA"]) == 64
+        assert {"Key": "team", "Value": "vision"} in req["Tags"]
+        assert "testing" not in json.dumps({k: v for k, v in req.items() if not k.startswith("_")})
+
+
+def test_secret_looking_environment_is_refused(hydra_sweep_runner, tmp_path):
+    from hydra.errors import HydraException
+
+    from bincount.sagemaker.spec import LauncherConfigError
+
+    sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
+                               config_path="configs", config_name="compose.yaml", temp_dir=tmp_path,
+                               overrides=["hydra/launcher=sagemaker_local", "+hydra.launcher.environment.WANDB_API_KEY=x"])
+    with pytest.raises((LauncherConfigError, HydraException), match="hydra.launcher.secrets.WANDB_API_KEY"):
+        with sweep:
+            pass
