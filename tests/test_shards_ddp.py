@@ -112,12 +112,14 @@ def _resume_run(tiny_abid, packed, out: Path, batch: int, kill_at: int, stepping
     return _ids(out / "a" / "e0-r0.txt"), _ids(out / "b" / "e0-r0.txt")
 
 
-def test_mid_epoch_resume_continues_without_replaying_or_skipping(tiny_abid, packed, tmp_path):
+@pytest.mark.parametrize("stepping", [False, True], ids=["plain", "estimated_stepping_batches"])
+def test_mid_epoch_resume_continues_without_replaying_or_skipping(tiny_abid, packed, tmp_path, stepping):
+    """Also when configure_optimizers reads estimated_stepping_batches (scheduler=onecycle; Lightning 20550)."""
     train = _train_ids(tiny_abid, packed)
     batch = next(b for b in range(6, 1, -1) if len(train) % b == 0 or b == 2)
     _trainer(max_epochs=1).fit(Recorder(str(tmp_path / "full")), datamodule=_dm(tiny_abid, packed, batch)) \
         if (tmp_path / "full").mkdir() is None else None
     uninterrupted = _ids(tmp_path / "full" / "e0-r0.txt")
-    before, after = _resume_run(tiny_abid, packed, tmp_path / "resume", batch, kill_at=3, stepping=False)
+    before, after = _resume_run(tiny_abid, packed, tmp_path / "resume", batch, kill_at=3, stepping=stepping)
     assert len(before) == 3 * batch
     assert before + after == uninterrupted  # the same epoch, in the same order: nothing replayed or skipped

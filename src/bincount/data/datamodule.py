@@ -155,7 +155,8 @@ class BinCountDataModule(L.LightningDataModule):
         if self.shards is not None:
             from bincount.shards.stream import streaming_loader
 
-            return streaming_loader(self.datasets[split], self.batch_size, self.num_workers, self.pin_memory, drop_last)
+            loader = streaming_loader(self.datasets[split], self.batch_size, self.num_workers, self.pin_memory, drop_last)
+            return self.shards.train_state.attach(loader) if split == "train" else loader
         return DataLoader(
             self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
             collate_fn=collate_skipping_bad, pin_memory=self.pin_memory, drop_last=drop_last,
@@ -172,6 +173,14 @@ class BinCountDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Streamed shards: the train loader's mid-epoch position (see ``TrainLoaderState``); files: nothing."""
+        return self.shards.train_state.state_dict() if self.shards is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.shards is not None:
+            self.shards.train_state.load_state_dict(state_dict)
 
     def data_quality(self) -> dict[str, Any]:
         """The manifest's report (what was excluded while indexing), for ``metrics.json``."""
