@@ -60,9 +60,21 @@ def test_find_runs_reports_broken_and_keeps_the_rest(tmp_path):
     make_run(tmp_path / "a", {"test/acc": 0.1})
     make_run(tmp_path / "b", "{")
     make_run(tmp_path / "a" / "checkpoints" / "x", {"test/acc": 0.3})  # inside skipped folders: not a run
-    runs, problems = find_runs(tmp_path)
-    assert [r.path.name for r in runs] == ["a"]
+    make_run(tmp_path / "c")  # Hydra's config but no metrics.json yet: unfinished
+    runs, problems, unfinished = find_runs(tmp_path)
+    assert [r.path.name for r in runs] == ["a"] and unfinished == [tmp_path / "c"]
     assert len(problems) == 1 and str(tmp_path / "b" / "metrics.json") in problems[0]
+
+
+def test_runs_command_mentions_unfinished_runs(tmp_path, capsys):
+    from bincount.cli import main
+
+    make_run(tmp_path / "done", {"test/acc": 0.1})
+    make_run(tmp_path / "killed")
+    assert main(["runs", str(tmp_path), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert len(__import__("json").loads(captured.out)) == 1
+    assert "1 run directory without metrics.json" in captured.err and str(tmp_path / "killed") in captured.err
 
 
 def test_split_overrides():

@@ -90,25 +90,31 @@ def load_run(path: str | Path) -> Run:
     return Run(path, metrics, flat, [str(o) for o in overrides], sweep_of(path))
 
 
-def find_run_dirs(root: Path) -> list[Path]:
-    """Every directory under ``root`` (``root`` included) holding a ``metrics.json``, sorted by path (= start time)."""
-    found = []
+def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Directories under ``root`` (``root`` included) with a ``metrics.json``, and those with only Hydra's
+    ``.hydra/config.yaml`` (running, killed or failed runs), both sorted by path (= start time)."""
+    finished, unfinished = [], []
     for current, dirs, _files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-        if (Path(current) / "metrics.json").is_file():
-            found.append(Path(current))
-    return sorted(found)
+        here = Path(current)
+        if (here / "metrics.json").is_file():
+            finished.append(here)
+        elif (here / ".hydra" / "config.yaml").is_file():
+            unfinished.append(here)
+    return sorted(finished), sorted(unfinished)
 
 
-def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
-    """Load every run under ``root``; broken ones become messages (file named) instead of stopping the rest."""
+def find_runs(root: str | Path) -> tuple[list[Run], list[str], list[Path]]:
+    """Load every run under ``root``. Broken ones become messages (file named) instead of stopping the rest;
+    unfinished ones (no ``metrics.json`` yet) are returned by path so that the caller can say so."""
     runs, problems = [], []
-    for path in find_run_dirs(Path(root)):
+    finished, unfinished = find_run_dirs(Path(root))
+    for path in finished:
         try:
             runs.append(load_run(path))
         except RunError as error:
             problems.append(str(error))
-    return runs, problems
+    return runs, problems, unfinished
 
 
 def split_overrides(runs: list[Run]) -> tuple[list[str], list[list[str]]]:

@@ -101,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         err.print(f"bincount runs: error: {root} is not a directory (pass DIR or set BINCOUNT_LOG_DIR)", markup=False)
         return 2
-    runs, problems = find_runs(root)
+    runs, problems, unfinished = find_runs(root)
     for problem in problems:
         err.print(f"bincount runs: skipped a broken run: {problem}", markup=False)
+    if unfinished:
+        err.print(f"bincount runs: {len(unfinished)} run director{'y' if len(unfinished) == 1 else 'ies'} without "
+                  f"metrics.json (still running, killed or failed) not listed, e.g. {unfinished[-1]}", markup=False)
     root = root.resolve()
     runs = [Run(r.path.resolve(), r.metrics, r.config, r.overrides, r.sweep and r.sweep.resolve()) for r in runs]
     cols = columns(root)
