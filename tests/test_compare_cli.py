@@ -123,6 +123,8 @@ def test_three_runs_pairwise_against_baseline(jobs, capsys, tmp_path):
     assert [(p["a"], p["b"]) for p in report["pairs"]] == [("A", "B"), ("A", "C")]
     assert report["pairs"][1]["mcnemar"]["method"] == "no discordant pairs"
     assert report["pairs"][1]["mcnemar"]["pvalue"] == 1.0
+    rc, out, _ = compare(capsys, jobs[0], twin, "--baseline", jobs[1], "--format", "markdown", "--bootstrap", "200")
+    assert rc == 0 and out.count("McNemar (") == 2 and "not corrected for multiple comparisons" in out
 
 
 @pytest.mark.parametrize("damage,expected", [

@@ -117,7 +117,7 @@ def pair_section(s: dict[str, Any], alpha: float) -> Section:
     stat = "" if m["statistic"] is None else f"chi-square = {m['statistic']:.2f}, "
     verdict = "significant" if m["pvalue"] < alpha else "not significant"
     notes = [f"McNemar ({m['method']}): {stat}{_p(m['pvalue'])} (b = {m['b']}, c = {m['c']}); "
-             f"the error rates differ: {verdict} at alpha = {alpha}"]
+             f"difference in error rates {verdict} at alpha = {alpha}"]
     for name, ci in s["bootstrap"].items():
         notes.append(f"{name}({a}) - {name}({b}) = {ci['estimate']:+.4f}, {ci['confidence']:.0%} bootstrap CI "
                      f"[{ci['low']:+.4f}, {ci['high']:+.4f}] ({s['n_boot']} resamples, seed {s['seed']})")
@@ -140,6 +140,9 @@ def build_report(runs: list[Run], args: argparse.Namespace) -> tuple[list[Sectio
     sections.append(Section("Metrics", ["metric", *names], [[k, *(fmt(r.metrics.get(k), 1 if k == "duration_s" else 4) for r in runs)] for k in metrics]))
     pairs = [] if args.no_stats else [pair_stats(runs[0], r, names[0], n, args) for r, n in zip(runs[1:], names[1:])]
     sections += [pair_section(p, args.alpha) for p in pairs]
+    if len(pairs) > 1:  # said, not silently corrected: the reader decides (e.g. Bonferroni: alpha / len(pairs))
+        sections[-1].notes.append(f"{len(pairs)} tests against {names[0]}: p-values are not corrected for multiple "
+                                  f"comparisons (Bonferroni: compare each with {args.alpha / len(pairs):.4g})")
     data = {"runs": {n: str(r.path) for n, r in zip(names, runs)},
             "overrides": {n: r.overrides for n, r in zip(names, runs)}, "config_diff": {k: v for k, v in diff},
             "metrics": {n: {k: r.metrics.get(k) for k in metrics} for n, r in zip(names, runs)}, "pairs": pairs}
