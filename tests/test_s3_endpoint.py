@@ -64,3 +64,14 @@ def test_client_is_cached_per_process_and_config(s3_endpoint):
         os._exit(0 if get_client(S3Config(endpoint_url=s3_endpoint)) is not a else 1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_importing_s3_modules_does_not_import_boto3():
+    """Local runs and ``--help`` never pay for boto3: it is imported when a client is first needed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bincount.s3, bincount.s3.store, bincount.s3.fetch, bincount.s3.keys, bincount.data.manifest; "
+            "print('boto3' in sys.modules or 'botocore' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "False"
