@@ -116,3 +116,19 @@ def test_credentials_never_printed(public_bucket, tmp_path):
         assert "error" in text.lower() or "failed" in text.lower()
         assert FAKE_SECRET not in text and FAKE_KEY_ID not in text
     assert "no-such-bucket" in outputs[0].stderr and "127.0.0.1:9" in outputs[1].stderr
+
+
+@pytest.mark.parametrize("text, expected", [("0-5", (0, 5)), ("3", (3, 3)), ("2-2", (2, 2))])
+def test_parse_counts(text, expected):
+    from bincount.s3.fetch import parse_counts
+
+    assert parse_counts(text) == expected
+
+
+@pytest.mark.parametrize("text", ["5-0", "a-b", "-1", "1-x", ""])
+def test_parse_counts_refuses(text):
+    from bincount.data.manifest import DataError
+    from bincount.s3.fetch import parse_counts
+
+    with pytest.raises(DataError, match="--counts"):
+        parse_counts(text)

@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--counts", metavar="A-B", help="all bins with A..B items (reads all metadata first)")
     which.add_argument("--all", action="store_true", help="the whole dataset")
     p.add_argument("--source", default=PUBLIC_SOURCE, help=f"source bucket/prefix (default {PUBLIC_SOURCE})")
-    p.add_argument("--source-endpoint-url", help="S3-compatible endpoint of the source (default: AWS)")
+    p.add_argument("--source-endpoint-url", help="S3-compatible endpoint of the source "
+                   "(default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS)")
     p.add_argument("--source-signed", action="store_true", help="sign source requests (default: anonymous, public bucket)")
     p.add_argument("--dest-endpoint-url", help="endpoint of an s3:// destination (default: AWS_ENDPOINT_URL_S3/AWS)")
     p.add_argument("--region", default="us-east-1", help="source region (default us-east-1, where ABID lives)")
