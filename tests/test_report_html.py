@@ -56,6 +56,7 @@ def run_dir(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_every_run_gets_a_self_contained_report_with_png_charts(run_dir):
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     for title in ("summary", "learning curves", "confusion matrix", "per-class precision, recall, F1",
@@ -78,6 +79,7 @@ def test_every_run_gets_a_self_contained_report_with_png_charts(run_dir):
     assert thumbs == min(wrong, 12), (thumbs, wrong)
 
 
+@pytest.mark.slow
 def test_report_command_rebuilds_the_same_page(run_dir, tmp_path):
     from bincount.cli import main
 
@@ -96,6 +98,7 @@ def test_report_command_names_what_is_missing(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_failing_report_is_a_warning_and_the_results_stay(run_dir, tmp_path, caplog):
     from bincount.report import after_run
 
@@ -109,6 +112,7 @@ def test_a_failing_report_is_a_warning_and_the_results_stay(run_dir, tmp_path, c
     assert (broken / "metrics.json").read_bytes() == before and not (broken / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_report_false_writes_no_report(run_dir, tmp_path):
     from bincount.report import after_run
 
@@ -215,6 +219,7 @@ def browser() -> str:
     return path
 
 
+@pytest.mark.slow
 def test_report_opens_in_chromium_without_errors_or_network(browser, run_dir, tmp_path):
     report = run_dir / "report.html"
     events, images = load_page(browser, report, screenshot=tmp_path / "report.png")

@@ -88,14 +88,15 @@ def sweep(tmp_path_factory) -> tuple[Path, list[Path], subprocess.CompletedProce
     env = {"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY, "WANDB_DIR": str(tmp / "wandb_dir"),
            "WANDB_CACHE_DIR": str(tmp / "wandb_cache"), "WANDB_CONFIG_DIR": str(tmp / "wandb_config"),
            "WANDB_DATA_DIR": str(tmp / "wandb_data")}
-    proc = train_tiny(tmp, "-m", "logger=wandb", "head=linear,coral", "trainer.log_every_n_steps=1",
-                      "tags=[tiny,test]", "logger.wandb.notes=two heads", env=env)
+    proc = train_tiny(tmp, "-m", "logger=all", "head=linear,coral", "trainer.log_every_n_steps=1",
+                      "tags=[tiny,test]", "logger.wandb.notes=two heads", "logger.wandb.log_model=true", env=env)
     (sweep_dir,) = (tmp / "logs" / "train" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
     assert [j.name for j in jobs] == ["0", "1"]
     return tmp, jobs, proc
 
 
+@pytest.mark.slow
 def test_sweep_is_one_group_with_one_run_per_job(sweep):
     _, jobs, _ = sweep
     runs = [OfflineRun(job) for job in jobs]
@@ -109,6 +110,7 @@ def test_sweep_is_one_group_with_one_run_per_job(sweep):
     assert runs[0].run.project == "bincount"
 
 
+@pytest.mark.slow
 def test_full_resolved_config_is_logged(sweep):
     _, jobs, _ = sweep
     config = OfflineRun(jobs[1]).config
@@ -118,6 +120,7 @@ def test_full_resolved_config_is_logged(sweep):
     assert "_target_" in config["optimizer"] and "logger" in config  # everything, not only model hparams
 
 
+@pytest.mark.slow
 def test_metrics_per_step_and_epoch_and_final_results(sweep):
     _, jobs, _ = sweep
     run = OfflineRun(jobs[0])
@@ -134,9 +137,30 @@ def test_metrics_per_step_and_epoch_and_final_results(sweep):
     assert per_class["columns"] == ["count", "precision", "recall", "f1", "support"]
     assert [row[0] for row in per_class["data"]] == [1, 2, 3, 4, 5]
     assert [row[4] for row in per_class["data"]] == [metrics[f"test/support_{c}"] for c in range(1, 6)]
-    assert (jobs[0] / "report.html").is_file() and (jobs[0] / "csv" / "metrics.csv").is_file()
 
 
+
+@pytest.mark.slow
+def test_all_loggers_at_once_and_the_checkpoint_artifact(sweep):
+    _, jobs, _ = sweep
+    for job in jobs:
+        assert (job / "report.html").is_file() and (job / "csv" / "metrics.csv").is_file()
+        assert any((job / "tensorboard").glob("events.out.tfevents.*"))
+        run = OfflineRun(job)
+        artifacts = [r.artifact for r in run.records if r.WhichOneof("record_type") == "artifact"]
+        models = [a for a in artifacts if a.type == "model"]
+        assert models and models[0].name == f"model-{run.run.run_id}", [(a.type, a.name) for a in artifacts]
+        assert any(e.path.endswith(".ckpt") for a in models for e in a.manifest.contents)
+
+
+def test_run_id_follows_the_run_directory(tmp_path):
+    from bincount.wandb_logger import run_id
+
+    assert run_id(str(tmp_path / "a"), "p") == run_id(str(tmp_path / "a"), "p")  # resume=true: same run
+    assert run_id(str(tmp_path / "a"), "p") != run_id(str(tmp_path / "b"), "p")
+
+
+@pytest.mark.slow
 def test_api_key_is_never_written(sweep):
     tmp, _, proc = sweep
     assert FAKE_KEY not in proc.stdout + proc.stderr
@@ -144,6 +168,7 @@ def test_api_key_is_never_written(sweep):
     assert not leaks, leaks
 
 
+@pytest.mark.slow
 def test_offline_run_says_how_to_sync(sweep):
     _, jobs, proc = sweep
     assert f"wandb sync {OfflineRun(jobs[0]).dir}" in proc.stdout + proc.stderr
