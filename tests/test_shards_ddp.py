@@ -78,6 +78,7 @@ def _train_ids(tiny_abid: Path, packed: Path) -> list[str]:
     return dm.split_ids("train")
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_two_workers_see_each_sample_once_per_epoch_reshuffled(tiny_abid, packed, tmp_path):
     train = _train_ids(tiny_abid, packed)
     n, world = len(train), 2

@@ -123,3 +123,10 @@ def test_datamodule_refuses_missing_pack_and_other_class_range(packed, tiny_abid
         dm = _datamodule(tiny_abid, shards=str(packed), cache_limit="10KB")
         dm.setup("fit")
     assert ClassRange() == ClassRange(1, 5, "clip")
+
+
+def test_pack_with_empty_splits_writes_only_the_train_split(tiny_abid, tmp_path):
+    info = pack(str(tiny_abid), str(tmp_path / "out"), fractions=(1.0, 0.0, 0.0), cache_dir=str(tmp_path / "m"),
+                progress=False)
+    assert info["splits"] == {"train": 52, "val": 0, "test": 0}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.csv", "pack.json", "train"]

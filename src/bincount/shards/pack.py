@@ -172,6 +172,8 @@ def _pack_to(staging: Path, manifest: Manifest, reader, src, classes, fractions,
         task = bar.add_task(f"packing {len(manifest)} images", total=len(manifest))
         for split in SPLITS:
             rows = manifest.split(split)
+            if not rows:  # an empty split gets no folder (litdata's merge would wait forever for its index)
+                continue
             # The global shuffle litdata does not do (its own is chunk-local): one permutation per split.
             order = np.random.default_rng([shuffle_seed, SPLITS.index(split)]).permutation(len(rows))
             shuffled = [rows[k] for k in order]
