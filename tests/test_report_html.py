@@ -247,3 +247,18 @@ def test_the_check_catches_a_page_that_fetches_from_the_network(browser, tmp_pat
     assert "http://127.0.0.1:9/x.css" in urls
     assert any(e.get("method") == "Runtime.exceptionThrown" for e in events)
     assert any(e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error" for e in events)
+
+
+@pytest.mark.slow
+def test_without_matplotlib_the_page_keeps_its_tables(run_dir, tmp_path, monkeypatch):
+    from bincount.report import charts
+    from bincount.report.page import write_report
+
+    def no_matplotlib():
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(charts, "pyplot", no_matplotlib)
+    page = write_report(run_dir, tmp_path / "plain.html").read_text(encoding="utf-8")
+    assert "charts need matplotlib" in page and "pip install &#x27;bincount[report]&#x27;" in page
+    assert "data:image/png" not in page and "true \\ pred</th>" in page and ">per-class precision, recall, F1</h2>" in page
+    assert not (tmp_path / "report").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -92,9 +93,11 @@ def render(run: RunData, folder: Path) -> str:
     m, counts, chart = run.metrics, run.counts, _Charts(folder)
     sections = []
     headline = [[k, m[k]] for k in HEADLINE if k in m]
+    quality = [[k, len(v) if isinstance(v, (list, dict)) else v] for k, v in sorted((m.get("data_quality") or {}).items())]
     sections.append(("summary", _table(["metric", "value"], headline)
                      + f'<p>optimized metric: <b>{_e(m.get("optimized_metric", "?"))}</b>; best checkpoint: '
-                       f'{_e(m.get("best_checkpoint") or "—")}; data quality: {_e(m.get("data_quality", {}))}</p>'))
+                       f'{_e(m.get("best_checkpoint") or "—")}</p>'
+                     + f"<details><summary>data quality</summary>{_table(['check', 'count'], quality)}</details>"))
     if run.history:
         sections.append(("learning curves", chart("learning_curves", charts.learning_curves, run.history)))
     else:
@@ -149,4 +152,8 @@ def write_report(run_dir: str | Path, output: Optional[str | Path] = None) -> Pa
     run = load_run(run_dir)
     output = Path(output) if output else run.run_dir / "report.html"
     text = render(run, output.parent / "report")
-    return _atomic_write_text(output, text)
+    path = _atomic_write_text(output, text)
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)  # a temporary file's 0600 would hide the page from other users
+    return path
