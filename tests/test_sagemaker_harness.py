@@ -25,12 +25,12 @@ def test_discovery() -> None:
     assert SageMakerLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
 
 
-@mark.parametrize("launcher_name, overrides", [("sagemaker_local", FAST)])
+@mark.parametrize("launcher_name, overrides", [("sagemaker_local_base", FAST)])
 class TestSageMakerLocalLauncher(LauncherTestSuite):
     pass
 
 
-@mark.parametrize("launcher_name, overrides", [("sagemaker_local", [*FAST, "hydra/sweeper=basic",
+@mark.parametrize("launcher_name, overrides", [("sagemaker_local_base", [*FAST, "hydra/sweeper=basic",
                                                                     "hydra.sweeper.max_batch_size=2"])])
 class TestSageMakerLocalLauncherBatched(BatchedSweeperTestSuite):
     pass
@@ -38,7 +38,7 @@ class TestSageMakerLocalLauncherBatched(BatchedSweeperTestSuite):
 
 @mark.slow  # 11 subprocess apps, each starting Hydra twice (launcher and job)
 @mark.parametrize("task_launcher_cfg, extra_flags", [
-    ({}, ["-m", "hydra/launcher=sagemaker_local", "hydra.launcher.local.copy_code=false",
+    ({}, ["-m", "hydra/launcher=sagemaker_local_base", "hydra.launcher.local.copy_code=false",
           "hydra.launcher.poll_interval_s=0.05"]),
 ])
 class TestSageMakerLocalLauncherIntegration(IntegrationTestSuite):

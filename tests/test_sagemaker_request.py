@@ -157,7 +157,7 @@ def test_secret_looking_environment_is_refused(hydra_sweep_runner, tmp_path):
 
     sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
                                config_path="configs", config_name="compose.yaml", temp_dir=tmp_path,
-                               overrides=["hydra/launcher=sagemaker_local", "+hydra.launcher.environment.WANDB_API_KEY=x"])
+                               overrides=["hydra/launcher=sagemaker_local_base", "+hydra.launcher.environment.WANDB_API_KEY=x"])
     with pytest.raises((LauncherConfigError, HydraException), match="hydra.launcher.secrets.WANDB_API_KEY"):
         with sweep:
             pass

@@ -25,6 +25,7 @@ from bincount.metrics import write_metrics_json, write_predictions_csv
 from bincount.models.module import BinCounter
 from bincount.report import after_run
 from bincount.resume import last_checkpoint
+from bincount.sagemaker.contract import lightning_cluster_args
 from bincount.sweep.pruning import pruning_callbacks
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,9 @@ def train(cfg: DictConfig) -> float | None:
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model.data_config)
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False)
+    # In a SageMaker job, num_nodes/devices come from the SM_* variables (empty dict elsewhere).
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False,
+                                     **lightning_cluster_args())
     for logger in trainer.loggers:
         logger.log_hyperparams(_plain(cfg))  # the full resolved config, not only the model's hparams
 

@@ -63,6 +63,8 @@ class LocalBackend:
         src = [str(cwd / "src")] if (cwd / "src").is_dir() else []
         env = {**os.environ, **spec.env, **layout.env(name, num_gpus=self.local["num_gpus"]),
                "PYTHONPATH": os.pathsep.join([*src, os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)}
+        # The scratch code channel has no data/: share the launch directory's dataset and caches.
+        env.setdefault("BINCOUNT_DATA_DIR", str(Path.cwd() / "data"))
         log_file = open(layout.ml / "job.log", "w")
         proc = subprocess.Popen([python, *argv[1:]], cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -155,7 +155,8 @@ def run_jobs(backend, specs: list[JobSpec], p: dict) -> dict[int, JobReturn]:
                     reason = reason or error
                 else:
                     value = None
-                save_state(spec, name=handle.name, status=status, reason=reason, elapsed_s=round(elapsed, 1))
+                save_state(spec, name=handle.name, status=status, reason=reason, elapsed_s=round(elapsed, 1),
+                           return_value=value if isinstance(value, (int, float, str, type(None))) else repr(value))
                 results[idx] = make_return(spec, status, value, reason)
     except (KeyboardInterrupt, _Stop):
         log.warning("Interrupted: stopping %d running job(s): %s", len(running),

@@ -89,6 +89,16 @@ def resolve_payload(p: dict, task_function: Any) -> str:
     return "script" if is_script and Path(script).is_file() else "pickle"
 
 
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def extra_overrides(overrides: list[str], defaults: list[str]) -> list[str]:
+    """The launcher's ``job_overrides`` for keys the job does not set itself (the user's value wins)."""
+    own = {_key(o) for o in overrides}
+    return [d for d in defaults if _key(d) not in own]
+
+
 def base_job_name(base: str, idx: int) -> str:
     """``<base>-<job number>-<random>``: the SDK appends a timestamp, the random part makes same-second
     launches (and relaunches of the same sweep) unique; SageMaker allows [a-zA-Z0-9-], 63 characters."""
@@ -118,13 +128,20 @@ def stage_code(source_dir: Path, dest: Path, ignore: list[str]) -> Path:
     """Copy the code channel (what SageMaker uploads to /opt/ml/input/data/code)."""
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(source_dir, dest, ignore=shutil.ignore_patterns(*ignore), symlinks=True)
+    anywhere = shutil.ignore_patterns(*[i for i in ignore if not i.startswith("/")])
+    at_root = shutil.ignore_patterns(*[i[1:] for i in ignore if i.startswith("/")])
+
+    def skip(directory: str, names: list[str]) -> set[str]:
+        found = set(anywhere(directory, names))
+        return found | set(at_root(directory, names)) if Path(directory) == source_dir else found
+
+    shutil.copytree(source_dir, dest, ignore=skip, symlinks=True)
     return dest
 
 
 def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, source_dir: Path) -> JobSpec:
     ctx, task_function = launcher.hydra_context, launcher.task_function
-    all_overrides = [*overrides, *p["job_overrides"]]
+    all_overrides = [*overrides, *extra_overrides(overrides, p["job_overrides"])]
     config = ctx.config_loader.load_sweep_config(launcher.config, all_overrides)
     with open_dict(config):
         config.hydra.job.id = f"{p['base_job_name']}_{idx}"

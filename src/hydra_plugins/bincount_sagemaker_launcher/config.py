@@ -1,8 +1,9 @@
-"""Typed config of the SageMaker launcher, registered as ``hydra/launcher=sagemaker`` / ``sagemaker_local``.
+"""Typed config of the SageMaker launcher: ``hydra/launcher=sagemaker_base`` / ``sagemaker_local_base``.
 
 Kept free of heavy imports: Hydra imports every plugin module at start-up, so this file must cost
-nothing when the launcher is not used. The schema is also ``sagemaker_base``, which the project's
-presets in ``conf/hydra/launcher/`` extend (a preset file with the same name as a stored node wins).
+nothing when the launcher is not used. The project's presets in ``conf/hydra/launcher/``
+(``sagemaker``, ``sagemaker_multi_gpu``, ``sagemaker_multi_node``, ``sagemaker_local``) extend these
+nodes; other Hydra apps can use the ``*_base`` nodes directly.
 """
 
 from dataclasses import dataclass, field
@@ -54,9 +55,10 @@ class SageMakerLauncherConf:
     tags: Dict[str, str] = field(default_factory=dict)
     # Code channel: the directory uploaded to /opt/ml/input/data/code (null: the launch directory).
     source_dir: Optional[str] = None
+    # Not uploaded: glob patterns matched at every level; a leading "/" anchors one to source_dir.
     ignore_patterns: List[str] = field(default_factory=lambda: [
-        ".git", ".venv", "venv", "__pycache__", "*.egg-info", "logs", "data", "outputs", "multirun",
-        ".sagemaker_local", "*.ckpt", ".pytest_cache", "node_modules", "benchmarks"])
+        ".git", ".venv", "venv", "__pycache__", "*.egg-info", ".pytest_cache", "node_modules", "*.ckpt",
+        "/logs", "/data", "/outputs", "/multirun", "/benchmarks", "/.sagemaker_local"])
     # pip requirements installed in the container before the job (relative to source_dir).
     requirements: Optional[str] = None
     # Overrides appended to every job, e.g. resume=true so a restarted spot job continues.
@@ -86,5 +88,4 @@ class SageMakerLocalLauncherConf(SageMakerLauncherConf):
 
 cs = ConfigStore.instance()
 cs.store(group="hydra/launcher", name="sagemaker_base", node=SageMakerLauncherConf, provider="bincount")
-cs.store(group="hydra/launcher", name="sagemaker", node=SageMakerLauncherConf, provider="bincount")
-cs.store(group="hydra/launcher", name="sagemaker_local", node=SageMakerLocalLauncherConf, provider="bincount")
+cs.store(group="hydra/launcher", name="sagemaker_local_base", node=SageMakerLocalLauncherConf, provider="bincount")
