@@ -230,3 +230,31 @@ def test_report_cli_on_a_missing_dir_says_so(tmp_path, capsys):
 
     assert main(["sweep-report", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().out
+
+
+def test_plugin_hook_and_callback_do_not_import_optuna():
+    """Every run imports the plugin module (Hydra's scan), the report callback and the pruning hook."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hydra_plugins.bincount_optuna_sweeper.optuna_sweeper, bincount.sweep.callback; "
+            "from bincount.sweep.pruning import pruning_callbacks; assert pruning_callbacks('val/acc') == []; "
+            "heavy = [m for m in ('optuna', 'matplotlib', 'sqlalchemy') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BINCOUNT_OPTUNA")}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+
+
+def test_warns_about_settings_that_undermine_the_sweep(caplog):
+    from omegaconf import OmegaConf
+
+    sweep = make_sweep(n_jobs=4)
+    sweep.config = OmegaConf.create({"callbacks": {"model_checkpoint": {"mode": "max"}},
+                                     "hydra": {"launcher": {"max_parallel_jobs": 2}}})
+    sweep._warn_inconsistent("minimize")
+    assert "set callbacks.model_checkpoint.mode=min" in caplog.text
+    assert "at most 2 trials run at once" in caplog.text
+    caplog.clear()
+    sweep.config = OmegaConf.create({"callbacks": {"model_checkpoint": {"mode": "max"}}})
+    sweep._warn_inconsistent("maximize")
+    assert caplog.text == ""

@@ -126,13 +126,26 @@ def write_csv(path: Path, trials: list[Trial]) -> None:
                         *(t.metrics.get(m) for m in metrics), " ".join(t.overrides), t.job_dir or "", t.reason])
 
 
+def single_run_overrides(trial: Trial) -> list[str]:
+    """The trial's overrides as one run: ``hparams_search=X`` would start the sweep again (it sets
+    ``hydra.mode: MULTIRUN``), so it is replaced by the experiment it selected."""
+    overrides = [o for o in trial.overrides if not o.startswith(("hparams_search=", "+hydra.", "hydra."))]
+    hydra_yaml = trial.job_dir / ".hydra" / "hydra.yaml" if trial.job_dir else None
+    if len(overrides) < len(trial.overrides) and hydra_yaml and hydra_yaml.is_file():
+        choices = (yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra", {}).get("runtime", {}).get("choices", {})
+        experiment = choices.get("experiment")
+        if experiment and not any(o.startswith("experiment=") for o in overrides):
+            overrides.insert(0, f"experiment={experiment}")
+    return overrides
+
+
 def write_best_config(report_dir: Path, best: Trial, metric: str, sweep_dir: Path) -> Path | None:
     source = best.job_dir / ".hydra" / "config.yaml" if best.job_dir else None
     if not source or not source.is_file():
         log.warning("Best trial %d has no .hydra/config.yaml; no best_config.yaml", best.number)
         return None
     header = RERUN_HEADER.format(sweep_dir=sweep_dir, number=best.number, metric=metric, value=best.objective,
-                                 report_dir=report_dir, overrides=" ".join(best.overrides))
+                                 report_dir=report_dir, overrides=" ".join(single_run_overrides(best)))
     out = report_dir / "best_config.yaml"
     out.write_text(header + source.read_text())
     return out

@@ -62,6 +62,17 @@ class OptunaSweep:
                      self.n_jobs)
         return mode
 
+    def _warn_inconsistent(self, direction: str) -> None:
+        """Settings outside the sweeper that would quietly undermine it."""
+        mode = OmegaConf.select(self.config, "callbacks.model_checkpoint.mode", default=None)
+        if mode in ("max", "min") and mode != direction[:3]:
+            log.warning("callbacks.model_checkpoint.mode=%s but the study %ss: the objective would come from the "
+                        "worst checkpoint; set callbacks.model_checkpoint.mode=%s", mode, direction, direction[:3])
+        cap = OmegaConf.select(self.config, "hydra.launcher.max_parallel_jobs", default=None)
+        if isinstance(cap, int) and cap < self.n_jobs:
+            log.warning("hydra.sweeper.n_jobs=%d but hydra.launcher.max_parallel_jobs=%d: at most %d trials run at once",
+                        self.n_jobs, cap, cap)
+
     def _local(self) -> bool:
         """Jobs that can reach the study's storage and report to it (pruning): in-process or on this machine."""
         return type(self.launcher).__name__ == "BasicLauncher" or bool(getattr(self.launcher, "runs_locally", False))
@@ -73,6 +84,7 @@ class OptunaSweep:
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         metric = str(OmegaConf.select(self.config, "optimized_metric", default="val/acc"))
         direction = resolve_direction(self.direction, metric)
+        self._warn_inconsistent(direction)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space = parse_space(self.params, arguments, parser)
         storage = self.storage or default_storage(sweep_dir)
