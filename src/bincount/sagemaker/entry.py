@@ -67,7 +67,8 @@ def child_command(args: argparse.Namespace, cluster: Cluster, job_dir: Path) -> 
             raise JobSetupError("payload=pickle runs one process; use payload=script for several hosts or GPUs")
         return [sys.executable, "-m", "bincount.sagemaker.invoke", args.pickle]
     quoted = str(job_dir).replace("\\", "\\\\").replace("'", "\\'")  # ',' and '=' are override syntax
-    overrides = [*args.overrides, f"hydra.run.dir='{quoted}'", CALLBACK]
+    # hydra.mode=RUN: an override like +launch=sagemaker (MULTIRUN preset) must not launch again from the job.
+    overrides = [*args.overrides, f"hydra.run.dir='{quoted}'", "hydra.mode=RUN", CALLBACK]
     if cluster.distributed:
         return [*cluster.torchrun(), args.script, *overrides]
     return [sys.executable, args.script, *overrides]
