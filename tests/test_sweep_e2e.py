@@ -98,7 +98,9 @@ def test_sweep_report_files(first_sweep):
     assert rows[0]["status"] == "FAIL" and "bogus" in rows[0]["reason"]
     assert {"optimizer.lr", "data.batch_size", "val/acc", "overrides", "duration_s"} <= set(rows[0])
     assert (report / "objective.png").stat().st_size > 1000
-    assert (report / "best_config.yaml").is_file()
+    header = (report / "best_config.yaml").read_text().split("defaults:")[0]
+    assert "python train.py experiment=capstone_resnet50_refined data=synthetic" in header
+    assert "hparams_search=" not in header, "the one-run form must not start the sweep again"
     assert (report / "importances.png").is_file() or "no parameter importances" in output
     assert "Sweep: 4 trials" in output
 
@@ -138,3 +140,23 @@ def test_grid_with_the_basic_sweeper_gets_a_report(dirs):
     assert [(r["head"], r["status"]) for r in rows] == [("linear", "COMPLETE"), ("coral", "COMPLETE")]
     assert (sweep_dir / "report" / "best_config.yaml").is_file()
     assert "Sweep: 2 trials" in proc.stdout + proc.stderr
+
+
+def test_two_trials_through_the_sagemaker_local_launcher(first_sweep, dirs):
+    """Issue 4's launcher, local backend: each trial is a subprocess in an /opt/ml tree that re-runs
+    train.py with the trial's overrides; the values must come back to the study. (first_sweep has
+    rendered the shared synthetic data, so the two parallel jobs do not both render it.)"""
+    if not (ROOT / "conf" / "hydra" / "launcher" / "sagemaker_local.yaml").is_file():
+        pytest.skip("the SageMaker launcher (hydra/launcher=sagemaker_local) is not in this checkout")
+    data_dir, log_dir = dirs
+    proc = train(["-m", "hparams_search=capstone_tuner", *TINY, "hydra/launcher=sagemaker_local",
+                  "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.study_name=sm",
+                  "hydra.sweeper.enqueue_trials=[]"], data_dir, log_dir / "sm")
+    sweep_dir = log_dir / "sm" / "train" / "sweeps" / "sm"
+    study = study_of(sweep_dir)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for t in study.trials:
+        metrics = json.loads((sweep_dir / str(t.number) / "metrics.json").read_text())
+        assert t.value == pytest.approx(metrics["val/acc"])
+    assert "up to 2 in flight (batch dispatch)" in proc.stdout + proc.stderr
+    assert len((sweep_dir / "report" / "trials.csv").read_text().splitlines()) == 3

@@ -203,7 +203,7 @@ def test_report_for_a_grid_dir_without_a_study(tmp_path, capsys):
     best = (report / "best_config.yaml").read_text()
     assert "trial 1, val/acc = 0.6" in best and "python train.py head=coral trainer.max_epochs=1" in best
     assert yaml.safe_load(best)["head"] == {"name": "head=coral"}
-    assert yaml.safe_load(best)["defaults"] == ["hydra: default" if False else {"hydra": "default"}, "_self_"]
+    assert yaml.safe_load(best)["defaults"] == [{"hydra": "default"}, "_self_"]
     assert (report / "objective.png").stat().st_size > 1000
     assert "Best: trial 1" in out and "INCOMPLETE" in out
 
@@ -258,3 +258,21 @@ def test_warns_about_settings_that_undermine_the_sweep(caplog):
     sweep.config = OmegaConf.create({"callbacks": {"model_checkpoint": {"mode": "max"}}})
     sweep._warn_inconsistent("maximize")
     assert caplog.text == ""
+
+
+def test_dispatch_settings_are_checked_against_the_launcher():
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+    from hydra.errors import HydraException
+
+    sweep = make_sweep(dispatch="async", n_jobs=2)
+    sweep.launcher = BasicLauncher()
+    with pytest.raises(HydraException, match="BasicLauncher does not. Valid: dispatch=batch or auto"):
+        sweep._check_settings()
+    sweep.dispatch = "auto"
+    assert sweep._check_settings() == "batch" and sweep._local()
+    sweep.dispatch = "sometimes"
+    with pytest.raises(HydraException, match=r"dispatch='sometimes' is not valid; valid: \['auto', 'async', 'batch'\]"):
+        sweep._check_settings()
+    sweep.dispatch, sweep.n_trials = "batch", 0
+    with pytest.raises(HydraException, match="n_trials=0 is out of range"):
+        sweep._check_settings()
