@@ -56,7 +56,9 @@ def aws(moto_endpoint, monkeypatch):
                  "SAGEMAKER_VALIDATE_ROLE": "false"}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    s3 = boto3.client("s3")
+    if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=BUCKET)
     return moto_endpoint
 
 
@@ -161,3 +163,29 @@ def test_secret_looking_environment_is_refused(hydra_sweep_runner, tmp_path):
     with pytest.raises((LauncherConfigError, HydraException), match="hydra.launcher.secrets.WANDB_API_KEY"):
         with sweep:
             pass
+
+
+def test_dry_run_resolves_the_image_offline_and_launches_nothing(aws, hydra_sweep_runner, tmp_path, caplog):
+    from bincount.sagemaker import remote
+
+    sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
+                               config_path="configs", config_name="compose.yaml", temp_dir=tmp_path,
+                               overrides=["hydra/launcher=sagemaker_base", "hydra.launcher.dry_run=true",
+                                          "hydra.launcher.region=eu-west-1", "hydra.launcher.instance_type=ml.g5.xlarge",
+                                          f"hydra.launcher.source_dir={Path(__file__).parent / 'sagemaker_app'}"])
+    with caplog.at_level("INFO"), sweep:
+        assert len(sweep.returns[0]) == 1
+    assert "pytorch-training:2.6-gpu-py312" in caplog.text and "eu-west-1" in caplog.text
+    assert not boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    assert remote  # imported lazily by the launcher, never by Hydra's start-up
+
+
+def test_job_reads_secrets_by_name_inside_the_job(aws, moto_endpoint, monkeypatch):
+    from bincount.sagemaker.entry import JobSetupError, read_secrets
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
+    boto3.client("secretsmanager").create_secret(Name="bincount/wandb", SecretString="s3cr3t-value")
+    assert read_secrets("WANDB_API_KEY=bincount/wandb") == {"WANDB_API_KEY": "s3cr3t-value"}
+    with pytest.raises(JobSetupError, match="'bincount/missing' for HF_TOKEN: ResourceNotFoundException") as e:
+        read_secrets("HF_TOKEN=bincount/missing")
+    assert "s3cr3t" not in str(e.value)
