@@ -214,6 +214,16 @@ def test_without_credentials_it_goes_offline_by_itself(tmp_path):
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+def test_an_unreachable_server_falls_back_to_offline(tmp_path):
+    """A key but no network (a laptop on a train, a locked-down cluster): training goes on, offline."""
+    proc = _logger_alone(tmp_path, WANDB_API_KEY=FAKE_KEY, WANDB_INIT_TIMEOUT="5",
+                         WANDB_BASE_URL="http://127.0.0.1:9")  # a closed port on loopback: fails at once
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MODE online" in proc.stdout and "could not start an online run" in proc.stderr
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert "wandb sync" in proc.stderr
+
+
 def test_mode_precedence_and_bad_modes(tmp_path, monkeypatch):
     from bincount.wandb_logger import resolve_mode
 

@@ -133,6 +133,16 @@ class BinCountWandbLogger(WandbLogger):
             if wandb.run is not None:  # Lightning would silently reuse it: a previous job's run
                 log.warning("W&B: finishing run %s left open by an earlier job in this process", wandb.run.id)
                 wandb.run.finish()
+            if self.mode == "online":
+                try:
+                    return super().experiment
+                except Exception as err:  # noqa: BLE001 - no network or a rejected key must not end training
+                    log.warning("W&B: could not start an online run (%s: %s); logging offline instead, upload "
+                                "later with `wandb sync %s/wandb/offline-run-*`", type(err).__name__,
+                                str(err).splitlines()[0][:200], self._save_dir)
+                    self.mode = self._wandb_init["mode"] = "offline"
+                    wandb.teardown()  # the service still holds the failed run's id
+                    self._experiment = None
         return super().experiment
 
     @property
@@ -166,7 +176,11 @@ class BinCountWandbLogger(WandbLogger):
 
     def finish(self) -> None:
         """End the W&B run (uploads finish here online) and say where an offline run waits for ``wandb sync``."""
-        if self._experiment is None or self.disabled:
+        if self._experiment is None:
+            return
+        if self.disabled:  # finishing a disabled run writes nothing; it frees wandb.run for the next job
+            self._experiment.finish()
+            self._experiment = None
             return
         run_dir = getattr(self._experiment, "dir", None)
         self._experiment.finish()
