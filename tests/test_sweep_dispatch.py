@@ -57,8 +57,8 @@ def run_loop(tmp_path, mode: str, n_jobs: int, n_trials: int, fail: bool = False
     sweep.launcher = SleepyLauncher(fail=fail)
     sweep.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     sweep.validate_batch_is_legal = lambda batch: None  # no Hydra config to compose against here
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize", study_name="d",
+                                sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
     space = parse_space(None, ["x=interval(0,1)"], OverridesParser.create())
     sweep._loop(study, space, "unused", mode, prune=False, metric="val/acc")
     return study, sweep.launcher.events
@@ -87,7 +87,14 @@ def test_batch_waits_for_the_slowest_of_each_batch(tmp_path):
 def test_too_many_failures_stop_the_sweep(tmp_path):
     with pytest.raises(HydraException, match=r"2 trials failed, more than max_failure_rate=0.2 x n_trials=6"):
         run_loop(tmp_path, "batch", n_jobs=1, n_trials=6, fail=True, max_failure_rate=0.2)
-    study = optuna.load_study(study_name=optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'optuna.db'}")[0],
-                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(study_name="d", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
     assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: boom"
+
+
+def test_a_rerun_continues_to_n_trials_and_no_further(tmp_path):
+    run_loop(tmp_path, "batch", n_jobs=1, n_trials=2)
+    study, events = run_loop(tmp_path, "batch", n_jobs=1, n_trials=3)
+    assert len(study.trials) == 3 and [n for k, n, _ in events if k == "start"] == [2]
+    study, events = run_loop(tmp_path, "batch", n_jobs=1, n_trials=3)
+    assert len(study.trials) == 3 and events == [], "the study is complete: nothing is launched"

@@ -276,3 +276,13 @@ def test_dispatch_settings_are_checked_against_the_launcher():
     sweep.dispatch, sweep.n_trials = "batch", 0
     with pytest.raises(HydraException, match="n_trials=0 is out of range"):
         sweep._check_settings()
+
+
+def test_report_cli_says_when_the_study_cannot_be_opened(tmp_path, capsys):
+    from bincount.cli import main
+    from bincount.sweep.study import write_sweep_info
+
+    write_sweep_info(tmp_path, "postgresql://tuner:secret@127.0.0.1:1/optuna", "s", "maximize", "val/acc")
+    assert "secret" not in (tmp_path / "sweep.json").read_text()
+    assert main(["sweep-report", str(tmp_path), "--storage", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
+    assert "cannot open study 's'" in capsys.readouterr().out

@@ -14,11 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bincount.sweep.report import write_report
+    from bincount.sweep.report import ReportError, write_report
 
     try:
         write_report(args.sweep_dir, storage=args.storage)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ReportError) as err:
         print(f"sweep-report: {err}")
         return 2
     return 0

@@ -33,6 +33,10 @@ defaults:
 """
 
 
+class ReportError(RuntimeError):
+    """The sweep dir cannot be reported on; the message says why and what to pass."""
+
+
 @dataclass
 class Trial:
     number: int
@@ -70,7 +74,11 @@ def from_study(sweep_dir: Path, info: dict, storage: str | None):
     import optuna
 
     url = storage or info["storage"]
-    study = optuna.load_study(study_name=info["study_name"], storage=url)
+    try:
+        study = optuna.load_study(study_name=info["study_name"], storage=url)
+    except Exception as err:  # a masked password, a server out of reach, a deleted file
+        raise ReportError(f"cannot open study {info['study_name']!r} at {url} ({type(err).__name__}: {err}); "
+                          "pass its storage URL with --storage") from None
     dirs = job_dirs(sweep_dir)
     trials = []
     for t in study.get_trials(deepcopy=False):
