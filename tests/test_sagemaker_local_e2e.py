@@ -149,3 +149,14 @@ def test_cluster_from_sagemaker_variables():
     assert lightning_cluster_args({}) == {}, "local runs are unchanged"
     assert Cluster.from_env(env).torchrun() == ["torchrun", "--nnodes=2", "--nproc_per_node=4", "--node_rank=1",
                                                "--master_addr=algo-1", "--master_port=7777"]
+
+
+def test_a_job_that_cannot_start_is_failed_with_its_reason(hydra_sweep_runner, tmp_path):
+    sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
+                               config_path="configs", config_name="compose.yaml", temp_dir=tmp_path,
+                               overrides=["hydra/launcher=sagemaker_local_base", "hydra.launcher.local.python=/no/python",
+                                          f"hydra.launcher.source_dir={Path(__file__).parent / 'sagemaker_app'}"])
+    with pytest.raises(RuntimeError, match="could not start: FileNotFoundError"):
+        with sweep:
+            pass
+    assert state(tmp_path / "0")["status"] == "Failed"

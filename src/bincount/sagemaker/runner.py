@@ -30,6 +30,7 @@ from bincount.sagemaker.spec import JobSpec, build_spec, resolve_payload, valida
 log = logging.getLogger(__name__)
 STATE_FILE = "sagemaker_job.json"
 TERMINAL = ("Completed", "Failed", "Stopped")
+STATUS_EVERY_S = 300  # a status line per job when it changes, and every 5 minutes while it runs
 # Approximate on-demand USD/hour in us-east-1 (spot is usually 60-70% less); check the pricing page.
 PRICES = {"ml.g4dn.xlarge": 0.736, "ml.g4dn.12xlarge": 4.89, "ml.g5.xlarge": 1.408, "ml.g5.2xlarge": 1.515,
           "ml.g5.4xlarge": 2.03, "ml.g5.12xlarge": 7.09, "ml.g5.48xlarge": 20.36, "ml.g6.xlarge": 1.006,
@@ -128,24 +129,36 @@ def run_jobs(backend, specs: list[JobSpec], p: dict) -> dict[int, JobReturn]:
             results[spec.idx] = make_return(spec, "Completed", value)
         else:
             pending.append(spec)
-    last_shown: dict[int, str] = {}
+    last_shown: dict[int, tuple[str, float]] = {}
     old = signal.signal(signal.SIGTERM, _raise_stop) if threading.current_thread() is threading.main_thread() else None
     try:
         while pending or running:
             while pending and len(running) < p["max_parallel_jobs"]:
                 spec = pending.popleft()
                 write_local_stubs(spec)
-                handle = backend.submit(spec)
+                try:
+                    handle = backend.submit(spec)
+                except Exception as e:  # noqa: BLE001 - e.g. a quota error: this job fails, the sweep goes on
+                    reason = f"could not start: {type(e).__name__}: {e}"[:1000]
+                    log.error("job %d %s", spec.idx, reason)
+                    save_state(spec, name=spec.base_name, status="Failed", reason=reason)
+                    results[spec.idx] = make_return(spec, "Failed", None, reason)
+                    continue
                 spec.extra["name"], spec.extra["started"] = handle.name, time.time()
                 save_state(spec, name=handle.name, status="InProgress")
                 running[spec.idx] = (spec, handle)
             time.sleep(p["poll_interval_s"])
             for idx, (spec, handle) in list(running.items()):
-                status, reason = backend.poll(handle)
+                try:
+                    status, reason = backend.poll(handle)
+                except Exception as e:  # noqa: BLE001 - throttling or a network blip: ask again next time
+                    log.warning("could not poll %s: %s", handle.name, e)
+                    continue
                 elapsed = time.time() - spec.extra["started"]
-                if last_shown.get(idx) != status or status in TERMINAL:
+                now = time.time()
+                if last_shown.get(idx, ("", 0))[0] != status or now - last_shown[idx][1] > STATUS_EVERY_S:
                     log.info(status_line(handle.name, status, elapsed, p))
-                    last_shown[idx] = status
+                    last_shown[idx] = (status, now)
                 if status not in TERMINAL:
                     continue
                 del running[idx]
@@ -158,13 +171,16 @@ def run_jobs(backend, specs: list[JobSpec], p: dict) -> dict[int, JobReturn]:
                 save_state(spec, name=handle.name, status=status, reason=reason, elapsed_s=round(elapsed, 1),
                            return_value=value if isinstance(value, (int, float, str, type(None))) else repr(value))
                 results[idx] = make_return(spec, status, value, reason)
-    except (KeyboardInterrupt, _Stop):
-        log.warning("Interrupted: stopping %d running job(s): %s", len(running),
+    except BaseException as e:  # Ctrl-C, SIGTERM, or a bug here: never leave paid jobs running
+        log.warning("%s: stopping %d running job(s): %s", "Interrupted" if isinstance(e, (KeyboardInterrupt, _Stop))
+                    else f"Launcher error ({type(e).__name__})", len(running),
                     ", ".join(h.name for _, h in running.values()))
         for spec, handle in running.values():
             backend.stop(handle)
             save_state(spec, name=handle.name, status="Stopped", reason="stopped by the launcher")
-        raise KeyboardInterrupt
+        if isinstance(e, _Stop):
+            raise KeyboardInterrupt from None
+        raise
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
