@@ -188,40 +188,62 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _logger_alone(tmp: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    base.update(HOME=str(tmp / "home"), NETRC=str(tmp / "home" / ".netrc"), WANDB_DIR=str(tmp / "wandb_dir"),
-                WANDB_CACHE_DIR=str(tmp / "cache"), WANDB_CONFIG_DIR=str(tmp / "config"), WANDB_DATA_DIR=str(tmp / "data"),
-                MPLCONFIGDIR=str(tmp.parent / f"{tmp.name}-matplotlib"))  # its font cache (torchmetrics imports it)
-    base.update(env)
-    return subprocess.run([sys.executable, "-c", SCRIPT, str(tmp / "run")], env=base, capture_output=True, text=True,
-                          timeout=300)
+SCENARIOS = {  # name -> environment; each runs the logger alone in its own process, all at once
+    "disabled": {"WANDB_MODE": "disabled", "WANDB_API_KEY": FAKE_KEY},
+    "no_credentials": {},
+    # a key but no server (a laptop on a train, a locked-down cluster); port 9 on loopback is closed
+    "unreachable": {"WANDB_API_KEY": FAKE_KEY, "WANDB_INIT_TIMEOUT": "5", "WANDB_BASE_URL": "http://127.0.0.1:9"},
+}
 
 
-def test_disabled_mode_writes_nothing(tmp_path):
-    proc = _logger_alone(tmp_path, WANDB_MODE="disabled", WANDB_API_KEY=FAKE_KEY)
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """Run every scenario in parallel (each pays Lightning's import once; two cores do two at a time)."""
+    started = {}
+    for name, env in SCENARIOS.items():
+        tmp = tmp_path_factory.mktemp(name)
+        base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        base.update(HOME=str(tmp / "home"), NETRC=str(tmp / "home" / ".netrc"), WANDB_DIR=str(tmp / "wandb_dir"),
+                    WANDB_CACHE_DIR=str(tmp / "cache"), WANDB_CONFIG_DIR=str(tmp / "config"),
+                    WANDB_DATA_DIR=str(tmp / "data"),
+                    MPLCONFIGDIR=str(tmp.parent / f"{tmp.name}-matplotlib"))  # its font cache (torchmetrics imports it)
+        base.update(env)
+        started[name] = tmp, subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp / "run")], env=base,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = {}
+    for name, (tmp, proc) in started.items():
+        try:
+            out, err = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        results[name] = tmp, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return results
+
+
+def test_disabled_mode_writes_nothing(alone):
+    tmp, proc = alone["disabled"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MODE disabled" in proc.stdout
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    written = [p for p in tmp.rglob("*") if p.is_file()]
     assert not written, written
 
 
-def test_without_credentials_it_goes_offline_by_itself(tmp_path):
-    proc = _logger_alone(tmp_path)
+def test_without_credentials_it_goes_offline_by_itself(alone):
+    tmp, proc = alone["no_credentials"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MODE offline" in proc.stdout
     assert "no API key found" in proc.stderr and "wandb sync" in proc.stderr
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert list((tmp / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
-def test_an_unreachable_server_falls_back_to_offline(tmp_path):
-    """A key but no network (a laptop on a train, a locked-down cluster): training goes on, offline."""
-    proc = _logger_alone(tmp_path, WANDB_API_KEY=FAKE_KEY, WANDB_INIT_TIMEOUT="5",
-                         WANDB_BASE_URL="http://127.0.0.1:9")  # a closed port on loopback: fails at once
+def test_an_unreachable_server_falls_back_to_offline(alone):
+    """Training goes on: a warning, then an offline run to sync later."""
+    tmp, proc = alone["unreachable"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MODE online" in proc.stdout and "could not start an online run" in proc.stderr
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert list((tmp / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert "wandb sync" in proc.stderr
+    assert FAKE_KEY not in proc.stdout + proc.stderr
 
 
 def test_mode_precedence_and_bad_modes(tmp_path, monkeypatch):
