@@ -27,6 +27,13 @@ class Recorder(L.LightningModule):
         self.out, self.read_stepping_batches = out, read_stepping_batches
         self.layer = torch.nn.Linear(3, 1)
 
+    def setup(self, stage: str) -> None:
+        # ddp_spawn children inherit the "spawn" start method, so every epoch's DataLoader workers would
+        # re-import torch and lightning (~45 s here). trainer=ddp (what GPUs use) forks them; so does this.
+        import multiprocessing
+
+        multiprocessing.set_start_method("fork", force=True)
+
     def training_step(self, batch, batch_idx):
         with open(Path(self.out) / f"e{self.current_epoch}-r{self.global_rank}.txt", "a") as f:
             f.write("".join(f"{i}\n" for i in batch["id"]))

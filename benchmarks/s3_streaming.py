@@ -1,0 +1,204 @@
+"""Streaming throughput and scaling: local files, per-object S3, shards (cold and cached), decode alone.
+
+    python benchmarks/s3_streaming.py                      # 1,000 images, 2 workers, scaling 2k..10k
+    python benchmarks/s3_streaming.py --images 2000 --workers 4 --latency-ms 20 --scale 2000,20000,100000
+
+Everything runs in one process tree on one machine, same workers and image size, so the ratios are
+comparable. S3 is a local ``moto_server`` (loopback): ``--latency-ms`` adds a per-request delay through
+the fault proxy to stand in for S3's first-byte latency. Images are the real ABID sample
+(``BINCOUNT_ABID_SAMPLE``) replicated to ``--images`` ids, else synthetic bins at 448 px. The scaling
+section uses tiny JPEGs, because it measures per-image bookkeeping (manifest, memory, time to first
+batch), not decoding. Prints tables; figures go in docs/s3.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the moto_server and fault-proxy helpers the tests use
+
+
+def make_dataset(root: Path, n: int, sample: Path | None, tiny: bool = False) -> Path:
+    """``n`` bins in the ABID layout: real sample images (bytes copied) cycled, or synthetic ones."""
+    from PIL import Image
+
+    (root / "bin-images").mkdir(parents=True, exist_ok=True)
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    if tiny or sample is None:
+        import io
+
+        size = (32, 24) if tiny else (448, 448)
+        buf = io.BytesIO()
+        Image.effect_noise(size, 64).convert("RGB").save(buf, "JPEG", quality=90)
+        sources = [(buf.getvalue(), i) for i in range(6)]
+    else:
+        ids = sorted(p.stem for p in (sample / "bin-images").glob("*.jpg"))
+        sources = [((sample / "bin-images" / f"{i}.jpg").read_bytes(),
+                    json.loads((sample / "metadata" / f"{i}.json").read_text())["EXPECTED_QUANTITY"]) for i in ids]
+    for k in range(n):
+        data, count = sources[k % len(sources)]
+        (root / "bin-images" / f"{k:07d}.jpg").write_bytes(data)
+        (root / "metadata" / f"{k:07d}.json").write_text(json.dumps({"EXPECTED_QUANTITY": count % 6}))
+    return root
+
+
+def rate(loader, limit: int | None = None) -> tuple[float, float, int]:
+    """(images/s, seconds to first batch, images) over one pass of ``loader``."""
+    start, first, n = time.perf_counter(), None, 0
+    for batch in loader:
+        first = first or time.perf_counter() - start
+        n += len(batch["label"])
+        if limit and n >= limit:
+            break
+    seconds = time.perf_counter() - start
+    return n / seconds, first or seconds, n
+
+
+def datamodule(root: str, args, **kw):
+    from bincount.data.datamodule import BinCountDataModule
+
+    dm = BinCountDataModule(root, classes={"min_count": 0, "max_count": 5}, split={"train": 1.0, "val": 0.0, "test": 0.0},
+                            img_size=args.img_size, batch_size=32, num_workers=args.workers, augment="none",
+                            persistent_workers=False, **kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+class DecodeOnly:
+    """The train split's bytes held in memory: decode + resize with no I/O at all (the ceiling)."""
+
+    def __init__(self, blobs: list[bytes], transform) -> None:
+        self.blobs, self.transform = blobs, transform
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def __getitem__(self, i: int) -> dict:
+        from bincount.data.dataset import decode_image_bytes
+
+        return {"image": self.transform(decode_image_bytes(self.blobs[i])), "label": 0, "index": i, "id": str(i)}
+
+
+def throughput(args, work: Path) -> list[list]:
+    from torch.utils.data import DataLoader
+
+    from bincount.data.dataset import collate_skipping_bad
+    from bincount.data.transforms import build_transform
+    from bincount.shards.pack import pack
+    from fault_proxy import FaultProxy
+    from s3_server import FAKE_KEY_ID, FAKE_SECRET, s3_client, start_moto, stop_process, upload_abid
+
+    sample = Path(os.environ["BINCOUNT_ABID_SAMPLE"]) if os.environ.get("BINCOUNT_ABID_SAMPLE") else None
+    local = make_dataset(work / "abid", args.images, sample)
+    rows = []
+    dm = datamodule(str(local), args, cache_dir=str(work / "m"))
+    train = dm.manifest.split("train")
+    blobs = [(local / r.image).read_bytes() for r in train]
+    decode = DataLoader(DecodeOnly(blobs, build_transform(args.img_size, train=False, augment="none")), batch_size=32,
+                        num_workers=args.workers, collate_fn=collate_skipping_bad)
+    ceiling = rate(decode)[0]
+    rows.append(["JPEG decode + resize alone (bytes in memory)", ceiling])
+    rows.append(["local files (map-style)", rate(dm.train_dataloader())[0]])
+
+    os.environ.update(AWS_ACCESS_KEY_ID=FAKE_KEY_ID, AWS_SECRET_ACCESS_KEY=FAKE_SECRET, AWS_DEFAULT_REGION="us-east-1")
+    proc, endpoint = start_moto()
+    try:
+        s3_client(endpoint).create_bucket(Bucket="bench")
+        upload_abid(endpoint, "bench", local, prefix="abid")
+        pack(str(local), "s3://bench/abid/shards", classes=dm.class_range, fractions=(1.0, 0.0, 0.0),
+             cache_dir=str(work / "m"), progress=False, s3={"endpoint_url": endpoint}, chunk_bytes=args.chunk_bytes)
+        with FaultProxy(endpoint, delay=1.0 if args.latency_ms else 0.0, delay_s=args.latency_ms / 1000) as proxy:
+            s3 = {"endpoint_url": proxy.url}
+            try:
+                objects = datamodule("s3://bench/abid", args, reader={"mode": "objects"}, s3=s3,
+                                     cache_dir=str(work / "m3"))
+                rows.append(["S3 per-object GETs (reader=objects)", rate(objects.train_dataloader())[0]])
+            except Exception as e:  # the objects reader is PART A's; report rather than abort the table
+                rows.append([f"S3 per-object GETs: not run ({type(e).__name__}: {str(e)[:60]})", float("nan")])
+            shards = datamodule("s3://bench/abid", args, reader={"mode": "shards", "cache_dir": str(work / "cache")}, s3=s3)
+            loader = shards.train_dataloader()
+            cold = rate(loader)
+            rows.append(["S3 shards, cold (first epoch)", cold[0]])
+            rows.append(["S3 shards, from the cache (second epoch)", rate(loader)[0]])
+    finally:
+        stop_process(proc)
+    again = rate(decode)[0]  # the machine may be shared: the ceiling again, after the S3 rows
+    rows.append(["JPEG decode + resize alone, measured again last", again])
+    ceiling = max(ceiling, again)
+    return [[name, r, r / ceiling if r == r else float("nan")] for name, r in rows]
+
+
+def scaling(args, work: Path) -> list[list]:
+    from bincount.shards.pack import pack
+
+    rows = []
+    for n in args.scale:
+        root = make_dataset(work / f"scale{n}", n, None, tiny=True)
+        tracemalloc.start()
+        start = time.perf_counter()
+        dm = datamodule(str(root), args, cache_dir=str(work / f"sm{n}"))
+        manifest_s = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+        files_first = rate(dm.train_dataloader(), limit=1)[1]
+        start = time.perf_counter()
+        pack(str(root), str(work / f"scale{n}-shards"), classes=dm.class_range, fractions=(1.0, 0.0, 0.0),
+             cache_dir=str(work / f"sm{n}"), progress=False, chunk_bytes=args.chunk_bytes)
+        pack_s = time.perf_counter() - start
+        start = time.perf_counter()
+        shards = datamodule(str(root), args, reader={"mode": "shards", "shards": str(work / f"scale{n}-shards")})
+        setup_s = time.perf_counter() - start
+        shard_first = rate(shards.train_dataloader(), limit=1)[1]
+        rows.append([f"{n:,}", manifest_s, peak, files_first, pack_s, setup_s, shard_first])
+        shutil.rmtree(root)
+    return rows
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for name in header:
+        t.add_column(name, justify="left" if name == header[0] else "right")
+    for row in rows:
+        t.add_row(*[f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row])
+    Console(width=140).print(t)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1000, help="images in the throughput runs (default 1000)")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for every reader (default 2)")
+    parser.add_argument("--img-size", type=int, default=224, help="decode and resize to this side (default 224)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added per S3 request (default 0)")
+    parser.add_argument("--chunk-bytes", default="8MB", help="shard size for pack (default 8MB)")
+    parser.add_argument("--scale", type=lambda s: [int(x) for x in s.split(",") if x], default=[2000, 10000],
+                        help="dataset sizes for the scaling table (default 2000,10000; up to 100000)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"workers {args.workers}, {args.images} images at {args.img_size}px, S3 latency {args.latency_ms} ms")
+    with tempfile.TemporaryDirectory(prefix="bincount-bench-") as tmp:
+        if not args.skip_throughput:
+            table("images/s (one pass)", ["reader", "images/s", "x decode ceiling"], throughput(args, Path(tmp)))
+        if args.scale:
+            table("cost vs dataset size (tiny JPEGs)", ["images", "manifest s", "manifest peak MB",
+                  "files: 1st batch s", "pack s", "shards setup s", "shards: 1st batch s"], scaling(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
