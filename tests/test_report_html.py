@@ -262,3 +262,15 @@ def test_without_matplotlib_the_page_keeps_its_tables(run_dir, tmp_path, monkeyp
     assert "charts need matplotlib" in page and "pip install &#x27;bincount[report]&#x27;" in page
     assert "data:image/png" not in page and "true \\ pred</th>" in page and ">per-class precision, recall, F1</h2>" in page
     assert not (tmp_path / "report").exists()
+
+
+def test_learning_curves_leave_out_the_final_evaluation(tmp_path):
+    """The best checkpoint's evaluation restarts at step 0, epoch 0: not a point on the curve."""
+    from bincount.report.charts import _series
+    from bincount.report.rundata import read_history
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,val/acc\n0,9,0.2\n1,19,0.5\n1,19,\n0,0,0.5\n")
+    history = read_history(path)
+    assert len(history) == 3 and history[-1]["val/acc"] is None
+    assert _series(history, "val/acc") == ([0.0, 1.0], [0.2, 0.5])

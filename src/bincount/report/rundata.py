@@ -52,10 +52,23 @@ def _float(value: str) -> Optional[float]:
 
 
 def read_history(path: Path) -> list[dict]:
+    """The training rows of ``csv/metrics.csv``: up to where the step counter restarts.
+
+    After fitting, ``train()`` evaluates the best checkpoint with a fresh Trainer that logs into the same
+    file at step 0, epoch 0; those rows are final numbers, not a point on the learning curve.
+    """
     if not path.is_file():
         return []
+    rows, last_step = [], -1.0
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        for row in csv.DictReader(f):
+            values = {k: _float(v) for k, v in row.items()}
+            step = values.get("step")
+            if step is not None and step < last_step:
+                break
+            last_step = step if step is not None else last_step
+            rows.append(values)
+    return rows
 
 
 def load_run(run_dir: str | Path) -> RunData:
