@@ -123,3 +123,12 @@ def test_train_py_trains_one_epoch_from_s3_shards(shards, s3_endpoint, tmp_path)
     assert list((tmp_path / "cache" / "shards").rglob("chunk-*.bin"))  # streamed through the cache
     assert os.environ.get("AWS_SECRET_ACCESS_KEY", "unset") not in proc.stdout + proc.stderr
     assert os.environ.get("AWS_SECRET_ACCESS_KEY", "unset") not in (run / ".hydra" / "config.yaml").read_text()
+
+
+def test_cache_at_the_checked_minimum_streams_an_epoch_without_hanging(shards, s3_endpoint, tmp_path):
+    """The up-front check is not too lax: a limit exactly at the minimum still streams (evicting as it goes)."""
+    probe = _dm(s3_endpoint, tmp_path / "probe", workers=2)
+    need = sum(1 * 2 * 3 * max(probe.shards.chunk_sizes(s)) for s in probe.datasets)
+    n = shards["splits"]["train"]
+    dm = _dm(s3_endpoint, tmp_path / "cache", batch_size=_divisor(n), workers=2, cache_limit=need)
+    assert sorted(_epoch_ids(dm)) == sorted(dm.split_ids("train"))
