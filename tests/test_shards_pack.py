@@ -130,3 +130,18 @@ def test_pack_with_empty_splits_writes_only_the_train_split(tiny_abid, tmp_path)
                 progress=False)
     assert info["splits"] == {"train": 52, "val": 0, "test": 0}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.csv", "pack.json", "train"]
+
+
+def test_a_corrupt_packed_image_follows_the_skip_fail_policy(tiny_abid):
+    from bincount.shards.stream import ShardSample
+
+    good = (tiny_abid / "bin-images" / "00001.jpg").read_bytes()
+    item = {"id": "00001", "index": 7, "label": 0, "count": 1, "image": good[:150]}
+    skipped = ShardSample(None, "skip")(item)
+    assert set(skipped) == {"bad", "index"} and skipped["index"] == 7
+    bad = skipped["bad"]
+    assert bad[0] == "00001" and "bin-images/00001.jpg" in bad[1]
+    with pytest.raises(DataError, match=r"00001.jpg \(packed\).*bad_input='fail'"):
+        ShardSample(None, "fail")(item)
+    sample = ShardSample(None, "skip")({**item, "image": good})
+    assert sample["image"].shape[0] == 3 and sample["index"] == 7 and sample["id"] == "00001"
