@@ -123,6 +123,7 @@ class BinCountWandbLogger(WandbLogger):
             group=auto_group(task_name) if group == "auto" else group, job_type=job_type,
             tags=list(tags or []), notes=notes, mode=self.mode,
         )
+        self._wandb_init.pop("anonymous", None)  # Lightning passes None; W&B warns that it is deprecated
 
     @property
     @rank_zero_experiment
