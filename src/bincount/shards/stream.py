@@ -167,11 +167,23 @@ class ShardStreams:
     def dataset(self, split: str, sample: Callable[[dict], dict], shuffle: bool, seed: int, budget: int):
         from litdata import StreamingDataset
 
+        _quiet_cache_size_advice()
         return StreamingDataset(
             join(self.url, split), cache_dir=_split_cache(self.reader.cache_dir, split), shuffle=shuffle, seed=seed,
             max_cache_size=budget, max_pre_download=self.reader.max_pre_download, transform=sample,
             storage_options=storage_options(self.s3) if is_s3(self.url) else None,
         )
+
+
+def _quiet_cache_size_advice() -> None:
+    """litdata warns about any cache under 25 GB; the budget here is checked against the real chunk sizes."""
+    name = "litdata.streaming.dataset"
+    if not any(getattr(f, "bincount", False) for f in logging.getLogger(name).filters):
+        def drop(record: logging.LogRecord) -> bool:
+            return "max_cache_size` is less than 25GB" not in record.getMessage()
+
+        drop.bincount = True  # type: ignore[attr-defined]
+        logging.getLogger(name).addFilter(drop)
 
 
 def _split_cache(cache_dir: str | None, split: str) -> str | None:
