@@ -147,7 +147,7 @@ def test_cluster_from_sagemaker_variables():
            "SM_MASTER_PORT": "7777", "TRAINING_JOB_NAME": "j"}
     assert lightning_cluster_args(env) == {"num_nodes": 2, "devices": 4}
     assert lightning_cluster_args({}) == {}, "local runs are unchanged"
-    assert Cluster.from_env(env).torchrun() == ["torchrun", "--nnodes=2", "--nproc_per_node=4", "--node_rank=1",
+    assert Cluster.from_env(env).torchrun() == ["python", "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=4", "--node_rank=1",
                                                "--master_addr=algo-1", "--master_port=7777"]
 
 

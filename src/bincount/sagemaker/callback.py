@@ -55,7 +55,8 @@ def write_result(path: Path, status: str, return_value: Any = None, error: str |
 
 
 def is_rank_zero() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+    """torchrun sets RANK; Lightning's own DDP launch sets LOCAL_RANK/NODE_RANK in the processes it starts."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 class JobCallback(Callback):

@@ -86,11 +86,15 @@ class Cluster:
 
     @property
     def distributed(self) -> bool:
-        return self.hosts > 1 or self.gpus > 1
+        """Several hosts need torchrun; several GPUs on one host are Lightning's own DDP launch."""
+        return self.hosts > 1
 
-    def torchrun(self) -> list[str]:
-        """torchrun across the job's hosts, one process per GPU (SageMaker's command mode starts none)."""
-        return ["torchrun", f"--nnodes={self.hosts}", f"--nproc_per_node={max(self.gpus, 1)}",
+    def torchrun(self, python: str = "python") -> list[str]:
+        """torchrun across the job's hosts, one process per GPU (SageMaker's command mode starts none).
+
+        ``python -m torch.distributed.run`` is torchrun without relying on PATH.
+        """
+        return [python, "-m", "torch.distributed.run", f"--nnodes={self.hosts}", f"--nproc_per_node={max(self.gpus, 1)}",
                 f"--node_rank={self.rank}", f"--master_addr={self.master_addr}",
                 f"--master_port={self.master_port}"]
 

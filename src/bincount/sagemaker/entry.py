@@ -3,7 +3,7 @@
 It runs in the container (or the local backend's scratch tree) around the real training process:
 reads secrets by name from AWS Secrets Manager, links the job's checkpoint directory to
 ``/opt/ml/checkpoints`` (synced to S3, so a restarted spot job finds its last checkpoint), starts
-``python SCRIPT OVERRIDES`` (``torchrun`` across hosts and GPUs when there are several), copies the
+``python SCRIPT OVERRIDES`` (``torchrun`` across hosts when there are several), copies the
 run directory to ``/opt/ml/output/data`` and, on failure, writes a short reason to
 ``/opt/ml/output/failure``, which SageMaker shows as the job's FailureReason.
 Standard library only (boto3 lazily, for secrets): the container's Python is not the user's.
@@ -64,13 +64,13 @@ def link_checkpoints(job_dir: Path, subdir: str | None, target: Path) -> None:
 def child_command(args: argparse.Namespace, cluster: Cluster, job_dir: Path) -> list[str]:
     if args.pickle:
         if cluster.distributed:
-            raise JobSetupError("payload=pickle runs one process; use payload=script for several hosts or GPUs")
+            raise JobSetupError("payload=pickle runs one process; use payload=script for several hosts")
         return [sys.executable, "-m", "bincount.sagemaker.invoke", args.pickle]
     quoted = str(job_dir).replace("\\", "\\\\").replace("'", "\\'")  # ',' and '=' are override syntax
     # hydra.mode=RUN: an override like +launch=sagemaker (MULTIRUN preset) must not launch again from the job.
     overrides = [*args.overrides, f"hydra.run.dir='{quoted}'", "hydra.mode=RUN", CALLBACK]
     if cluster.distributed:
-        return [*cluster.torchrun(), args.script, *overrides]
+        return [*cluster.torchrun(sys.executable), args.script, *overrides]
     return [sys.executable, args.script, *overrides]
 
 

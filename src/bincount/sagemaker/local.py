@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,12 @@ from pathlib import Path
 
 from bincount.sagemaker.contract import Layout
 from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass
@@ -62,6 +69,8 @@ class LocalBackend:
         python = self.local["python"] or sys.executable
         src = [str(cwd / "src")] if (cwd / "src").is_dir() else []
         env = {**os.environ, **spec.env, **layout.env(name, num_gpus=self.local["num_gpus"]),
+               # no algo-1 host here: torchrun's rendezvous on loopback, on a free port
+               "SM_MASTER_ADDR": "127.0.0.1", "SM_MASTER_PORT": str(free_port()),
                "PYTHONPATH": os.pathsep.join([*src, os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)}
         # The scratch code channel has no data/: share the launch directory's dataset and caches.
         env.setdefault("BINCOUNT_DATA_DIR", str(Path.cwd() / "data"))

@@ -7,7 +7,7 @@ nodes; other Hydra apps can use the ``*_base`` nodes directly.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
