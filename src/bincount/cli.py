@@ -15,12 +15,12 @@ import sys
 # name -> (module, one-line help). Add a subcommand by adding a line here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("bincount.data.synthetic", "render synthetic bins in the ABID layout"),
-    "report": ("bincount.report.cli", "(re)build a run directory's report.html and PNG charts"),
     "fetch": ("bincount.s3.fetch", "fetch ABID (capstone list, a count range, or all) from S3 to a dir or bucket"),
-    "pack": ("bincount.shards.pack", "pack an ABID-layout dataset (local or s3://) into shuffled shards for streaming"),
     "sweep-report": ("bincount.sweep.cli", "sweep report (table, best config, plots) for a multirun dir"),
     "runs": ("bincount.compare.runs", "list runs and sweeps under the output root with their key metrics, sortable"),
     "compare": ("bincount.compare.compare", "compare runs: config differences, metrics, McNemar's test and bootstrap CIs"),
+    "pack": ("bincount.shards.pack", "pack an ABID-layout dataset (local or s3://) into shuffled shards for streaming"),
+    "report": ("bincount.report.cli", "(re)build a run directory's report.html and PNG charts"),
 }
 
 

@@ -124,6 +124,21 @@ def _route_lightning_logs_through_hydra() -> None:
         logging.getLogger(name).handlers.clear()
 
 
+def _leave_process_group() -> None:
+    """End DDP after fit, on every rank, before rank 0 evaluates alone.
+
+    Otherwise the one-device evaluation still sees the process group (torchmetrics and ``sync_dist``
+    reduce over it) while the other ranks have returned, and rank 0 waits for them forever: a
+    torchrun/SageMaker multi-GPU job would bill until its max runtime. ``ddp_spawn`` hid this, since
+    its main process never joins the group.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, evaluate the best checkpoint, write the run's files; return ``cfg.optimized_metric``."""
     started = time.time()
@@ -148,7 +163,9 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.resume:
         log.info("Resuming from %s" % resume_from if resume_from else "resume=true: no checkpoint yet, starting fresh")
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    if not trainer.is_global_zero:
+    is_global_zero = trainer.is_global_zero
+    _leave_process_group()
+    if not is_global_zero:
         return None
 
     ckpt_cb = _checkpoint_callback(trainer)
