@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=tiny", "data.synthetic.num_images=60", "data.synthetic.size=64", "data.synthetic.workers=1",
         "data.img_size=32", "data.batch_size=16", "data.num_workers=0", "data.persistent_workers=false",
         "trainer.max_epochs=1", "callbacks.progress_bar=null", "callbacks.model_summary=null", "logger=csv",
-        "hydra/sweeper=basic", "hydra.launcher.poll_interval_s=0.2"]
+        "hydra/sweeper=basic", "hydra.launcher.poll_interval_s=0.2", "report=false"]
 
 
 def command(sweep_dir: Path, *args: str) -> list[str]:
