@@ -61,33 +61,47 @@ def sweep_of(path: Path) -> Path | None:
     return None
 
 
-def load_run(path: str | Path) -> Run:
-    """Read one run directory; :class:`RunError` names the missing or malformed file."""
-    path = Path(path)
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A run directory's ``metrics.json``; :class:`RunError` names the missing or malformed file."""
     if not path.is_dir():
-        raise RunError(f"{path}: not a directory")
+        raise RunError(f"{path}: not a directory (it does not exist or is a file)")
     metrics_file = path / "metrics.json"
     if not metrics_file.is_file():
-        raise RunError(f"{metrics_file}: missing (an unfinished or failed run? train.py writes it at the end)")
+        found = sorted(p.name for p in path.iterdir())[:12]
+        raise RunError(f"{metrics_file}: missing; with no metrics.json, {path} is not a finished run directory "
+                       f"(it holds {found}; an unfinished or failed run? train.py writes it at the end)")
     try:
         metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RunError(f"{metrics_file}: malformed JSON ({error})") from error
     if not isinstance(metrics, dict):
         raise RunError(f"{metrics_file}: expected a JSON object of metrics, got {type(metrics).__name__}")
+    return metrics
+
+
+def read_overrides(path: Path) -> list[str]:
+    """The Hydra overrides a run was started with (``.hydra/overrides.yaml``; none for other runs)."""
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides = _read_yaml(overrides_file) if overrides_file.is_file() else []
+    if not isinstance(overrides, list):
+        raise RunError(f"{overrides_file}: expected a list of overrides, got {type(overrides).__name__}")
+    return [str(o) for o in overrides]
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run directory; :class:`RunError` names the missing or malformed file."""
+    path = Path(path)
+    metrics = read_metrics(path)
     config_file = next((path / name for name in CONFIG_FILES if (path / name).is_file()), None)
     if config_file is None:
         raise RunError(f"{path}: no config ({' or '.join(CONFIG_FILES)})")
     config = _read_yaml(config_file) or {}
     if not isinstance(config, dict):
         raise RunError(f"{config_file}: expected a mapping, got {type(config).__name__}")
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    overrides = _read_yaml(overrides_file) if overrides_file.is_file() else []
-    if not isinstance(overrides, list):
-        raise RunError(f"{overrides_file}: expected a list of overrides, got {type(overrides).__name__}")
+    overrides = read_overrides(path)
     own = {str(path), str(path.resolve())}  # e.g. trainer.default_root_dir: this run's own directory, never a setting
     flat = {k: v for k, v in flatten(config).items() if k not in RUN_SPECIFIC_KEYS and not (isinstance(v, str) and v in own)}
-    return Run(path, metrics, flat, [str(o) for o in overrides], sweep_of(path))
+    return Run(path, metrics, flat, overrides, sweep_of(path))
 
 
 def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:

@@ -8,16 +8,14 @@ time (``bincount report RUN_DIR``), on another machine, long after training.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
+from bincount.compare.rundir import CONFIG_FILES, RunError, read_metrics, read_overrides
 
-
-class RunDirError(ValueError):
-    """The directory is not a finished run directory; the message says what is missing."""
+# One reader of run directories for the whole package: bincount.compare.rundir (metrics, overrides, errors).
+RunDirError = RunError
 
 
 @dataclass
@@ -78,25 +76,14 @@ def load_run(run_dir: str | Path) -> RunData:
     from bincount.metrics import read_predictions_csv
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory {str(run_dir)!r} does not exist")
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
-        found = sorted(p.name for p in run_dir.iterdir())[:12]
-        raise RunDirError(f"{run_dir} has no metrics.json, so it is not a finished run directory "
-                          f"(it holds {found}); pass a directory under logs/train/runs/ or logs/train/multiruns/<time>/")
-    try:
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RunDirError(f"{metrics_file} is not valid JSON: {err}") from None
+    metrics = read_metrics(run_dir)
     data = RunData(run_dir=run_dir, metrics=metrics)
     for name in CONFIG_FILES:
         if (run_dir / name).is_file():
             data.config_text = (run_dir / name).read_text(encoding="utf-8")
             data.config = OmegaConf.to_container(OmegaConf.create(data.config_text), resolve=False) or {}
             break
-    if (run_dir / ".hydra" / "overrides.yaml").is_file():
-        data.overrides = list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") or [])
+    data.overrides = read_overrides(run_dir)
     if (run_dir / "predictions.csv").is_file():
         data.predictions = read_predictions_csv(run_dir / "predictions.csv")
     data.history = read_history(run_dir / "csv" / "metrics.csv")
