@@ -15,6 +15,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bincount.resolvers import register_resolvers
+
+# Tests compose conf/ in process (hydra.compose); train.py registers the same resolvers before composing.
+register_resolvers()
+
 SAMPLE_ENV = "BINCOUNT_ABID_SAMPLE"
 TINY_COUNTS = tuple(i % 7 for i in range(1, 61))  # 60 bins, counts 0..6, 8-9 bins each
 

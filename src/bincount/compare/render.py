@@ -55,9 +55,10 @@ def console(stderr: bool = False):
 
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False)
+    # Messages on stderr are never folded: they name files, and a folded path cannot be copied or grepped.
+    out = Console(stderr=stderr, highlight=False, soft_wrap=stderr)
     if not out.is_terminal and "COLUMNS" not in os.environ:
-        out = Console(stderr=stderr, highlight=False, width=160)
+        out = Console(stderr=stderr, highlight=False, width=160, soft_wrap=stderr)
     return out
 
 
