@@ -86,23 +86,50 @@ def _train_ids(tiny_abid: Path, packed: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ddp_two_ranks_two_workers_see_each_sample_once_per_epoch_reshuffled(tiny_abid, packed, tmp_path):
+def test_ddp_two_ranks_two_workers_see_every_sample_per_epoch_reshuffled(tiny_abid, packed, tmp_path):
+    """2 ranks x 2 workers, a batch size that does not divide the split: litdata alone would drop the rest."""
     train = _train_ids(tiny_abid, packed)
     n, world = len(train), 2
-    batch = next((b for b in range(6, 1, -1) if n % (world * b) == 0), 4)
+    batch = next(b for b in range(6, 1, -1) if n % (world * b))
+    steps = -(-n // (world * batch))  # per rank: ceil, not floor
     _trainer(devices=world, strategy="ddp_spawn", max_epochs=2).fit(Recorder(str(tmp_path)),
                                                                     datamodule=_dm(tiny_abid, packed, batch))
     epochs = []
     for epoch in range(2):
         ranks = [_ids(tmp_path / f"e{epoch}-r{r}.txt") for r in range(world)]
-        assert len(ranks[0]) == len(ranks[1]) > 0  # equal batch counts per rank: no DDP hang
+        assert len(ranks[0]) == len(ranks[1]) == steps * batch  # equal batch counts per rank: no DDP hang
         seen = ranks[0] + ranks[1]
-        assert len(seen) == len(set(seen))  # no sample twice, across ranks and workers
-        # litdata's drop_last under DDP: fewer than world x batch samples left out (none when they divide n)
-        assert len(seen) == world * batch * ((n // batch) // world)
-        assert set(seen) <= set(train) and len(set(train) - set(seen)) < world * batch
+        assert set(seen) == set(train)  # every training sample, across ranks and workers
+        repeats = len(seen) - n
+        assert 0 < repeats < world * batch and max(map(seen.count, seen)) == 2  # the documented bound
         epochs.append(seen)
     assert epochs[0] != epochs[1]  # reshuffled
+
+
+@pytest.mark.parametrize("world,workers,batch", [(2, 2, 5), (3, 2, 4), (4, 3, 32), (2, 1, 1)])
+def test_padded_assignment_equal_batches_every_sample_bounded_repeats(tiny_abid, packed, tmp_path, world, workers,
+                                                                      batch):
+    """The per-worker plan every rank computes, read back through litdata for each simulated rank/worker."""
+    from litdata.utilities.env import _DistributedEnv, _WorkerEnv
+
+    from bincount.shards.padding import PaddedStreamingDataset
+
+    def read(rank: int, worker: int, epoch: int) -> list[str]:
+        ds = PaddedStreamingDataset(str(packed / "train"), shuffle=True, seed=7, cache_dir=str(tmp_path / "c"))
+        ds.distributed_env, ds._forced_worker_env = _DistributedEnv(world, rank, 1), _WorkerEnv(workers, worker)
+        ds.set_batch_size(batch), ds.set_num_workers(workers), ds.set_epoch(epoch)
+        return [item["id"] for item in ds]
+
+    train, plans = set(_train_ids(tiny_abid, packed)), {}
+    for epoch in (1, 2):
+        ranks = [[read(r, w, epoch) for w in range(workers)] for r in range(world)]
+        batches = [sum(-(-len(ids) // batch) for ids in rank) for rank in ranks]
+        seen = [i for rank in ranks for ids in rank for i in ids]
+        assert set(seen) == train  # every sample
+        assert len(set(batches)) == 1 and len(seen) == batches[0] * world * batch  # no rank runs short
+        assert len(seen) - len(train) < world * batch  # repeats bounded
+        plans[epoch] = seen
+    assert set(plans[1]) == set(plans[2]) and plans[1] != plans[2]
 
 
 def _resume_run(tiny_abid, packed, out: Path, batch: int, kill_at: int, stepping: bool) -> tuple[list, list]:

@@ -10,9 +10,9 @@ the streaming; this module adds what it does not do, each for a measured reason 
 * **datasets are built in ``setup()``**, after the process group exists, so rank sharding is right;
 * **the class range and splits are the pack's**: training with a different ``data.classes`` is refused.
 
-Under DDP litdata forces ``drop_last``: every rank gets the same number of full batches, and fewer
-than ``world_size x batch_size`` training samples are left out per epoch (different ones each epoch,
-since the chunk order is reshuffled per epoch). With one process only the last partial batch is dropped.
+* **no sample dropped under DDP**: litdata forces ``drop_last`` there (equal batch counts per rank);
+  ``bincount.shards.padding`` pads each epoch with fewer than ``world_size x batch_size`` repeats
+  instead, so every sample is seen at least once per epoch (as ``DistributedSampler`` does).
 """
 
 from __future__ import annotations
@@ -166,10 +166,10 @@ class ShardStreams:
         return manifest, datasets
 
     def dataset(self, split: str, sample: Callable[[dict], dict], shuffle: bool, seed: int, budget: int):
-        from litdata import StreamingDataset
+        from bincount.shards.padding import PaddedStreamingDataset
 
         _quiet_cache_size_advice()
-        return StreamingDataset(
+        return PaddedStreamingDataset(
             join(self.url, split), cache_dir=_split_cache(self.reader.cache_dir, split), shuffle=shuffle, seed=seed,
             max_cache_size=budget, max_pre_download=self.reader.max_pre_download, transform=sample,
             storage_options=storage_options(self.s3) if is_s3(self.url) else None,
