@@ -79,6 +79,9 @@ class FaultProxy:
 def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in two writes; with Nagle on, the client's delayed ACK stalls each
+        # response by ~25-40 ms (measured: 37 ms per GET through the proxy vs 11 ms direct)
+        disable_nagle_algorithm = True
 
         def log_message(self, *args) -> None:  # quiet
             pass
