@@ -49,7 +49,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def print_table(title: str, header: list[str], rows: list[list]) -> None:
+def print_table(title: str, header: list[str], rows: list[list], digits: int = 1) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -57,5 +57,5 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
     for name in header:
         table.add_column(name, justify="right" if name != header[0] else "left")
     for row in rows:
-        table.add_row(*[f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[f"{v:,.{digits}f}" if isinstance(v, float) else str(v) for v in row])
     Console().print(table)

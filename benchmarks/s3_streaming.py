@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the moto_server and fault-proxy helpers the tests use
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, median, print_table  # noqa: E402
 
 
 def make_dataset(root: Path, n: int, sample: Path | None, tiny: bool = False) -> Path:
@@ -92,6 +93,8 @@ class DecodeOnly:
 
 
 def throughput(args, work: Path) -> list[list]:
+    """Every reader for ``--rounds`` interleaved rounds; each round's figures are divided by that round's
+    decode-only figure, and the table gives medians (one pass is a few seconds: single passes swing)."""
     from torch.utils.data import DataLoader
 
     from bincount.data.dataset import collate_skipping_bad
@@ -102,15 +105,15 @@ def throughput(args, work: Path) -> list[list]:
 
     sample = Path(os.environ["BINCOUNT_ABID_SAMPLE"]) if os.environ.get("BINCOUNT_ABID_SAMPLE") else None
     local = make_dataset(work / "abid", args.images, sample)
-    rows = []
     dm = datamodule(str(local), args, cache_dir=str(work / "m"))
     train = dm.manifest.split("train")
     blobs = [(local / r.image).read_bytes() for r in train]
     decode = DataLoader(DecodeOnly(blobs, build_transform(args.img_size, train=False, augment="none")), batch_size=32,
                         num_workers=args.workers, collate_fn=collate_skipping_bad)
-    ceiling = rate(decode)[0]
-    rows.append(["JPEG decode + resize alone (bytes in memory)", ceiling])
-    rows.append(["local files (map-style)", rate(dm.train_dataloader())[0]])
+    names = ["JPEG decode + resize alone (bytes in memory)", "local files (map-style)",
+             "S3 per-object GETs (reader=objects)", "S3 shards, cold (first epoch)",
+             "S3 shards, from the cache (second epoch)"]
+    rounds: list[list[float]] = []
 
     os.environ.update(AWS_ACCESS_KEY_ID=FAKE_KEY_ID, AWS_SECRET_ACCESS_KEY=FAKE_SECRET, AWS_DEFAULT_REGION="us-east-1")
     proc, endpoint = start_moto()
@@ -121,23 +124,18 @@ def throughput(args, work: Path) -> list[list]:
              cache_dir=str(work / "m"), progress=False, s3={"endpoint_url": endpoint}, chunk_bytes=args.chunk_bytes)
         with FaultProxy(endpoint, delay=1.0 if args.latency_ms else 0.0, delay_s=args.latency_ms / 1000) as proxy:
             s3 = {"endpoint_url": proxy.url}
-            try:
-                objects = datamodule("s3://bench/abid", args, reader={"mode": "objects"}, s3=s3,
-                                     cache_dir=str(work / "m3"))
-                rows.append(["S3 per-object GETs (reader=objects)", rate(objects.train_dataloader())[0]])
-            except Exception as e:  # report the failure in its row rather than lose the other rows
-                rows.append([f"S3 per-object GETs: not run ({type(e).__name__}: {str(e)[:60]})", float("nan")])
-            shards = datamodule("s3://bench/abid", args, reader={"mode": "shards", "cache_dir": str(work / "cache")}, s3=s3)
-            loader = shards.train_dataloader()
-            cold = rate(loader)
-            rows.append(["S3 shards, cold (first epoch)", cold[0]])
-            rows.append(["S3 shards, from the cache (second epoch)", rate(loader)[0]])
+            objects = datamodule("s3://bench/abid", args, reader={"mode": "objects"}, s3=s3, cache_dir=str(work / "m3"))
+            for r in range(args.rounds):
+                shards = datamodule("s3://bench/abid", args, s3=s3,  # a fresh cache each round: cold is cold
+                                    reader={"mode": "shards", "cache_dir": str(work / f"cache{r}")})
+                loader = shards.train_dataloader()
+                rounds.append([rate(decode)[0], rate(dm.train_dataloader())[0], rate(objects.train_dataloader())[0],
+                               rate(loader)[0], rate(loader)[0]])
+                shutil.rmtree(work / f"cache{r}", ignore_errors=True)
     finally:
         stop_process(proc)
-    again = rate(decode)[0]  # the machine may be shared: the ceiling again, after the S3 rows
-    rows.append(["JPEG decode + resize alone, measured again last", again])
-    ceiling = max(ceiling, again)
-    return [[name, r, r / ceiling if r == r else float("nan")] for name, r in rows]
+    return [[name, median([r[i] for r in rounds]), median([r[i] / r[0] for r in rounds]),
+             min(r[i] / r[0] for r in rounds), max(r[i] / r[0] for r in rounds)] for i, name in enumerate(names)]
 
 
 def latency_bound(args, work: Path) -> list[list]:
@@ -166,7 +164,7 @@ def latency_bound(args, work: Path) -> list[list]:
         def measure(url: str, threads: int) -> float:
             store = open_store("s3://bound/abid", {"endpoint_url": url, "max_pool_connections": threads})
             store.read_many(keys[:threads])  # connections and the client, outside the timing
-            n = min(len(keys), max(40, 10 * threads))
+            n = min(len(keys), max(100, 10 * threads))
             start = time.perf_counter()
             got = store.read_many(keys[:n])
             seconds = time.perf_counter() - start
@@ -191,6 +189,7 @@ def scaling(args, work: Path) -> list[list]:
     from bincount.shards.pack import pack
 
     rows = []
+    datamodule(str(make_dataset(work / "warmup", 60, None, tiny=True)), args, cache_dir=str(work / "warm"))  # imports
     for n in args.scale:
         root = make_dataset(work / f"scale{n}", n, None, tiny=True)
         tracemalloc.start()
@@ -213,18 +212,6 @@ def scaling(args, work: Path) -> list[list]:
     return rows
 
 
-def table(title: str, header: list[str], rows: list[list]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for name in header:
-        t.add_column(name, justify="left" if name == header[0] else "right")
-    for row in rows:
-        t.add_row(*[f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row])
-    Console(width=140).print(t)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1000, help="images in the throughput runs (default 1000)")
@@ -234,27 +221,28 @@ def main() -> None:
     parser.add_argument("--chunk-bytes", default="8MB", help="shard size for pack (default 8MB)")
     parser.add_argument("--scale", type=lambda s: [int(x) for x in s.split(",") if x], default=[2000, 10000],
                         help="dataset sizes for the scaling table (default 2000,10000; up to 100000)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every reader (default 3)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--bound-ms", type=float, default=50.0,
                         help="latency added per GET in the latency-bound table (default 50; 0 skips the table)")
     parser.add_argument("--in-flight", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 4, 16],
                         help="requests in flight for the latency-bound table (default 1,4,16)")
     args = parser.parse_args()
-    import torch
-
-    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"workers {args.workers}, {args.images} images at {args.img_size}px, S3 latency {args.latency_ms} ms")
+    print(f"machine: {machine()}; DataLoader workers {args.workers}, {args.images} images at {args.img_size}px, "
+          f"S3 latency added {args.latency_ms:g} ms")
     with tempfile.TemporaryDirectory(prefix="bincount-bench-") as tmp:
         if not args.skip_throughput:
-            table("images/s (one pass)", ["reader", "images/s", "x decode ceiling"], throughput(args, Path(tmp)))
+            print_table(f"images/s, median of {args.rounds} interleaved rounds",
+                        ["reader", "images/s", "x decode ceiling (median)", "min", "max"],
+                        throughput(args, Path(tmp)), digits=2)
         if args.bound_ms > 0 and args.in_flight:
-            table(f"per-object GETs, bytes only, {args.bound_ms:g} ms added per request",
-                  ["in flight", "images/s", "round trip ms", "bound: in flight / round trip",
-                   "server max (0 ms added)", "x min(bound, server max)"],
-                  latency_bound(args, Path(tmp)))
+            print_table(f"per-object GETs, bytes only, {args.bound_ms:g} ms added per request",
+                        ["in flight", "images/s", "round trip ms", "bound: in flight / round trip",
+                         "server max (0 ms added)", "x min(bound, server max)"], latency_bound(args, Path(tmp)), digits=2)
         if args.scale:
-            table("cost vs dataset size (tiny JPEGs)", ["images", "manifest s", "manifest peak MB",
-                  "files: 1st batch s", "pack s", "shards setup s", "shards: 1st batch s"], scaling(args, Path(tmp)))
+            print_table("cost vs dataset size (tiny JPEGs)", ["images", "manifest s", "manifest peak MB",
+                        "files: 1st batch s", "pack s", "shards setup s", "shards: 1st batch s"],
+                        scaling(args, Path(tmp)), digits=2)
 
 
 if __name__ == "__main__":

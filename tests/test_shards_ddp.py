@@ -132,6 +132,35 @@ def test_padded_assignment_equal_batches_every_sample_bounded_repeats(tiny_abid,
     assert set(plans[1]) == set(plans[2]) and plans[1] != plans[2]
 
 
+def test_padded_plan_resumes_mid_epoch_on_the_padded_rank(tiny_abid, packed, tmp_path):
+    """Rank 1 of 2 holds the repeats; litdata's mid-epoch replay of its plan continues where it stopped.
+
+    Two workers, batches taken round-robin as ``StreamingDataLoader`` does; the state after 3 batches
+    is loaded into fresh datasets (as the worker processes of a resumed run would be).
+    """
+    from litdata.utilities.env import _DistributedEnv, _WorkerEnv
+
+    from bincount.shards.padding import PaddedStreamingDataset
+
+    world, workers, batch, rank = 2, 2, 5, 1
+
+    def dataset(worker: int, state: dict | None = None):
+        ds = PaddedStreamingDataset(str(packed / "train"), shuffle=True, seed=7, cache_dir=str(tmp_path / "c"))
+        ds.distributed_env, ds._forced_worker_env = _DistributedEnv(world, rank, 1), _WorkerEnv(workers, worker)
+        ds.set_batch_size(batch), ds.set_num_workers(workers), ds.set_epoch(1)
+        if state:
+            ds.load_state_dict(state)
+        return ds
+
+    full = [[item["id"] for item in dataset(w)] for w in range(workers)]
+    assert sum(map(len, full)) == batch * -(-len(_train_ids(tiny_abid, packed)) // (world * batch))
+    taken = 3  # batches: worker 0, worker 1, worker 0
+    state = dataset(0).state_dict(taken * batch, workers, batch)
+    consumed = [2 * batch, batch]
+    for w in range(workers):
+        assert [item["id"] for item in dataset(w, dict(state))] == full[w][consumed[w]:]
+
+
 def _resume_run(tiny_abid, packed, out: Path, batch: int, kill_at: int, stepping: bool) -> tuple[list, list]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
