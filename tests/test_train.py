@@ -61,8 +61,10 @@ def read_csv(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_single_run_leaves_config_checkpoints_metrics_and_predictions(data_dir, tmp_path):
-    run_train([], data_dir, tmp_path)
+    proc = run_train([], data_dir, tmp_path)
     run = single_run_dir(tmp_path)
+    console = proc.stdout + proc.stderr
+    assert console.count("Seed set to") == 1, console[-3000:]  # Lightning's messages once, in Hydra's format
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "resolved_config.yaml").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     metrics = json.loads((run / "metrics.json").read_text())

@@ -119,8 +119,9 @@ def objective(metrics: dict, name: str) -> float:
 
 
 def _route_lightning_logs_through_hydra() -> None:
-    """Lightning adds its own console handler; Hydra's root handlers (console + run log file) suffice."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    """Lightning adds its own console handlers (on ``lightning`` and its subpackages); without them each
+    message reaches the console once, through Hydra's root handlers (console + the run's log file)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
 
 
