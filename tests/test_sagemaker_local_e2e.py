@@ -98,7 +98,9 @@ def test_relaunch_skips_completed_and_failed_job_carries_its_reason(sweep, data_
 @pytest.mark.slow
 def test_ctrl_c_stops_the_job_and_relaunch_resumes_from_its_checkpoint(data_dir, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = ["+launch=sagemaker_local", "trainer.max_epochs=3", "data.synthetic.num_images=200",
+    # 4 epochs of 400 images: Ctrl-C lands after the first checkpoint with ~3 epochs to spare, even when
+    # xdist workers share the cores (3 x 200 once raced: the job completed before the stop took effect)
+    args = ["+launch=sagemaker_local", "trainer.max_epochs=4", "data.synthetic.num_images=400",
             "callbacks.early_stopping=null", "test=false"]
     env = environment(data_dir, tmp_path)
     launcher = subprocess.Popen(command(sweep_dir, *args), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -122,7 +124,7 @@ def test_ctrl_c_stops_the_job_and_relaunch_resumes_from_its_checkpoint(data_dir,
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     log = (sweep_dir / "0" / "sagemaker_job.log").read_text()
     assert "checkpoints from an earlier attempt" in log and "Restoring states from the checkpoint" in log
-    assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["epochs_trained"] == 3
+    assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["epochs_trained"] == 4
 
 
 def test_config_hash_mismatch_fails_loudly(monkeypatch, tmp_path):
