@@ -66,6 +66,37 @@ def test_stream_from_s3_caches_so_the_second_epoch_reads_local_disk(shards, s3_e
     assert sorted(i for b in dm.val_dataloader() for i in b["id"]) == sorted(dm.split_ids("val"))
 
 
+def test_ddp_ranks_keep_cached_chunks_for_the_next_epoch(shards, s3_endpoint, tmp_path):
+    """2 simulated ranks x 2 workers sharing one cache (the padded assignment): epoch 2 downloads nothing."""
+    from litdata.utilities.env import _DistributedEnv, _WorkerEnv
+
+    from bincount.data.manifest import ClassRange
+    from bincount.shards.stream import ReaderConfig, ShardStreams
+
+    streams = ShardStreams("s3://shards/abid/shards", ReaderConfig(cache_dir=str(tmp_path / "cache")),
+                           ClassRange(**CLASSES), s3={"endpoint_url": s3_endpoint})
+    budget = streams.budgets(workers=2, processes=2)["train"]
+
+    def epoch(number: int) -> list[str]:
+        ids = []
+        for rank in range(2):
+            for worker in range(2):
+                ds = streams.dataset("train", lambda item: item["id"], shuffle=True, seed=3, budget=budget)
+                ds.distributed_env, ds._forced_worker_env = _DistributedEnv(2, rank, 1), _WorkerEnv(2, worker)
+                ds.set_batch_size(4), ds.set_num_workers(2), ds.set_epoch(number)
+                ids += list(ds)
+        return ids
+
+    first = epoch(1)
+    assert set(first) == {row.id for row in streams.manifest().split("train")}
+    chunks = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "cache").rglob("chunk-*.bin")}
+    assert chunks
+    second = epoch(2)
+    assert set(second) == set(first) and second != first
+    after = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (tmp_path / "cache").rglob("chunk-*.bin")}
+    assert after == chunks
+
+
 def _get(url: str, endpoint: str) -> bytes:
     from bincount.shards.s3io import read_bytes
 

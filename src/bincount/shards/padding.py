@@ -29,7 +29,7 @@ import numpy as np
 from litdata import StreamingDataset
 from litdata.streaming.shuffle import FullShuffle, NoShuffle
 from litdata.utilities.env import _DistributedEnv
-from litdata.utilities.shuffle import _associate_chunks_and_intervals_to_workers
+from litdata.utilities.shuffle import _associate_chunks_and_intervals_to_workers, node_shard_fits_in_cache
 
 
 def padded_order(intervals: list[Any], order: list[int], world_size: int, batch_size: int) -> tuple[list, list]:
@@ -61,12 +61,14 @@ class _Padded:
     def chunk_order(self, count: int, current_epoch: int) -> list[int]:
         raise NotImplementedError
 
+    def keep_chunks(self, distributed_env: _DistributedEnv) -> None:
+        """Whether read chunks stay in the cache for the next epoch (litdata's ``node_shard_fits``)."""
+
     @lru_cache(maxsize=10)
     def get_chunks_and_intervals_per_workers(self, distributed_env: _DistributedEnv, num_workers: int,
                                              batch_size: int, current_epoch: int) -> Any:
         intervals = self.cache.get_chunk_intervals()
-        if distributed_env.world_size > 1:  # also for the multi-node case: see the module docstring
-            self.node_shard_fits = False
+        self.keep_chunks(distributed_env)
         chunks, spans = padded_order(intervals, self.chunk_order(len(intervals), current_epoch),
                                      distributed_env.world_size, batch_size)
         # drop_last=True only guards the arithmetic: the padded total divides evenly, so nothing is dropped
@@ -77,6 +79,12 @@ class PaddedFullShuffle(_Padded, FullShuffle):
     def chunk_order(self, count: int, current_epoch: int) -> list[int]:
         # the permutation litdata's FullShuffle uses for a single-node run (seed, epoch)
         return np.random.RandomState([self.seed, current_epoch]).permutation(count).tolist()
+
+    def keep_chunks(self, distributed_env: _DistributedEnv) -> None:
+        # one node: as litdata decides, keep every chunk when the split fits in the cache budget, so later
+        # epochs read local disk; several nodes: each node's chunks change per epoch here, so do not pin them
+        fits = node_shard_fits_in_cache(sum(self._chunk_byte_sizes()), self._max_cache_size())
+        self.node_shard_fits = fits and distributed_env.num_nodes == 1
 
 
 class PaddedNoShuffle(_Padded, NoShuffle):
