@@ -15,6 +15,8 @@ composition (``--cfg job``) stay fast.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -31,4 +33,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: launchers have stopped their jobs and logged which; no traceback
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)

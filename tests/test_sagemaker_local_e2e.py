@@ -132,6 +132,7 @@ def test_ctrl_c_stops_the_job_and_relaunch_resumes_from_its_checkpoint(data_dir,
             os.killpg(launcher.pid, signal.SIGKILL)
     assert state(sweep_dir / "0")["status"] == "Stopped", f"{time.time() - sent:.1f} s after Ctrl-C\n{tails()}"
     assert not (sweep_dir / "0" / "metrics.json").exists()
+    assert launcher.returncode == 130 and "Traceback" not in output.read_text(), tails()  # a clean exit
 
     proc = run(command(sweep_dir, *args), env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
