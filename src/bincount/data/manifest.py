@@ -317,7 +317,7 @@ def _read_all(root: str, ids: Sequence[str], progress: bool, workers: int | None
     """Read every id's metadata with a thread pool (the work is I/O bound), in ``ids`` order.
 
     Ids go to the pool in batches of 256: one future per id cost more than reading a local file
-    (lock traffic; measured 3,100 ids/s at 20k ids). ``Executor.map`` ignores ``chunksize`` for threads.
+    (lock traffic; 20k local ids took 6.4 s one future each, 4.4 s in batches). ``Executor.map`` ignores ``chunksize`` for threads.
     """
     reader = read_metadata  # looked up at call time so tests and backends can replace the seam
     workers = workers or min(32, 4 * (os.cpu_count() or 1))

@@ -17,7 +17,8 @@ least once per epoch (a bounded number of repeats being the documented cost):
 Written here because litdata (0.2.76) has no padding option, only ``drop_last``; the hook is its
 private ``_create_shuffler``, tied to the pinned version (constraints.txt). Multi-node
 runs use the global assignment every epoch (litdata would keep later epochs inside each node's
-chunks to save downloads): correct, at the cost of more chunk downloads after the first epoch.
+chunks to save downloads): the same padding, more chunk downloads after the first epoch; untested
+(the tests simulate one node).
 """
 
 from __future__ import annotations
