@@ -87,7 +87,7 @@ class DecodeOnly:
         return len(self.blobs)
 
     def __getitem__(self, i: int) -> dict:
-        from bincount.data.dataset import decode_image_bytes
+        from bincount.samples import decode_image_bytes
 
         return {"image": self.transform(decode_image_bytes(self.blobs[i])), "label": 0, "index": i, "id": str(i)}
 
@@ -97,7 +97,7 @@ def throughput(args, work: Path) -> list[list]:
     decode-only figure, and the table gives medians (one pass is a few seconds: single passes swing)."""
     from torch.utils.data import DataLoader
 
-    from bincount.data.dataset import collate_skipping_bad
+    from bincount.samples import collate_skipping_bad
     from bincount.data.transforms import build_transform
     from bincount.shards.pack import pack
     from fault_proxy import FaultProxy

@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from bincount.data.dataset import BinImageDataset, collate_skipping_bad, decode_image_bytes, BadImage
-from bincount.data.manifest import ClassRange, DataError, ManifestRow, build_manifest
+from bincount.data.dataset import BinImageDataset
+from bincount.layout import DataError
+from bincount.manifest import ClassRange, ManifestRow, build_manifest
+from bincount.samples import BadImage, collate_skipping_bad, decode_image_bytes
 from bincount.data.transforms import build_transform
 
 

@@ -10,19 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bincount.data import manifest as mf
-from bincount.data.manifest import (
-    ClassRange,
-    DataError,
-    Manifest,
-    build_manifest,
-    check_fractions,
-    check_id,
-    check_key,
-    read_file_list,
-    read_metadata,
-    split_sizes,
-)
+from bincount.layout import DataError, check_id, check_key, read_file_list
+from bincount.manifest import ClassRange, Manifest, build_manifest
+from bincount.manifest import metadata as manifest_metadata
+from bincount.manifest import table as manifest_table
+from bincount.manifest.metadata import read_metadata
+from bincount.manifest.splits import check_fractions, split_sizes
 
 from conftest import TINY_COUNTS
 
@@ -40,7 +33,7 @@ def count_reads(monkeypatch: pytest.MonkeyPatch) -> Counter:
         calls[id_] += 1
         return read_metadata(root, id_)
 
-    monkeypatch.setattr(mf, "read_metadata", counting)
+    monkeypatch.setattr(manifest_metadata, "read_metadata", counting)
     return calls
 
 
@@ -202,7 +195,7 @@ def test_default_cache_dir_and_read_only_fallback(tiny_abid_copy, tmp_path, monk
     m = build_manifest(tiny_abid_copy, progress=False)
     assert m.path.parent == tiny_abid_copy / ".bincount" / "manifests"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(mf, "_writable", lambda directory: False)
+    monkeypatch.setattr(manifest_table, "_writable", lambda directory: False)
     fallback = build_manifest(tiny_abid_copy, progress=False, seed=3)
     assert fallback.path.parent == tmp_path / "xdg" / "bincount" / "manifests"
 
@@ -284,7 +277,7 @@ def damage(root: Path) -> dict[str, str]:
 def test_bad_input_skip_reports_and_warns(tiny_abid_copy, tmp_path, caplog):
     expected = damage(tiny_abid_copy)
     (tiny_abid_copy / "bin-images" / "09999.jpg").write_bytes(b"orphan image")
-    with caplog.at_level(logging.WARNING, logger="bincount.data.manifest"):
+    with caplog.at_level(logging.WARNING, logger="bincount.manifest"):
         m = build(tiny_abid_copy, tmp_path)
     ids = {r.id for r in m.rows}
     assert not ids & set(expected)

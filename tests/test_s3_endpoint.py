@@ -71,7 +71,7 @@ def test_importing_s3_modules_does_not_import_boto3():
     import subprocess
     import sys
 
-    code = ("import sys, bincount.s3, bincount.s3.store, bincount.s3.fetch, bincount.s3.keys, bincount.data.manifest; "
+    code = ("import sys, bincount.s3, bincount.s3.store, bincount.s3.fetch, bincount.s3.keys, bincount.manifest; "
             "print('boto3' in sys.modules or 'botocore' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "False"

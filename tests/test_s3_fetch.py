@@ -127,7 +127,7 @@ def test_parse_counts(text, expected):
 
 @pytest.mark.parametrize("text", ["5-0", "a-b", "-1", "1-x", ""])
 def test_parse_counts_refuses(text):
-    from bincount.data.manifest import DataError
+    from bincount.layout import DataError
     from bincount.s3.fetch import parse_counts
 
     with pytest.raises(DataError, match="--counts"):

@@ -9,8 +9,10 @@ from fault_proxy import FaultProxy
 from s3_server import s3_client, s3_endpoint, tiny_bucket  # noqa: F401
 
 from conftest import TINY_COUNTS
-from bincount.data.dataset import BinImageDataset, collate_skipping_bad
-from bincount.data.manifest import ClassRange, DataError, build_manifest
+from bincount.data.dataset import BinImageDataset
+from bincount.layout import DataError
+from bincount.manifest import ClassRange, build_manifest
+from bincount.samples import collate_skipping_bad
 from bincount.s3.keys import UnsafeKeyError, check_relative_key, safe_local_path
 from bincount.s3.store import LocalStore, S3ReadError, S3Store, open_store
 

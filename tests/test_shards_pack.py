@@ -10,7 +10,8 @@ import pytest
 
 from bincount.cli import main as cli_main
 from bincount.data.datamodule import BinCountDataModule
-from bincount.data.manifest import ClassRange, DataError
+from bincount.layout import DataError
+from bincount.manifest import ClassRange
 from bincount.shards.pack import pack
 from bincount.shards.stream import ReaderConfig, cache_budgets, parse_size, resolve_mode
 

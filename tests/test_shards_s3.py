@@ -70,7 +70,7 @@ def test_ddp_ranks_keep_cached_chunks_for_the_next_epoch(shards, s3_endpoint, tm
     """2 simulated ranks x 2 workers sharing one cache (the padded assignment): epoch 2 downloads nothing."""
     from litdata.utilities.env import _DistributedEnv, _WorkerEnv
 
-    from bincount.data.manifest import ClassRange
+    from bincount.manifest import ClassRange
     from bincount.shards.stream import ReaderConfig, ShardStreams
 
     streams = ShardStreams("s3://shards/abid/shards", ReaderConfig(cache_dir=str(tmp_path / "cache")),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bincount.data.manifest import DataError
+from bincount.layout import DataError
 from bincount.data.synthetic import render_dataset
 from bincount.train import train
 

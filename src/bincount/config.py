@@ -70,6 +70,7 @@ class DataConfig:
     num_workers: int = 2
     augment: str = "light"
     bad_input: str = "skip"
+    max_pixels: int = 40_000_000  # larger images are bad input (bincount.samples.DEFAULT_MAX_PIXELS)
     cache_dir: Optional[str] = None
     pin_memory: bool = False
     persistent_workers: bool = True
@@ -166,7 +167,7 @@ def check_target_node(key: str, node: Any) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that can run before data is read or a model is built (a second or two)."""
-    from bincount.data.manifest import ClassRange
+    from bincount.manifest import ClassRange
     from bincount.data.transforms import AUGMENT_CHOICES
     from bincount.models.backbone import FREEZE_POLICIES, check_backbone_name
     from bincount.models.heads import HEADS

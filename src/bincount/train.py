@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from bincount.callbacks import StagedUnfreezing
 from bincount.config import ConfigError, check_config
 from bincount.data.datamodule import BinCountDataModule
-from bincount.data.manifest import ClassRange
+from bincount.manifest import ClassRange
 from bincount.metrics import write_metrics_json, write_predictions_csv
 from bincount.models.module import BinCounter
 from bincount.report import after_run

@@ -15,14 +15,14 @@ from typing import Any, Sequence
 import lightning as L
 from torch.utils.data import DataLoader
 
-from bincount.data.dataset import BinImageDataset, collate_skipping_bad
-from bincount.data.manifest import ClassRange, DataError, Manifest, build_manifest
+from bincount.data.dataset import BinImageDataset
+from bincount.layout import BAD_INPUT_CHOICES, SPLITS, DataError
+from bincount.manifest import ClassRange, Manifest, build_manifest
+from bincount.samples import DEFAULT_MAX_PIXELS, collate_skipping_bad
 from bincount.data.transforms import build_transform
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-BAD_INPUT_POLICIES = ("skip", "fail")
 
 
 class BinCountDataModule(L.LightningDataModule):
@@ -47,10 +47,14 @@ class BinCountDataModule(L.LightningDataModule):
         std: Sequence[float] = (0.229, 0.224, 0.225),
         reader: dict | None = None,
         s3: dict | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__()
-        if bad_input not in BAD_INPUT_POLICIES:
-            raise ValueError(f"data.bad_input={bad_input!r}; valid choices: {list(BAD_INPUT_POLICIES)}")
+        if bad_input not in BAD_INPUT_CHOICES:
+            raise ValueError(f"data.bad_input={bad_input!r}; valid choices: {list(BAD_INPUT_CHOICES)}")
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ValueError(f"data.max_pixels={max_pixels!r}; expected a positive number of pixels")
+        self.max_pixels = max_pixels
         self.root = root if str(root).startswith("s3://") else Path(root).expanduser()
         self.store = _open_s3_store(str(root), s3) if str(root).startswith("s3://") else None
         self.class_range = ClassRange(**(classes or {}))
@@ -112,7 +116,7 @@ class BinCountDataModule(L.LightningDataModule):
                                                 mean=self.mean, std=self.std) for name in SPLITS}
             processes = getattr(self.trainer, "num_devices", 1) if self.trainer is not None else 1
             self.manifest, self.datasets = self.shards.setup(transforms, self.bad_input, self.num_workers, processes,
-                                                             seed=self.split_seed)
+                                                             seed=self.split_seed, max_pixels=self.max_pixels)
             self._check_fits_data(self.manifest)
         if self.manifest is None:
             self.manifest = self._build_manifest(progress=False)  # the cached file written by prepare_data
@@ -122,7 +126,7 @@ class BinCountDataModule(L.LightningDataModule):
                 transform = build_transform(self.img_size, train=name == "train", augment=self.augment,
                                             mean=self.mean, std=self.std)
                 self.datasets[name] = BinImageDataset(self.root, self.manifest.split(name), transform, self.bad_input,
-                                                      reader=self.store)
+                                                      reader=self.store, max_pixels=self.max_pixels)
 
     def _check_fits_data(self, manifest: Manifest) -> None:
         """A class range the data cannot fill is a config error, found before the first step."""

@@ -2,107 +2,27 @@
 
 Why the policy lives here: in the full bucket some images are missing or damaged, and one bad file
 must not kill a multi-hour run (``bad_input="skip"``) — yet it must not vanish silently either. A
-skipped sample is returned as ``{"bad": (id, reason)}`` and :func:`collate_skipping_bad` moves it
-into the batch's ``bad`` list, so the count survives DataLoader worker processes and reaches the
-logs. ``bad_input="fail"`` raises :class:`DataError` naming the file instead.
-
-Decoding uses ``torchvision.io.decode_jpeg`` (libjpeg-turbo, no PIL round trip) and falls back to
-PIL for anything else. libjpeg only *warns* on a truncated JPEG and fills the rest with grey, so
-completeness is checked first: the end-of-image marker must follow the first scan.
+skipped sample is returned as ``{"bad": (id, reason)}`` (see :mod:`bincount.samples` for the decode
+rules and the collate function that carries it); ``bad_input="fail"`` raises :class:`DataError`
+naming the file instead.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_jpeg
 
-from bincount.data.manifest import BAD_INPUT_CHOICES, DataError, ManifestRow, check_key
+from bincount.layout import DataError, check_bad_input
+from bincount.manifest import ManifestRow
+from bincount.s3.store import LocalStore
+from bincount.samples import DEFAULT_MAX_PIXELS, BadImage, decode_image_bytes
 
 Reader = Callable[[str], bytes]
-_JPEG_SOI = b"\xff\xd8\xff"
-_JPEG_EOI = b"\xff\xd9"
-_SOS = 0xDA
-_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length field
-
-
-class BadImage(Exception):
-    """An image that cannot be read or decoded; the message is the reason."""
-
-
-class FileReader:
-    """The default ``reader``: bytes of ``root/key`` on the local disk (picklable for workers)."""
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-
-    def __call__(self, key: str) -> bytes:
-        return (self.root / check_key(key)).read_bytes()
-
-    def __repr__(self) -> str:
-        return f"FileReader({str(self.root)!r})"
-
-
-def _first_scan_offset(data: bytes) -> int:
-    """Offset of the first SOS marker, walking the segment headers; BadImage if they run off the end."""
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise BadImage(f"corrupt JPEG: no marker at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-        elif marker == _SOS:
-            return pos
-        elif marker in _STANDALONE_MARKERS:
-            pos += 2
-        else:
-            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    raise BadImage("corrupt or truncated JPEG: its segment headers run past the end of the file")
-
-
-def check_jpeg_complete(data: bytes) -> None:
-    """Raise BadImage unless an end-of-image marker follows the first scan.
-
-    Entropy-coded data cannot contain ``FF D9`` (0xFF is byte-stuffed), so an EOI after the first
-    SOS is the real end of the image; an EOI before it (an EXIF thumbnail's) does not count.
-    """
-    if data.rfind(_JPEG_EOI) <= _first_scan_offset(data):
-        raise BadImage("truncated JPEG: no end-of-image marker after the image data")
-
-
-def _decode_pil(data: bytes) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()  # raises on truncation (ImageFile.LOAD_TRUNCATED_IMAGES is False by default)
-        rgb = np.asarray(img.convert("RGB"))
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
-
-
-def decode_image_bytes(data: bytes) -> torch.Tensor:
-    """Decode image bytes to a uint8 3×H×W RGB tensor; BadImage with the reason on any failure."""
-    if not data:
-        raise BadImage("empty file")
-    jpeg_error = None
-    if data.startswith(_JPEG_SOI):
-        check_jpeg_complete(data)
-        try:
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except RuntimeError as e:  # e.g. a JPEG flavour libjpeg-turbo refuses; PIL may still read it
-            jpeg_error = e
-    try:
-        return _decode_pil(data)
-    except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
-        prefix = f"corrupt JPEG ({jpeg_error}); " if jpeg_error else ""
-        raise BadImage(f"{prefix}cannot decode ({type(e).__name__}: {e})") from e
 
 
 class BinImageDataset(Dataset):
@@ -119,14 +39,14 @@ class BinImageDataset(Dataset):
         transform: Callable[[torch.Tensor], Any] | None = None,
         bad_input: str = "skip",
         reader: Reader | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        if bad_input not in BAD_INPUT_CHOICES:
-            raise ValueError(f"bad_input={bad_input!r} is not one of {', '.join(BAD_INPUT_CHOICES)}")
+        self.bad_input = check_bad_input(bad_input)
+        self.max_pixels = max_pixels
         self.root = Path(root)
         self.rows = list(rows)
         self.transform = transform
-        self.bad_input = bad_input
-        self.reader = reader if reader is not None else FileReader(root)
+        self.reader = reader if reader is not None else LocalStore(root)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -146,7 +66,7 @@ class BinImageDataset(Dataset):
     def _sample(self, i: int, reader: Reader) -> dict[str, Any]:
         row = self.rows[i]
         try:
-            image = decode_image_bytes(self._read(row.image, reader))
+            image = decode_image_bytes(self._read(row.image, reader), self.max_pixels)
         except BadImage as e:
             if self.bad_input == "fail":
                 where = self.reader.url(row.image) if hasattr(self.reader, "url") else self.root / row.image
@@ -169,28 +89,3 @@ def _reraise(result: bytes | BaseException) -> bytes:
     if isinstance(result, BaseException):
         raise result
     return result
-
-
-def collate_skipping_bad(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the good samples; list the bad ones as ``bad: [(id, reason), ...]``.
-
-    An all-bad batch has ``image`` of shape (0, 3, 1, 1) and empty ``label``/``index``, so consumers
-    can check ``len(batch["label"]) == 0`` and still log ``batch["bad"]``.
-    """
-    good = [s for s in samples if "bad" not in s]
-    bad = [tuple(s["bad"]) for s in samples if "bad" in s]
-    if not good:
-        return {
-            "image": torch.empty((0, 3, 1, 1)),
-            "label": torch.empty(0, dtype=torch.long),
-            "index": torch.empty(0, dtype=torch.long),
-            "id": [],
-            "bad": bad,
-        }
-    return {
-        "image": torch.stack([s["image"] for s in good]),
-        "label": torch.tensor([s["label"] for s in good], dtype=torch.long),
-        "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
-        "id": [s["id"] for s in good],
-        "bad": bad,
-    }

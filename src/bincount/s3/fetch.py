@@ -22,7 +22,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bincount.data.manifest import IMAGE_DIR, METADATA_DIR, DataError, image_key, metadata_key, read_file_list
+from bincount.layout import IMAGE_DIR, METADATA_DIR, DataError, image_key, metadata_key, read_file_list
 from bincount.s3.endpoint import S3Config, S3Error
 from bincount.s3.keys import UnsafeKeyError, check_relative_key
 from bincount.s3.store import ObjectInfo, S3ReadError, Store, open_store

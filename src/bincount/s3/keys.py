@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from bincount.data.manifest import IMAGE_DIR, METADATA_DIR, DataError, check_id
+from bincount.layout import IMAGE_DIR, METADATA_DIR, DataError, check_id
 
 DATASET_FOLDERS = (IMAGE_DIR, METADATA_DIR)
 

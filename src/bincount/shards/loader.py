@@ -9,21 +9,20 @@ from __future__ import annotations
 
 from typing import Callable
 
-from bincount.data.manifest import DataError
+from bincount.layout import DataError, image_key
+from bincount.samples import DEFAULT_MAX_PIXELS, BadImage, collate_skipping_bad, decode_image_bytes
 
 
 class ShardSample:
     """litdata ``transform``: a packed item -> the DataModule's sample dict (decode, transform, skip/fail)."""
 
-    def __init__(self, transform: Callable | None, bad_input: str) -> None:
-        self.transform, self.bad_input = transform, bad_input
+    def __init__(self, transform: Callable | None, bad_input: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.transform, self.bad_input, self.max_pixels = transform, bad_input, max_pixels
 
     def __call__(self, item: dict) -> dict:
-        from bincount.data.dataset import BadImage, decode_image_bytes
-
-        key = f"bin-images/{item['id']}.jpg"
+        key = image_key(item["id"])
         try:
-            image = decode_image_bytes(item["image"])
+            image = decode_image_bytes(item["image"], self.max_pixels)
         except BadImage as e:
             if self.bad_input == "fail":
                 raise DataError(f"{key} (packed): {e} (bad_input='fail'; 'skip' skips and reports)") from None
@@ -35,9 +34,10 @@ class ShardSample:
 
 def streaming_loader(dataset, batch_size: int, num_workers: int, pin_memory: bool, drop_last: bool):
     """A ``StreamingDataLoader``: its ``state_dict`` is what Lightning checkpoints for exact mid-epoch resume."""
-    from litdata import StreamingDataLoader
+    from bincount.shards.litdata_check import require_litdata
 
-    from bincount.data.dataset import collate_skipping_bad
+    require_litdata()
+    from litdata import StreamingDataLoader
 
     return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
                                collate_fn=collate_skipping_bad, drop_last=drop_last)

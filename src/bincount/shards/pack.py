@@ -33,11 +33,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bincount.data.manifest import SPLITS, ClassRange, DataError, Manifest, ManifestRow, _write_cache, build_manifest
+from bincount.layout import SPLITS, DataError
+from bincount.manifest import ClassRange, Manifest, ManifestRow, build_manifest, write_cache
+from bincount.samples import DEFAULT_MAX_PIXELS, BadImage, check_image_header
 
 log = logging.getLogger(__name__)
 
@@ -64,30 +65,25 @@ def open_source(src: str, manifest_kwargs: dict, s3: dict | None = None) -> tupl
         from bincount.shards.s3io import s3_manifest_and_reader  # boto3 only when reading S3
 
         return s3_manifest_and_reader(src, manifest_kwargs, s3)
-    from bincount.data.dataset import FileReader
+    from bincount.s3.store import LocalStore
 
     root = Path(src).expanduser()
     if not root.is_dir():
         raise DataError(f"pack source {src!r} is not a directory (expected the ABID layout: bin-images/, metadata/)")
-    return build_manifest(root, **manifest_kwargs), FileReader(root)
+    return build_manifest(root, **manifest_kwargs), LocalStore(root)
 
 
-def _check_bytes(key: str, data: bytes) -> str | None:
-    """None for a complete JPEG (not decoded: packing must stay I/O bound), else the reason."""
-    from bincount.data.dataset import BadImage, check_jpeg_complete
-
-    if not data:
-        return "empty file"
-    if not data.startswith(b"\xff\xd8\xff"):
-        return None  # not a JPEG: PIL decodes it at training time, or the dataset reports it there
+def _check_bytes(data: bytes, max_pixels: int) -> str | None:
+    """None for an image that training can decode, else the reason; from the header only (packing must
+    stay I/O bound), so truncated files and image bombs never reach the shards."""
     try:
-        check_jpeg_complete(data)
+        check_image_header(data, max_pixels)
     except BadImage as e:
         return str(e)
     return None
 
 
-def _read_ahead(rows: list[ManifestRow], reader: Callable[[str], bytes], workers: int) -> Iterator[tuple[ManifestRow, bytes | None, str | None]]:
+def _read_ahead(rows: list[ManifestRow], reader: Callable[[str], bytes], workers: int, max_pixels: int) -> Iterator[tuple[ManifestRow, bytes | None, str | None]]:
     """(row, bytes, None) or (row, None, reason) in ``rows`` order, ``_WINDOW`` reads in flight."""
 
     def read(row: ManifestRow) -> tuple[bytes | None, str | None]:
@@ -97,7 +93,7 @@ def _read_ahead(rows: list[ManifestRow], reader: Callable[[str], bytes], workers
             return None, "image missing"
         except OSError as e:
             return None, f"unreadable ({e})"
-        reason = _check_bytes(row.image, data)
+        reason = _check_bytes(data, max_pixels)
         return (None, reason) if reason else (data, None)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -110,7 +106,11 @@ def _read_ahead(rows: list[ManifestRow], reader: Callable[[str], bytes], workers
 
 
 def _write_split(rows: list[ManifestRow], reader: Callable[[str], bytes], out: Path, chunk_bytes: str,
-                 bad_input: str, workers: int, advance: Callable[[], None]) -> tuple[list[ManifestRow], list]:
+                 bad_input: str, workers: int, advance: Callable[[], None],
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[ManifestRow], list]:
+    from bincount.shards.litdata_check import require_litdata
+
+    require_litdata()
     from litdata.streaming.writer import BinaryWriter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def _write_split(rows: list[ManifestRow], reader: Callable[[str], bytes], out: P
     writer = BinaryWriter(str(out), chunk_bytes=chunk_bytes)
     kept: list[ManifestRow] = []
     bad: list[tuple[str, str]] = []
-    for row, data, reason in _read_ahead(rows, reader, workers):
+    for row, data, reason in _read_ahead(rows, reader, workers, max_pixels):
         advance()
         if reason is not None:
             if bad_input == "fail":
@@ -137,7 +137,7 @@ def _write_split(rows: list[ManifestRow], reader: Callable[[str], bytes], out: P
 def pack(src: str, out: str | None = None, *, classes: ClassRange = ClassRange(), fractions=(0.8, 0.1, 0.1),
          split_seed: int = 0, shuffle_seed: int = 0, file_list: str | None = None, bad_input: str = "skip",
          chunk_bytes: str = "64MB", workers: int = 16, cache_dir: str | None = None, progress: bool = True,
-         s3: dict | None = None) -> dict:
+         s3: dict | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Pack ``src`` into shards at ``out`` (local or ``s3://``); returns the ``pack.json`` content."""
     started = time.perf_counter()
     out = out or join(src, "shards")
@@ -149,7 +149,7 @@ def pack(src: str, out: str | None = None, *, classes: ClassRange = ClassRange()
         raise DataError(f"pack output {out} already has shards; remove {[str(staging / s) for s in SPLITS]} first")
     try:
         info = _pack_to(staging, manifest, reader, src, classes, fractions, split_seed, shuffle_seed, bad_input,
-                        chunk_bytes, workers, progress)
+                        chunk_bytes, workers, progress, max_pixels)
         info["seconds"] = round(time.perf_counter() - started, 1)
         (staging / PACK_FILE).write_text(json.dumps(info, indent=1))
         if is_s3(out):
@@ -163,7 +163,7 @@ def pack(src: str, out: str | None = None, *, classes: ClassRange = ClassRange()
 
 
 def _pack_to(staging: Path, manifest: Manifest, reader, src, classes, fractions, split_seed, shuffle_seed,
-             bad_input, chunk_bytes, workers, progress) -> dict:
+             bad_input, chunk_bytes, workers, progress, max_pixels) -> dict:
     from rich.progress import Progress
 
     kept_rows: list[ManifestRow] = []
@@ -178,14 +178,14 @@ def _pack_to(staging: Path, manifest: Manifest, reader, src, classes, fractions,
             order = np.random.default_rng([shuffle_seed, SPLITS.index(split)]).permutation(len(rows))
             shuffled = [rows[k] for k in order]
             kept, skipped = _write_split(shuffled, reader, staging / split, chunk_bytes, bad_input, workers,
-                                         lambda: bar.advance(task))
+                                         lambda: bar.advance(task), max_pixels)
             kept_rows += kept
             bad += skipped
     if bad:
         log.warning("left out %d bad images, e.g. %s", len(bad), bad[:5])
     report = {**manifest.report, "pack_bad_images": bad, "pack_bad_images_count": len(bad)}
     packed = Manifest(kept_rows, classes, report, staging / MANIFEST_FILE)
-    _write_cache(packed, staging / MANIFEST_FILE, {"packed_from": str(src)})
+    write_cache(packed, staging / MANIFEST_FILE, {"packed_from": str(src)})
     (staging / MANIFEST_FILE).with_suffix(".json").unlink()  # pack.json carries the same and more
     return {
         "version": PACK_VERSION, "source": str(src), "class_range": asdict(classes),
@@ -210,6 +210,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file-list", default=None, help="capstone file_list.json: pack only the listed ids")
     parser.add_argument("--bad-input", default="skip", help="missing/corrupt images: skip|fail (default: skip)")
     parser.add_argument("--chunk-bytes", default="64MB", help="target shard size (default: 64MB)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images declaring more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     parser.add_argument("--workers", type=int, default=16, help="parallel reads (default: 16)")
     parser.add_argument("--cache-dir", default=None, help="where the source's manifest is cached")
     parser.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS)")
@@ -225,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         info = pack(args.src, args.out, classes=classes, fractions=fractions, split_seed=args.split_seed,
                     shuffle_seed=args.shuffle_seed, file_list=args.file_list, bad_input=args.bad_input,
                     chunk_bytes=args.chunk_bytes, workers=args.workers, cache_dir=args.cache_dir,
-                    progress=args.progress, s3={"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
+                    progress=args.progress, max_pixels=args.max_pixels, s3={"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
     except (ValueError, OSError) as error:  # DataError is a ValueError
         print(f"bincount pack: error: {error}", file=sys.stderr)
         return 2

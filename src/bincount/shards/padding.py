@@ -27,10 +27,15 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from litdata import StreamingDataset
-from litdata.streaming.shuffle import FullShuffle, NoShuffle
-from litdata.utilities.env import _DistributedEnv
-from litdata.utilities.shuffle import _associate_chunks_and_intervals_to_workers, node_shard_fits_in_cache
+
+from bincount.shards.litdata_check import require_litdata
+
+require_litdata()  # before the private imports below, so an old litdata fails with both versions named
+
+from litdata import StreamingDataset  # noqa: E402
+from litdata.streaming.shuffle import FullShuffle, NoShuffle  # noqa: E402
+from litdata.utilities.env import _DistributedEnv  # noqa: E402
+from litdata.utilities.shuffle import _associate_chunks_and_intervals_to_workers, node_shard_fits_in_cache  # noqa: E402
 
 
 def padded_order(intervals: list[Any], order: list[int], world_size: int, batch_size: int) -> tuple[list, list]:

@@ -52,7 +52,7 @@ def upload_dir(local: Path, url: str, s3: Any = None, workers: int = 16) -> int:
 
 def s3_manifest_and_reader(src: str, manifest_kwargs: dict, s3: Any = None) -> tuple[Any, Callable[[str], bytes]]:
     """The manifest of an ``s3://`` dataset and its key reader, both through :mod:`bincount.s3.store`."""
-    from bincount.data.manifest import build_manifest
+    from bincount.manifest import build_manifest
     from bincount.s3.store import open_store
 
     store = open_store(src, s3)

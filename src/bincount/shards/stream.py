@@ -24,7 +24,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from bincount.data.manifest import SPLITS, ClassRange, DataError, Manifest
+from bincount.layout import SPLITS, DataError
+from bincount.manifest import ClassRange, Manifest
+from bincount.samples import DEFAULT_MAX_PIXELS
 from bincount.shards.loader import ShardSample, TrainLoaderState, streaming_loader  # noqa: F401 (re-exported)
 from bincount.shards.pack import MANIFEST_FILE, PACK_FILE, is_s3, join
 
@@ -157,11 +159,12 @@ class ShardStreams:
         return cache_budgets(parse_size(self.reader.cache_limit), {s: self.chunk_sizes(s) for s in splits},
                              workers, self.reader.max_pre_download, processes)
 
-    def setup(self, transforms: dict[str, Callable], bad_input: str, workers: int, processes: int, seed: int):
+    def setup(self, transforms: dict[str, Callable], bad_input: str, workers: int, processes: int, seed: int,
+              max_pixels: int = DEFAULT_MAX_PIXELS):
         """(manifest, {split: StreamingDataset}); the cache budget is checked before any chunk is read."""
         manifest = self.manifest()
         budgets = self.budgets(workers, processes)
-        datasets = {s: self.dataset(s, ShardSample(transforms[s], bad_input), shuffle=s == "train", seed=seed,
+        datasets = {s: self.dataset(s, ShardSample(transforms[s], bad_input, max_pixels), shuffle=s == "train", seed=seed,
                                     budget=budgets[s]) for s in budgets}
         return manifest, datasets
 
