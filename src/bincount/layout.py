@@ -22,8 +22,29 @@ IMAGE_DIR = "bin-images"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+# Reads are refused above these sizes before a byte of the body is read: every file or object comes
+# from a dataset or bucket someone else may write, and up to 32 reads run at once. ABID metadata is
+# 1-5 KB and its photos 20-200 KB, so the limits leave room for any real dataset.
+MAX_METADATA_BYTES = 1 << 20
+MAX_IMAGE_BYTES = 32 << 20
+
+
 class DataError(ValueError):
     """Bad data, or a configuration that does not fit the data."""
+
+
+class TooLarge(OSError):
+    """A file or object above the size limit for its kind; nothing of it was read."""
+
+
+def max_bytes_for(key: str) -> int:
+    """The size limit of ``key`` by its folder: metadata JSON or image."""
+    return MAX_METADATA_BYTES if key.startswith(f"{METADATA_DIR}/") else MAX_IMAGE_BYTES
+
+
+def check_size(where: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise TooLarge(f"{where} is {size:,} bytes, above the limit of {limit:,} bytes for such a file")
 
 
 def check_id(id_: str) -> str:

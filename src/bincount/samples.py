@@ -94,22 +94,35 @@ def check_image_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Non
         check_jpeg_complete(data)
         check_pixels(*jpeg_size(data), max_pixels)
         return
-    from PIL import Image
-
     try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            check_pixels(*img.size, max_pixels)
+        _open_pil(data, max_pixels).close()
     except BadImage:
         raise
     except Exception as e:
         raise BadImage(f"not an image ({type(e).__name__}: {e})") from e
 
 
-def _decode_pil(data: bytes, max_pixels: int) -> torch.Tensor:
+def _open_pil(data: bytes, max_pixels: int):
+    """PIL's lazy open (the header only), with ``max_pixels`` checked before any pixel is read.
+
+    PIL refuses above twice its global ``MAX_IMAGE_PIXELS`` at open; that refusal gets the same message.
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
-        check_pixels(*img.size, max_pixels)  # the header is read; the pixels are not yet
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"image too large: {e} (data.max_pixels is {max_pixels:,})") from None
+    try:
+        check_pixels(*img.size, max_pixels)
+    except BadImage:
+        img.close()
+        raise
+    return img
+
+
+def _decode_pil(data: bytes, max_pixels: int) -> torch.Tensor:
+    with _open_pil(data, max_pixels) as img:
         img.load()  # raises on truncation (ImageFile.LOAD_TRUNCATED_IMAGES is False by default)
         rgb = np.asarray(img.convert("RGB"))
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bincount.layout import IMAGE_DIR, METADATA_DIR, DataError, check_id, metadata_key
+from bincount.layout import IMAGE_DIR, MAX_METADATA_BYTES, METADATA_DIR, DataError, TooLarge, check_id, check_size, metadata_key
 
 Verdict = tuple[int | None, str | None]  # (count, None) for good metadata, (None, reason) for bad
 
@@ -36,7 +36,9 @@ def read_metadata(root: str | os.PathLike, id_: str) -> dict:
     """Parse ``root/metadata/<id>.json``; raises FileNotFoundError or ValueError (bad JSON)."""
     if is_store(root):
         return json.loads(root.read(metadata_key(id_)))
-    with open(Path(root) / metadata_key(id_), "rb") as f:
+    path = Path(root) / metadata_key(id_)
+    with open(path, "rb") as f:
+        check_size(str(path), os.fstat(f.fileno()).st_size, MAX_METADATA_BYTES)
         return json.loads(f.read())
 
 
@@ -76,6 +78,8 @@ def read_one(root: str, id_: str, reader: Callable[[str, str], dict]) -> Verdict
         meta = reader(root, id_)
     except FileNotFoundError:
         return None, "metadata file missing"
+    except TooLarge as e:
+        return None, f"too large ({e})"
     except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None, f"malformed JSON ({e})"
     except OSError as e:

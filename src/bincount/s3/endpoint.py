@@ -24,6 +24,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
+from bincount.layout import check_size
+
 ENDPOINT_ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 DEFAULT_REGION = "us-east-1"
 _clients: dict[tuple, Any] = {}
@@ -137,7 +139,7 @@ def transient_errors() -> tuple[type[BaseException], ...]:
             ConnectionError, TimeoutError)
 
 
-def get_bytes(client: Any, bucket: str, key: str, attempts: int = 5) -> bytes:
+def get_bytes(client: Any, bucket: str, key: str, attempts: int = 5, max_bytes: int | None = None) -> bytes:
     """GET an object's bytes; a connection reset or timeout while reading the body is retried with backoff.
 
     Written by hand because botocore retries the request but not the streaming read that follows it.
@@ -151,6 +153,8 @@ def get_bytes(client: Any, bucket: str, key: str, attempts: int = 5) -> bytes:
             response = client.get_object(Bucket=bucket, Key=key)
             body = response["Body"]
             try:
+                if max_bytes is not None:
+                    check_size(f"s3://{bucket}/{key}", int(response.get("ContentLength", 0)), max_bytes)
                 return body.read()
             finally:
                 body.close()

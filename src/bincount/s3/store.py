@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bincount.s3.endpoint import S3Config, error_code, get_bytes, get_client, is_s3_url, parse_s3_url, resolve_endpoint
+from bincount.layout import TooLarge, check_size, max_bytes_for
 from bincount.s3.keys import join_key, safe_local_path
 
 
@@ -59,8 +60,11 @@ class LocalStore:
         except FileNotFoundError:
             return None
 
-    def read(self, key: str) -> bytes:
-        return safe_local_path(self.root, key).read_bytes()
+    def read(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The file's bytes; TooLarge (nothing read) above ``max_bytes`` (default: the limit of its folder)."""
+        with open(safe_local_path(self.root, key), "rb") as f:
+            check_size(self.url(key), os.fstat(f.fileno()).st_size, max_bytes or max_bytes_for(key))
+            return f.read()
 
     def write(self, key: str, data: bytes) -> None:
         """Write atomically (temp file + rename), so an interrupted fetch never leaves a partial file."""
@@ -158,9 +162,11 @@ class S3Store:
 
         return self._guard(key, run)
 
-    def read(self, key: str) -> bytes:
-        """The object's bytes; FileNotFoundError when missing, S3ReadError for other failures."""
-        return self._guard(key, lambda: get_bytes(self.client, self.bucket, join_key(self.prefix, key)))
+    def read(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; FileNotFoundError when missing, TooLarge (body unread) above ``max_bytes``
+        (default: the limit of its folder), S3ReadError for other failures."""
+        return self._guard(key, lambda: get_bytes(self.client, self.bucket, join_key(self.prefix, key),
+                                                  max_bytes=max_bytes or max_bytes_for(key)))
 
     def write(self, key: str, data: bytes) -> None:
         self._guard(key, lambda: self.client.put_object(Bucket=self.bucket, Key=join_key(self.prefix, key), Body=data))
@@ -173,7 +179,7 @@ class S3Store:
         def one(key: str) -> bytes | BaseException:
             try:
                 return self.read(key)
-            except (FileNotFoundError, S3ReadError) as e:
+            except (FileNotFoundError, S3ReadError, TooLarge) as e:
                 return e
 
         return list(self._executor().map(one, keys))
@@ -194,7 +200,7 @@ class S3Store:
 
         try:
             return call()
-        except FileNotFoundError:
+        except (FileNotFoundError, TooLarge):
             raise
         except ClientError as e:
             raise S3ReadError(f"{self.url(key)}: S3 error {error_code(e) or 'unknown'} "

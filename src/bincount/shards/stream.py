@@ -83,6 +83,36 @@ def parse_size(value: Any) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
+# What `bincount pack` writes, exactly. litdata picks each field's deserializer by the names in
+# index.json, and some (``pickle``, ``file``, ``video``...) run code or touch the disk: a shard set from a
+# shared bucket is untrusted input, so anything else is refused before litdata reads a chunk.
+PACKED_FORMAT = {
+    "data_format": ["str", "int", "int", "int", "bytes"],
+    "item_loader": "PyTreeLoader",
+    "compression": None,
+    "encryption": None,
+}
+PACKED_FIELDS = ["id", "index", "count", "label", "image"]
+
+
+def check_shard_format(index: Any, where: str) -> None:
+    """DataError naming the unexpected setting unless ``index`` (an index.json) is what ``pack`` writes."""
+    config = index.get("config") if isinstance(index, dict) else None
+    if not isinstance(config, dict) or not isinstance(index.get("chunks"), list):
+        raise DataError(f"{where} is not a litdata index written by `bincount pack` (no config or chunks)")
+    for key, expected in PACKED_FORMAT.items():
+        if config.get(key) != expected:
+            raise DataError(f"{where}: {key}={config.get(key)!r}, but `bincount pack` writes {expected!r}; refusing "
+                            "these shards (a serializer other than str/int/bytes can run code when read)")
+    try:
+        spec = json.loads(config["data_spec"])
+        fields_ = json.loads(spec[1]["context"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        fields_ = None
+    if fields_ != PACKED_FIELDS:
+        raise DataError(f"{where}: items have fields {fields_!r}, but `bincount pack` writes {PACKED_FIELDS}")
+
+
 def _read(url: str, s3: Any) -> bytes:
     if is_s3(url):
         from bincount.shards.s3io import read_bytes
@@ -150,7 +180,9 @@ class ShardStreams:
 
     def chunk_sizes(self, split: str) -> list[int]:
         if split not in self._chunks:
-            index = json.loads(_read(join(self.url, split, "index.json"), self.s3))
+            where = join(self.url, split, "index.json")
+            index = json.loads(_read(where, self.s3))
+            check_shard_format(index, where)
             self._chunks[split] = [int(c["chunk_bytes"]) for c in index["chunks"]] or [0]
         return self._chunks[split]
 
