@@ -196,3 +196,11 @@ def test_litdata_floor_is_checked_with_both_versions_named():
     floor = next(r for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["s3"]
                  if r.startswith("litdata"))
     assert floor == f"litdata>={LITDATA_MIN}", f"pyproject's {floor!r} and the import check disagree"
+
+
+def test_a_deprecation_from_bincount_fails_the_suite():
+    """pyproject's filterwarnings turns DeprecationWarnings raised from bincount's modules into errors."""
+    import pytest
+
+    with pytest.raises(DeprecationWarning, match="old API"):
+        exec("import warnings\nwarnings.warn('old API', DeprecationWarning)", {"__name__": "bincount.somewhere"})
