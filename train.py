@@ -33,6 +33,12 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from bincount.secrets import SecretError, check_overrides
+
+    try:  # before Hydra writes .hydra/, a log or a run directory: a refused credential is saved nowhere
+        check_overrides(sys.argv[1:])
+    except SecretError as e:
+        sys.exit(f"train.py: {e}")
     try:
         main()
     except KeyboardInterrupt:  # Ctrl-C: launchers have stopped their jobs and logged which; no traceback

@@ -6,23 +6,28 @@ the user's) and inside ``bincount.train``, whose local runs must not import anyt
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 CONTAINER_ROOT = Path("/opt/ml")
 RESULT_FILE = "result.json"  # written by the job: status, return value, error
-PICKLED_RESULT = "result.pkl"  # pickle payload only: the task's return value as an object
+PICKLED_RESULT = "result.pkl"  # pickle payload, local backend only: the task's return value as an object
+PICKLED_RESULT_MAC = "result.pkl.hmac"  # HMAC-SHA256 of result.pkl with the sweep's key (see result_mac)
 # Variables the launcher sets for the job (names only: never a secret value).
 ENV_CONFIG_SHA = "BINCOUNT_SM_CONFIG_SHA"
 ENV_SECRETS = "BINCOUNT_SM_SECRETS"
 ENV_JOB_DIR = "BINCOUNT_SM_JOB_DIR"
 ENV_CKPT_SUBDIR = "BINCOUNT_SM_CHECKPOINT_SUBDIR"
-SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+# The sweep's result key (hex): set by the local backend only, since it must never leave the launching machine.
+ENV_RESULT_KEY = "BINCOUNT_SM_RESULT_KEY"
 
 
-def looks_secret(name: str) -> bool:
-    return any(w in name.upper() for w in SECRET_WORDS)
+def result_mac(key: bytes, job_dir: str, data: bytes) -> str:
+    """HMAC of a pickled result, bound to its job directory (one job's result cannot pass for another's)."""
+    return hmac.new(key, job_dir.encode() + b"\0" + data, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)

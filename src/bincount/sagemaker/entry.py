@@ -21,8 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bincount.sagemaker.contract import (ENV_CKPT_SUBDIR, ENV_JOB_DIR, ENV_SECRETS, RESULT_FILE, Cluster,
-                                         job_layout)
+from bincount.sagemaker.contract import (ENV_CKPT_SUBDIR, ENV_JOB_DIR, ENV_RESULT_KEY, ENV_SECRETS, RESULT_FILE,
+                                         Cluster, job_layout)
 
 CALLBACK = "+hydra.callbacks.bincount_sagemaker._target_=bincount.sagemaker.callback.JobCallback"
 
@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         (job_dir / RESULT_FILE).unlink(missing_ok=True)  # a result of an earlier attempt is not this one's
         link_checkpoints(job_dir, subdir, layout.checkpoints)
         env = {**os.environ, **read_secrets(os.environ.get(ENV_SECRETS, ""))}
+        if not args.pickle:  # only the pickle payload signs a result with the sweep's key
+            env.pop(ENV_RESULT_KEY, None)
         rc, tail = run_child(child_command(args, cluster, job_dir), env)
     except JobSetupError as e:
         tail = [f"JobSetupError: {e}"]

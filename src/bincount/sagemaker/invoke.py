@@ -2,6 +2,8 @@
 
 Used when the task is not a script's ``@hydra.main`` (tests, notebooks). The pickle ties the job's
 Python minor version to the launcher's, which is why scripts go through ``payload=script`` instead.
+The return value goes back as JSON in ``result.json``; only a local-backend job, which is given the
+sweep's result key, also writes it pickled, signed, so the launcher unpickles nothing it did not key.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import sys
 from pathlib import Path
 
 from bincount.sagemaker.callback import is_rank_zero, write_result
-from bincount.sagemaker.contract import ENV_JOB_DIR, PICKLED_RESULT, RESULT_FILE
+from bincount.sagemaker.contract import (ENV_JOB_DIR, ENV_RESULT_KEY, PICKLED_RESULT, PICKLED_RESULT_MAC,
+                                         RESULT_FILE, result_mac)
 
 
 def main(argv: list[str]) -> int:
@@ -20,6 +23,7 @@ def main(argv: list[str]) -> int:
     from hydra.core.utils import JobStatus, run_job
     from omegaconf import open_dict, read_write
 
+    key = os.environ.pop(ENV_RESULT_KEY, None)  # the task and its children never see the sweep's key
     spec = cloudpickle.loads(Path(argv[0]).read_bytes())
     Singleton.set_state(spec["singleton_state"])
     config = spec["config"]
@@ -32,7 +36,10 @@ def main(argv: list[str]) -> int:
     if not is_rank_zero():
         return 0
     if ret.status == JobStatus.COMPLETED:
-        (job_dir / PICKLED_RESULT).write_bytes(cloudpickle.dumps(ret.return_value))
+        if key:
+            blob = cloudpickle.dumps(ret.return_value)
+            (job_dir / PICKLED_RESULT).write_bytes(blob)
+            (job_dir / PICKLED_RESULT_MAC).write_text(result_mac(bytes.fromhex(key), os.environ[ENV_JOB_DIR], blob))
         write_result(job_dir / RESULT_FILE, "COMPLETED", ret.return_value)
         return 0
     err = ret._return_value

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bincount.sagemaker.contract import Layout
+from bincount.sagemaker.contract import ENV_RESULT_KEY, Layout
 from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
 
 
@@ -41,8 +41,8 @@ class LocalJob:
 
 
 class LocalBackend:
-    def __init__(self, p: dict, sweep_dir: Path, source_dir: Path) -> None:
-        self.p, self.local, self.source_dir = p, p["local"], source_dir
+    def __init__(self, p: dict, sweep_dir: Path, source_dir: Path, files: list[str], key: bytes) -> None:
+        self.p, self.local, self.source_dir, self.files, self.key = p, p["local"], source_dir, files, key
         self.root = Path(self.local["root"] or sweep_dir / ".sagemaker_local") / sweep_key(sweep_dir)
 
     def _layout(self, spec: JobSpec) -> Layout:
@@ -58,7 +58,7 @@ class LocalBackend:
         name = f"{spec.base_name}-{datetime.now():%Y%m%d%H%M%S}"
         argv = list(spec.argv)
         if self.local["copy_code"]:
-            cwd = stage_code(self.source_dir, layout.code, self.p["ignore_patterns"])
+            cwd = stage_code(self.source_dir, layout.code, self.files)
         else:  # in place: the job runs in the launch directory (Hydra's integration tests expect that)
             cwd = self.source_dir
         if spec.pickle is not None:
@@ -71,6 +71,7 @@ class LocalBackend:
         env = {**os.environ, **spec.env, **layout.env(name, num_gpus=self.local["num_gpus"]),
                # no algo-1 host here: torchrun's rendezvous on loopback, on a free port
                "SM_MASTER_ADDR": "127.0.0.1", "SM_MASTER_PORT": str(free_port()),
+               ENV_RESULT_KEY: self.key.hex(),  # this machine's job: it may sign a pickled result
                "PYTHONPATH": os.pathsep.join([*src, os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)}
         # The scratch code channel has no data/: share the launch directory's dataset and caches.
         env.setdefault("BINCOUNT_DATA_DIR", str(Path.cwd() / "data"))

@@ -8,20 +8,51 @@ overrides are command arguments (quoted by the SDK), not hyperparameters, and no
 
 from __future__ import annotations
 
-import io
 import logging
+import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
+from bincount.sagemaker.spec import JobSpec, OutputRefused, stage_code, sweep_key
 
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
 STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed", "Failed": "Failed",
           "Stopped": "Stopped"}
+
+
+def download_output(s3, bucket: str, key: str, local_dir: Path, max_bytes: int) -> bool:
+    """Unpack ``s3://bucket/key`` (a job's output.tar.gz) into ``local_dir``; False if there is none.
+
+    The object is written by the job, so nothing is trusted: its size (``ContentLength``) is checked
+    before reading, it streams to a temporary file (never whole into memory), the members' total size
+    is checked before extracting (a gzip bomb is small in S3), and ``filter="data"`` keeps every member
+    inside ``local_dir`` with no links or devices.
+    """
+    where = f"s3://{bucket}/{key}"
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+    except Exception as e:  # noqa: BLE001 - a failed job may have no output; the result says so
+        log.warning("no output at %s: %s", where, e)
+        return False
+    limit = f"hydra.launcher.max_output_mb={max_bytes // 2**20}"
+    if obj["ContentLength"] > max_bytes:
+        obj["Body"].close()
+        raise OutputRefused(f"{where} is {obj['ContentLength'] / 2**20:.1f} MB, above {limit}: not downloaded "
+                            f"(fetch it yourself with aws s3 cp, or raise the limit)")
+    local_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile() as tmp:
+        shutil.copyfileobj(obj["Body"], tmp)
+        tmp.seek(0)
+        with tarfile.open(fileobj=tmp, mode="r:gz") as tar:
+            if sum(m.size for m in tar.getmembers()) > max_bytes:
+                raise OutputRefused(f"{where} unpacks to more than {limit}: not extracted")
+            tar.extractall(local_dir, filter="data")
+    return True
 
 
 def make_boto_session(region: str | None):
@@ -44,14 +75,14 @@ class RemoteJob:
 
 
 class SageMakerBackend:
-    def __init__(self, p: dict, sweep_dir: Path, source_dir: Path, boto_session=None) -> None:
+    def __init__(self, p: dict, sweep_dir: Path, source_dir: Path, files: list[str], boto_session=None) -> None:
         from sagemaker.core.helper.session_helper import Session
 
         self.p, self.sweep = p, sweep_key(sweep_dir)
         self.boto = boto_session or make_boto_session(p["region"])
         bucket, _ = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
         self.session = Session(boto_session=self.boto, default_bucket=bucket)
-        self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", p["ignore_patterns"])
+        self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", files)
         self.requirements = self._requirements()
         self.image = p["image"] or self._default_image()
 
@@ -133,15 +164,7 @@ class SageMakerBackend:
         """``output.tar.gz`` (the job's /opt/ml/output/data) -> the local job dir."""
         bucket, prefix = split_s3(self.p["output_s3_uri"])
         key = f"{prefix}/{handle.name}/output/output.tar.gz".lstrip("/")
-        s3 = self.boto.client("s3")
-        try:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as e:  # noqa: BLE001 - a failed job may have no output; the result says so
-            log.warning("no output for %s at s3://%s/%s: %s", handle.name, bucket, key, e)
-            return
-        local_dir.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
-            tar.extractall(local_dir, filter="data")
+        download_output(self.boto.client("s3"), bucket, key, local_dir, int(self.p["max_output_mb"] * 2**20))
 
     def close(self) -> None:
         pass

@@ -4,14 +4,20 @@ Backends (``local``, ``remote``) only submit, poll, stop and fetch; everything a
 lives here once: every job gets a COMPLETED or FAILED JobReturn (never None or UNKNOWN, which would
 crash Hydra's sweepers), Ctrl-C / SIGTERM stops every job this launcher started, and a relaunched
 sweep skips the jobs whose results it already has.
+
+A job's output is untrusted on this machine (anyone who can write the output prefix, or any code in the
+job, controls it): results are read as JSON; a pickled result (pickle payload, local backend only) is
+unpickled only with a valid HMAC made with this sweep's key, which never leaves this machine.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
 import pickle
+import secrets
 import signal
 import threading
 import time
@@ -24,11 +30,13 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bincount.sagemaker.contract import PICKLED_RESULT, RESULT_FILE
-from bincount.sagemaker.spec import JobSpec, build_spec, resolve_payload, validate
+from bincount.sagemaker.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
+from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
+                                     resolve_payload, select_code, validate)
 
 log = logging.getLogger(__name__)
 STATE_FILE = "sagemaker_job.json"
+KEY_FILE = ".sagemaker/result.key"  # in the sweep dir, beside (never inside) the staged code channel
 TERMINAL = ("Completed", "Failed", "Stopped")
 STATUS_EVERY_S = 300  # a status line per job when it changes, and every 5 minutes while it runs
 # Approximate on-demand USD/hour in us-east-1 (spot is usually 60-70% less); check the pricing page.
@@ -74,16 +82,51 @@ def write_local_stubs(spec: JobSpec) -> None:
     _save_config(spec.config.hydra.overrides.task, "overrides.yaml", hydra_dir)
 
 
-def read_result(spec: JobSpec) -> tuple[str, Any, str | None]:
-    """(status, value, error) from what the job left in its output (copied into the local job dir)."""
+def result_key(sweep_dir: Path) -> bytes:
+    """The sweep's HMAC key: made once (mode 0600), kept for relaunches, given to local jobs only."""
+    path = sweep_dir / KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex())
+    return key
+
+
+def load_signed(spec: JobSpec, key: bytes) -> Any:
+    """Unpickle the job's result.pkl only if its HMAC is this sweep's, for this job."""
+    data = (spec.local_dir / PICKLED_RESULT).read_bytes()
+    mac_file = spec.local_dir / PICKLED_RESULT_MAC
+    mac = mac_file.read_text().strip() if mac_file.is_file() else ""
+    if not hmac.compare_digest(mac, result_mac(key, spec.rel_dir, data)):
+        raise OutputRefused(f"refused {PICKLED_RESULT} of job {spec.idx}: "
+                            f"{'its HMAC does not match' if mac else f'no {PICKLED_RESULT_MAC}'} this sweep's key, so "
+                            "this launcher's job did not write it; not unpickled (the job's result.json is intact)")
+    return pickle.loads(data)
+
+
+def read_result(spec: JobSpec, key: bytes) -> tuple[str, Any, str | None]:
+    """(status, value, error) from what the job left in its output (copied into the local job dir).
+
+    The value comes from ``result.json``; only a pickle-payload job's signed ``result.pkl`` replaces it.
+    """
     path = spec.local_dir / RESULT_FILE
     if not path.is_file():
         return "Failed", None, "the job wrote no result.json (it died before Hydra finished)"
     result = json.loads(path.read_text())
     value = result.get("return_value")
-    pickled = spec.local_dir / PICKLED_RESULT
-    if pickled.is_file():
-        value = pickle.loads(pickled.read_bytes())  # written by our own job (payload=pickle)
+    if (spec.local_dir / PICKLED_RESULT).is_file():
+        if spec.pickle is None:
+            log.warning("job %d: ignored %s in its output (script-mode results are read from %s only)",
+                        spec.idx, PICKLED_RESULT, RESULT_FILE)
+        else:
+            try:
+                value = load_signed(spec, key)
+            except OutputRefused as e:
+                return "Failed", None, str(e)
     return ("Completed" if result["status"] == "COMPLETED" else "Failed"), value, result.get("error")
 
 
@@ -100,14 +143,15 @@ def save_state(spec: JobSpec, **fields: Any) -> None:
     (spec.local_dir / STATE_FILE).write_text(json.dumps({"config_sha": spec.sha, "state_sha": spec.state_sha, **fields}, default=str))
 
 
-def make_backend(p: dict, sweep_dir: Path, source_dir: Path):
+def make_backend(p: dict, sweep_dir: Path, source_dir: Path, files: list[str], key: bytes):
+    """The local backend gets the sweep's key (its jobs run on this machine); the real one never does."""
     if p["backend"] == "local":
         from bincount.sagemaker.local import LocalBackend
 
-        return LocalBackend(p, sweep_dir, source_dir)
+        return LocalBackend(p, sweep_dir, source_dir, files, key)
     from bincount.sagemaker.remote import SageMakerBackend
 
-    return SageMakerBackend(p, sweep_dir, source_dir)
+    return SageMakerBackend(p, sweep_dir, source_dir, files)
 
 
 class _Stop(Exception):
@@ -118,15 +162,15 @@ def _raise_stop(signum, _frame):
     raise _Stop(f"signal {signum}")
 
 
-def run_jobs(backend, specs: list[JobSpec], p: dict) -> dict[int, JobReturn]:
+def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes) -> dict[int, JobReturn]:
     results: dict[int, JobReturn] = {}
     pending, running = deque(), {}
     for spec in specs:
         done = previous_completion(spec) if p["skip_completed"] else None
         if done is not None:
             log.info("%s already completed in an earlier launch: skipped", done.get("name"))
-            _, value, _ = read_result(spec)
-            results[spec.idx] = make_return(spec, "Completed", value)
+            status, value, error = read_result(spec, key)
+            results[spec.idx] = make_return(spec, status, value, error)
         else:
             pending.append(spec)
     last_shown: dict[int, tuple[str, float]] = {}
@@ -162,12 +206,15 @@ def run_jobs(backend, specs: list[JobSpec], p: dict) -> dict[int, JobReturn]:
                 if status not in TERMINAL:
                     continue
                 del running[idx]
-                backend.fetch(handle, spec.local_dir)
-                if status == "Completed":
-                    status, value, error = read_result(spec)
-                    reason = reason or error
-                else:
-                    value = None
+                value = None
+                try:
+                    backend.fetch(handle, spec.local_dir)
+                    if status == "Completed":
+                        status, value, error = read_result(spec, key)
+                        reason = reason or error
+                except OutputRefused as e:
+                    log.error("%s: %s", handle.name, e)
+                    status, reason = "Failed", str(e)
                 save_state(spec, name=handle.name, status=status, reason=reason, elapsed_s=round(elapsed, 1),
                            return_value=value if isinstance(value, (int, float, str, type(None))) else repr(value))
                 results[idx] = make_return(spec, status, value, reason)
@@ -190,25 +237,30 @@ def run_jobs(backend, specs: list[JobSpec], p: dict) -> dict[int, JobReturn]:
 
 def launch_sweep(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     p = launcher.params
-    validate(p)
-    setup_globals()
     config: DictConfig = launcher.config
+    validate(p)
+    check_overrides(config, job_overrides, p)  # before anything is written, staged or launched
+    setup_globals()
     HydraConfig.instance().set_config(config)
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     source_dir = Path(p["source_dir"] or os.getcwd()).resolve()
     payload = resolve_payload(p, launcher.task_function)
+    files = select_code(source_dir, code_entries(p, config, payload, source_dir), p["ignore_patterns"])
+    log.info("Code channel from %s: %s", source_dir, code_summary(files))
     log.info("SageMaker launcher (%s backend, %s payload): %d job(s) in %s", p["backend"], payload,
              len(job_overrides), sweep_dir)
     saved_state = Singleton.get_state()
     specs = [build_spec(launcher, p, list(o), initial_job_idx + i, payload, source_dir)
              for i, o in enumerate(job_overrides)]
     Singleton.set_state(saved_state)  # composing job configs must not leak into the driver's state
-    backend = make_backend(p, sweep_dir, source_dir)
+    key = result_key(sweep_dir)
+    backend = make_backend(p, sweep_dir, source_dir, files, key)
     if p["dry_run"]:
+        log.info("[dry run] code channel files: %s", ", ".join(files))
         for spec in specs:
             log.info("[dry run] %s", backend.describe(spec))
         backend.close()
         return [make_return(s, "Completed", None) for s in specs]
-    results = run_jobs(backend, specs, p)
+    results = run_jobs(backend, specs, p, key)
     return [results[s.idx] for s in specs]

@@ -3,11 +3,15 @@
 Both backends run the same spec, so the local backend exercises the exact command line SageMaker gets.
 Hydra overrides travel as command arguments, never as SageMaker hyperparameters: v3 exports every
 hyperparameter as ``SM_HP_<KEY>``, and a dotted key (``trainer.max_epochs``) kills the job in bash.
+Everything that crosses to the job is checked here first (docs/security.md): no credential in an override,
+the environment or a tag, no control character in the command line, only allowlisted files in the code.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import logging
 import os
 import re
 import secrets as _random
@@ -20,18 +24,30 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bincount.secrets import check, check_overrides as check_secrets, split_override
 from bincount.sagemaker.callback import config_sha
-from bincount.sagemaker.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_SECRETS, looks_secret
+from bincount.sagemaker.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_SECRETS
+
+log = logging.getLogger(__name__)
 
 # Hydra overrides that configure the launch, not the job (the job runs in RUN mode in the container).
 LAUNCH_ONLY = re.compile(r"^[+~]*hydra(/launcher|\.launcher|/sweeper|\.sweeper|\.mode|\.run\.|\.sweep\.)")
 PAYLOADS = ("auto", "script", "pickle")
 BACKENDS = ("sagemaker", "local")
 PICKLE_DIR = "_sagemaker_jobs"
+# Never uploaded, whatever include and ignore_patterns say: local credentials (matched at every level).
+NEVER_UPLOAD = (".env", ".env.*", "*.env", ".aws", ".ssh", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*",
+                "id_ecdsa*", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".dockercfg")
+# C0 controls and DEL: a newline in a command-line argument can end the SDK's heredoc and run as shell.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class LauncherConfigError(ValueError):
     pass
+
+
+class OutputRefused(RuntimeError):
+    """A job's output the launcher will not read (too large, or a result it cannot trust)."""
 
 
 @dataclass
@@ -62,14 +78,10 @@ def validate(p: dict) -> None:
         raise LauncherConfigError(f"hydra.launcher.payload={p['payload']!r}; valid: {list(PAYLOADS)}")
     if p["max_parallel_jobs"] < 1 or p["instance_count"] < 1:
         raise LauncherConfigError("hydra.launcher.max_parallel_jobs and instance_count must be >= 1")
-    for name, value in p["environment"].items():
-        if looks_secret(name):
-            raise LauncherConfigError(
-                f"hydra.launcher.environment.{name} looks like a secret and would be logged with the job; "
-                f"store it in AWS Secrets Manager and set hydra.launcher.secrets.{name}=<secret name>")
-    for key in p["tags"]:
-        if looks_secret(key):
-            raise LauncherConfigError(f"hydra.launcher.tags.{key} looks like a secret; tags are public metadata")
+    # The job's environment is logged by the SDK's driver and, like tags, shown by DescribeTrainingJob.
+    check([*((f"hydra.launcher.environment.{k}", v) for k, v in p["environment"].items()),
+                   *((f"hydra.launcher.tags.{k}", v) for k, v in p["tags"].items())])
+    check([(f"hydra.launcher.secrets.{k}", v) for k, v in p["secrets"].items()], names=False)
     if p["spot"] and p["max_wait_s"] is not None and p["max_wait_s"] < p["max_runtime_s"]:
         raise LauncherConfigError(f"hydra.launcher.max_wait_s={p['max_wait_s']} must be >= max_runtime_s="
                                   f"{p['max_runtime_s']} (spot waits count against it)")
@@ -78,6 +90,21 @@ def validate(p: dict) -> None:
         if missing:
             raise LauncherConfigError(f"hydra.launcher.{missing[0]} is required for backend=sagemaker "
                                       "(see docs/sagemaker.md: IAM role ARN and s3://bucket/prefix)")
+
+
+def check_overrides(config: DictConfig, job_overrides, p: dict) -> None:
+    """Refuse, before anything is written or launched, what must not reach the job's command line."""
+    typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)
+    every = [*typed["hydra"], *typed["task"], *p["job_overrides"], *(o for job in job_overrides for o in job)]
+    for override in every:
+        bad = CONTROL.search(override)
+        if bad:
+            key = split_override(override)[0]
+            raise LauncherConfigError(
+                f"override {CONTROL.sub('?', key)[:60]!r} contains a control character ({bad.group()!r}); overrides "
+                "become the job's shell command, where a newline can end the SDK's heredoc and run the rest as "
+                "shell. Valid: printable characters only (put multi-line text in a config file)")
+    check_secrets(every)
 
 
 def resolve_payload(p: dict, task_function: Any) -> str:
@@ -124,19 +151,68 @@ def sweep_key(sweep_dir: Path) -> str:
     return f"{re.sub(r'[^a-zA-Z0-9-]', '-', sweep_dir.name)[:40]}-{digest}"
 
 
-def stage_code(source_dir: Path, dest: Path, ignore: list[str]) -> Path:
-    """Copy the code channel (what SageMaker uploads to /opt/ml/input/data/code)."""
+def code_entries(p: dict, config: DictConfig, payload: str, source_dir: Path) -> list[str]:
+    """``include``, plus what this launch needs: the entry script, the requirements, the app's config dir."""
+    extra = [p["requirements"]] if p["requirements"] else []
+    if payload == "script":
+        extra.append(sys.argv[0])
+    for src in OmegaConf.select(config, "hydra.runtime.config_sources", default=None) or []:
+        if src.get("provider") == "main" and src.get("schema") == "file":
+            extra.append(src["path"])
+    rel = []
+    for entry in [*p["include"], *extra]:
+        path = (source_dir / entry).resolve()
+        if path.is_relative_to(source_dir):
+            rel.append(path.relative_to(source_dir).as_posix())
+    return sorted(set(rel))
+
+
+def select_code(source_dir: Path, entries: list[str], ignore: list[str]) -> list[str]:
+    """The files of the code channel: under ``entries`` (an allowlist), minus ``ignore`` and NEVER_UPLOAD.
+
+    An allowlist, because the project directory also holds ``.env``, ``.aws/``, keys and data that must
+    not reach a bucket. Symlinks are not followed out of ``source_dir``.
+    """
+    anywhere = [i for i in ignore if not i.startswith("/")] + list(NEVER_UPLOAD)
+    at_root = [i[1:] for i in ignore if i.startswith("/")]
+
+    def skipped(rel: Path) -> bool:
+        return (any(fnmatch.fnmatch(part, pat) for part in rel.parts for pat in anywhere)
+                or any(fnmatch.fnmatch(rel.parts[0], pat) for pat in at_root))
+
+    files: set[str] = set()
+    for entry in entries:
+        top = source_dir / entry
+        paths = [top] if top.is_file() else [Path(d) / f for d, _, fs in os.walk(top) for f in fs]
+        for path in paths:
+            rel = path.relative_to(source_dir)
+            if skipped(rel) or not path.is_file():
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(source_dir):
+                log.warning("not uploaded: %s links outside %s", rel, source_dir)
+                continue
+            files.add(rel.as_posix())
+    return sorted(files)
+
+
+def stage_code(source_dir: Path, dest: Path, files: list[str]) -> Path:
+    """Copy the code channel (what SageMaker uploads to /opt/ml/input/data/code): exactly ``files``."""
     if dest.exists():
         shutil.rmtree(dest)
-    anywhere = shutil.ignore_patterns(*[i for i in ignore if not i.startswith("/")])
-    at_root = shutil.ignore_patterns(*[i[1:] for i in ignore if i.startswith("/")])
-
-    def skip(directory: str, names: list[str]) -> set[str]:
-        found = set(anywhere(directory, names))
-        return found | set(at_root(directory, names)) if Path(directory) == source_dir else found
-
-    shutil.copytree(source_dir, dest, ignore=skip, symlinks=True)
+    dest.mkdir(parents=True)
+    for rel in files:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source_dir / rel, dest / rel)
     return dest
+
+
+def code_summary(files: list[str]) -> str:
+    """``12 files: conf/ (8), src/ (3), train.py``: what the code channel holds, for the log."""
+    tops: dict[str, int] = {}
+    for f in files:
+        top = f.split("/", 1)[0] + ("/" if "/" in f else "")
+        tops[top] = tops.get(top, 0) + 1
+    return f"{len(files)} files: " + ", ".join(t if t[-1] != "/" else f"{t} ({n})" for t, n in sorted(tops.items()))
 
 
 def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, source_dir: Path) -> JobSpec:

@@ -48,14 +48,19 @@ class SageMakerLauncherConf:
     # null: the SageMaker PyTorch training image for framework_version, resolved with the SDK.
     image: Optional[str] = None
     framework_version: str = "2.6"
-    # Extra environment of the job. Names that look secret (KEY, TOKEN, SECRET, PASSWORD) are refused.
+    # Extra environment of the job. Secret-looking names (KEY, TOKEN, SECRET, PASS, PAT, ...) and values
+    # (user:password@ URLs, AWS / W&B keys, ...) are refused, as in tags (bincount.secrets).
     environment: Dict[str, str] = field(default_factory=dict)
     # ENV_NAME -> AWS Secrets Manager secret name; the job reads the values itself.
     secrets: Dict[str, str] = field(default_factory=dict)
     tags: Dict[str, str] = field(default_factory=dict)
     # Code channel: the directory uploaded to /opt/ml/input/data/code (null: the launch directory).
     source_dir: Optional[str] = None
-    # Not uploaded: glob patterns matched at every level; a leading "/" anchors one to source_dir.
+    # What of source_dir is uploaded (an allowlist; missing entries are skipped). The entry script, the
+    # requirements file and the app's config dir are added; .env, .aws/, *.pem, keys are never uploaded.
+    include: List[str] = field(default_factory=lambda: [
+        "src", "conf", "experiments", "train.py", "pyproject.toml", "constraints.txt", "README.md"])
+    # Not uploaded, inside include: glob patterns matched at every level; a leading "/" anchors one to source_dir.
     ignore_patterns: List[str] = field(default_factory=lambda: [
         ".git", ".venv", "venv", "__pycache__", "*.egg-info", ".pytest_cache", "node_modules", "*.ckpt",
         "/logs", "/data", "/outputs", "/multirun", "/benchmarks", "/.sagemaker_local"])
@@ -73,6 +78,8 @@ class SageMakerLauncherConf:
     # Relaunching a sweep in the same sweep dir skips jobs that completed with the same config and code.
     skip_completed: bool = True
     poll_interval_s: float = 30.0
+    # A job's output.tar.gz larger than this (in S3, or unpacked) is refused, not downloaded.
+    max_output_mb: int = 2048
     # Print the requests and commands, launch nothing.
     dry_run: bool = False
     local: LocalBackendConf = field(default_factory=LocalBackendConf)

@@ -1,0 +1,116 @@
+"""The one check for credentials in overrides, environment variables and tags.
+
+Why: an override is saved in ``.hydra/``, ``resolved_config.yaml``, logger hyperparameters and reports,
+and for a SageMaker job it is part of the command line the container echoes to CloudWatch; a job's
+environment and tags are shown to anyone who can describe the job. Credentials belong in the
+environment of the process that needs them, or (for jobs) in AWS Secrets Manager, named through
+``hydra.launcher.secrets``. ``train.py`` (before Hydra writes anything) and the SageMaker launcher
+(before anything is staged or submitted) call the same functions, so a word added here protects both.
+
+Names are split into words (``WANDB_API_KEY`` -> wandb, api, key; ``apiKey`` -> api, key) and refused when
+a word is a secret word; values are refused by shape (``user:password@`` in a URL, AWS key ids and
+secret keys, W&B keys, private keys, common token prefixes). Messages name the key and what the value
+looks like, never the value. Standard library only: it runs before Hydra starts and inside the job.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+# A name is secret if one of its words is one of these, or ends with one of SECRET_SUFFIXES.
+SECRET_WORDS = frozenset({"key", "token", "secret", "password", "passwd", "pwd", "pass", "passphrase", "pat",
+                          "credential", "credentials", "creds"})
+SECRET_SUFFIXES = ("apikey", "accesskey", "secretkey", "privatekey", "token", "secret", "password", "passwd")
+# hydra.launcher.secrets.<ENV>=<Secrets Manager name> names a secret, it does not carry one.
+REFERENCES = "hydra.launcher.secrets"
+ADVICE = ("credentials must not travel in overrides, environment variables or tags (they are saved in .hydra/, "
+          "logs and the job's description): set them in the environment of the process that reads them, or for "
+          "SageMaker jobs store them in AWS Secrets Manager and set hydra.launcher.secrets.<ENV_NAME>=<secret name>"
+          " (docs/security.md)")
+_B64 = "A-Za-z0-9/+"
+VALUE_SHAPES = (
+    ("a URL with a password (user:password@)", re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@")),
+    ("an AWS access key id", re.compile(r"(?<![A-Z0-9])(AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY")),
+    ("a GitHub token", re.compile(r"(?<![A-Za-z0-9])(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,})")),
+    ("a Hugging Face token", re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}")),
+    ("an API key (sk-...)", re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{20,}")),
+    ("a Slack token", re.compile(r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("a JSON web token", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")),
+    ("a W&B API key (40 hex characters)", re.compile(r"(?<![A-Za-z0-9])[0-9a-fA-F]{40}(?![A-Za-z0-9])")),
+)
+_AWS_SECRET = re.compile(rf"(?<![{_B64}=])[{_B64}]{{40}}(?![{_B64}=])")
+_DICT_NAME = re.compile(r"(?:^|[{,\s])([A-Za-z_][\w.-]*)\s*:(?!//)")  # names inside a {k: v} override value
+_ENV_REF = re.compile(r"oc\.env:\s*([A-Za-z_]\w*)")  # ${oc.env:NAME} copies a variable into the config
+_WORD = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+class SecretError(ValueError):
+    """A credential where it would be saved or shown; the message names the key, never the value."""
+
+
+def secret_name(name: str) -> bool:
+    words = [w.lower() for w in _WORD.split(name) if w]
+    return any(w in SECRET_WORDS or w.endswith(SECRET_SUFFIXES) for w in words)
+
+
+def _aws_secret(value: str) -> bool:
+    """40 base64 characters of a random key: mixed case, digits, many distinct characters (paths are not)."""
+    return any(re.search("[A-Z]", m) and re.search("[a-z]", m) and re.search("[0-9]", m) and len(set(m)) >= 22
+               for m in _AWS_SECRET.findall(value))
+
+
+def secret_shape(value: str, names: bool = True) -> str | None:
+    """What ``value`` looks like when it looks like a credential (for the message), else None.
+
+    With ``names``, also a ``{name: ...}`` mapping or ``${oc.env:NAME}`` whose name is secret: either
+    puts the credential into the saved config as surely as the value itself would.
+    """
+    for label, pattern in VALUE_SHAPES:
+        if pattern.search(value):
+            return label
+    if _aws_secret(value):
+        return "an AWS secret access key"
+    inner = [n for n in (*_DICT_NAME.findall(value), *_ENV_REF.findall(value)) if secret_name(n)] if names else []
+    return f"a mapping or ${{oc.env:}} with a secret name ({inner[0]})" if inner else None
+
+
+def problems(items: Iterable[tuple[str, object]], where: str, names: bool = True) -> list[str]:
+    """One line per ``(key, value)`` whose key (when ``names``) or value looks like a credential."""
+    found = []
+    for i, (key, value) in enumerate(items):
+        label = f"{where} #{i + 1}" if secret_shape(key) else f"{where} {key!r}"  # a key can be a pasted secret
+        shape = secret_shape(str(value), names)
+        if names and secret_name(key):
+            found.append(f"{label}: the name looks like a credential")
+        elif shape:
+            found.append(f"{label}: the value looks like {shape}")
+    return found
+
+
+def refuse(found: list[str]) -> None:
+    if found:
+        raise SecretError(f"refused: {'; '.join(found)}. {ADVICE}")
+
+
+def check(items: Iterable[tuple[str, object]], where: str = "setting", names: bool = True) -> None:
+    refuse(problems(list(items), where, names))
+
+
+def split_override(override: str) -> tuple[str, str]:
+    """``+a.b=v`` -> (``a.b``, ``v``); a flag or a deletion without ``=`` has an empty value."""
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def check_overrides(overrides: Iterable[str], where: str = "override") -> None:
+    """Refuse overrides whose key or value looks like a credential.
+
+    ``hydra.launcher.secrets.<ENV>=<name>`` names a secret in AWS Secrets Manager: its key is allowed,
+    its value is still checked.
+    """
+    pairs = [split_override(o) for o in overrides]
+    is_ref = [k == REFERENCES or k.startswith(REFERENCES + ".") for k, _ in pairs]
+    found = problems([p for p, ref in zip(pairs, is_ref) if not ref], where)
+    refuse(found + problems([p for p, ref in zip(pairs, is_ref) if ref], where, names=False))
