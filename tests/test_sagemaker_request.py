@@ -17,6 +17,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -62,15 +63,12 @@ def aws(moto_endpoint, monkeypatch):
     return moto_endpoint
 
 
-def fake_output(params: dict) -> bytes:
-    """The job's /opt/ml/output/data, as the entry wrapper would leave it."""
-    lr = next(a for a in params["_args"] if a.startswith("optimizer.lr="))
-    files = {"result.json": json.dumps({"status": "COMPLETED", "return_value": float(lr.split("=")[1]) * 1000}),
-             "metrics.json": json.dumps({"objective": 0.5}), "train.log": ""}
+def tarball(files: dict[str, str | bytes]) -> bytes:
+    """An output.tar.gz holding ``files``, as the job's /opt/ml/output/data would become."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -82,36 +80,54 @@ def read_s3(uri: str) -> bytes:
     return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def test_create_training_job_requests(aws, hydra_sweep_runner, tmp_path, monkeypatch):
-    from bincount.resolvers import register_resolvers
+@pytest.fixture
+def fake_sagemaker(aws, monkeypatch):
+    """Records each CreateTrainingJob request and plays the container, which moto does not run.
+
+    On fetch it uploads the output.tar.gz of ``fake.output(request)`` (file name -> content) where the
+    job would leave it (``output_s3_uri=s3://BUCKET/out``), then the launcher's own fetch downloads it.
+    ``request["_args"]`` is the job's command line after the entry module, read from the SDK's sm_train.sh.
+    """
     from bincount.sagemaker import remote
 
-    register_resolvers()
-    requests: list[dict] = []
-
-    def record(params, **_):
-        requests.append(params)
+    fake = SimpleNamespace(requests=[], output=lambda req: {"result.json": '{"status": "COMPLETED", "return_value": 1}'})
 
     def session(region):
         s = boto3.Session(region_name=region)
-        s.events.register("before-parameter-build.sagemaker.CreateTrainingJob", record)
+        s.events.register("before-parameter-build.sagemaker.CreateTrainingJob", lambda params, **_: fake.requests.append(params))
         return s
 
-    monkeypatch.setattr(remote, "make_boto_session", session)
-    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
     original_fetch = remote.SageMakerBackend.fetch
 
-    def fetch_after_fake_job(self, handle, local_dir):  # the container's part, done by the test
-        req = next(r for r in requests if r["TrainingJobName"] == handle.name)
+    def fetch_after_fake_job(self, handle, local_dir):
+        req = next(r for r in fake.requests if r["TrainingJobName"] == handle.name)
         script = read_s3(next(c for c in req["InputDataConfig"] if c["ChannelName"] == "sm_drivers")
                          ["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/") + "/sm_train.sh").decode()
         req["_script"] = script
         req["_args"] = script.split("bincount.sagemaker.entry", 1)[1].split()
         boto3.client("s3").put_object(Bucket=BUCKET, Key=f"out/{handle.name}/output/output.tar.gz",
-                                      Body=fake_output(req))
+                                      Body=tarball(fake.output(req)))
         original_fetch(self, handle, local_dir)
 
+    monkeypatch.setattr(remote, "make_boto_session", session)
     monkeypatch.setattr(remote.SageMakerBackend, "fetch", fetch_after_fake_job)
+    return fake
+
+
+def lr_output(req: dict) -> dict[str, str]:
+    """The job's result: 1000 x its learning rate, so each JobReturn shows which job it came from."""
+    lr = next(a for a in req["_args"] if a.startswith("optimizer.lr="))
+    return {"result.json": json.dumps({"status": "COMPLETED", "return_value": float(lr.split("=")[1]) * 1000}),
+            "metrics.json": json.dumps({"objective": 0.5}), "train.log": ""}
+
+
+def test_create_training_job_requests(fake_sagemaker, hydra_sweep_runner, tmp_path, monkeypatch):
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    fake_sagemaker.output = lr_output
+    requests = fake_sagemaker.requests
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
     overrides = [
         "hydra/launcher=sagemaker", f"hydra.launcher.role={ROLE}", "hydra.launcher.region=us-east-1",
         f"hydra.launcher.output_s3_uri=s3://{BUCKET}/out", f"hydra.launcher.checkpoint_s3_uri=s3://{BUCKET}/ckpt",

@@ -80,9 +80,10 @@ def problems(items: Iterable[tuple[str, object]], where: str, names: bool = True
     """One line per ``(key, value)`` whose key (when ``names``) or value looks like a credential."""
     found = []
     for i, (key, value) in enumerate(items):
-        label = f"{where} #{i + 1}" if secret_shape(key) else f"{where} {key!r}"  # a key can be a pasted secret
+        pasted = secret_shape(key, names=False)  # a key can be a pasted secret: then it is not named
+        label = f"{where} #{i + 1}" if pasted else f"{where} {key!r}"
         shape = secret_shape(str(value), names)
-        if names and secret_name(key):
+        if pasted or (names and secret_name(key)):
             found.append(f"{label}: the name looks like a credential")
         elif shape:
             found.append(f"{label}: the value looks like {shape}")

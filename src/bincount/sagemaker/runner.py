@@ -103,8 +103,8 @@ def load_signed(spec: JobSpec, key: bytes) -> Any:
     mac = mac_file.read_text().strip() if mac_file.is_file() else ""
     if not hmac.compare_digest(mac, result_mac(key, spec.rel_dir, data)):
         raise OutputRefused(f"refused {PICKLED_RESULT} of job {spec.idx}: "
-                            f"{'its HMAC does not match' if mac else f'no {PICKLED_RESULT_MAC}'} this sweep's key, so "
-                            "this launcher's job did not write it; not unpickled (the job's result.json is intact)")
+                            f"{'its HMAC does not match' if mac else f'no {PICKLED_RESULT_MAC} for'} this sweep's key "
+                            "(this launcher's job did not write it); not unpickled")
     return pickle.loads(data)
 
 
