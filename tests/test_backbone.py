@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -117,6 +118,52 @@ def test_pretrained_offline_real_probe_fails_fast(empty_hf_cache):
         pytest.skip("the Hugging Face hub is reachable from this machine")
     result, elapsed = _run_bounded(lambda: create_backbone("test_resnet", pretrained=True), 20)
     _assert_offline_error(result, elapsed)
+
+
+def _plant_in_hf_cache(cache: Path, model: nn.Module, hf_hub_id: str) -> None:
+    """Lay out weights as ``hf_hub_download`` leaves them: refs/main -> snapshots/<sha>/model.safetensors."""
+    repo = cache / ("models--" + hf_hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_weights(model, repo / "snapshots" / ("0" * 40) / "model.safetensors")
+
+
+def _assert_same_weights(loaded: nn.Module, source: nn.Module) -> None:
+    expected = source.state_dict()
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, expected[key], msg=key)
+
+
+@pytest.mark.parametrize("offline_value", ["1", "true", "ON"])
+def test_hf_hub_offline_loads_the_cache_without_probing(empty_hf_cache, monkeypatch, offline_value):
+    """HF_HUB_OFFLINE set after huggingface_hub was imported still counts: the environment is read per call,
+    no network probe is made, and the cached file an online run would have downloaded is the one loaded."""
+    import timm
+
+    torch.manual_seed(1)
+    source = create_backbone("test_resnet")
+    _plant_in_hf_cache(empty_hf_cache, source, timm.models.get_pretrained_cfg("test_resnet").hf_hub_id)
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline_value)
+    monkeypatch.setattr(backbone_mod, "_hub_reachable", lambda *a, **k: pytest.fail("probed the network offline"))
+    _assert_same_weights(create_backbone("test_resnet", pretrained=True), source)
+
+
+def test_unreachable_hub_loads_the_cache(empty_hf_cache, monkeypatch):
+    import timm
+
+    torch.manual_seed(2)
+    source = create_backbone("test_resnet")
+    _plant_in_hf_cache(empty_hf_cache, source, timm.models.get_pretrained_cfg("test_resnet").hf_hub_id)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbone_mod, "HUB_HOST", ("127.0.0.1", 9))
+    _assert_same_weights(create_backbone("test_resnet", pretrained=True), source)
+
+
+def test_hf_hub_offline_without_cache_fails_fast(empty_hf_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result, elapsed = _run_bounded(lambda: create_backbone("test_resnet", pretrained=True), 20)
+    _assert_offline_error(result, elapsed)
+    assert "HF_HUB_OFFLINE" in str(result["error"])
 
 
 # -- freezing ---------------------------------------------------------------------------------------

@@ -1,14 +1,19 @@
-"""timm backbones by name: creation, pretrained weights (hub or local file) and stage freezing.
+"""timm backbones by name: creation, pretrained weights (hub, local cache or local file) and stage freezing.
 
 Every backbone is created through timm's one factory with ``num_classes=0`` so that it returns pooled
 features; the counting head lives in :mod:`bincount.models.heads`. Stages come from timm's own
 ``group_matcher`` so that "freeze all but the last N stages" means the same thing for a ResNet and an
 EfficientNet without per-architecture code.
+
+Offline (``HF_HUB_OFFLINE=1``, or the hub does not answer a short probe) the weights come from the local
+caches only, found through their public lookup functions; nothing mutates ``huggingface_hub``'s settings,
+and a miss fails within seconds with what to do instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from pathlib import Path
@@ -94,25 +99,56 @@ def create_backbone(name: str, pretrained: bool = False, weights_file: str | Non
     return _create_from_hub(name, kwargs)
 
 
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as the Hugging Face hub documents it (1/ON/YES/TRUE): the user says "no network"."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def cached_weights(name: str) -> str | None:
+    """The local copy of ``name``'s pretrained weights (Hugging Face or torch hub cache), or None.
+
+    Looked up with the caches' public APIs (``try_to_load_from_cache``, ``torch.hub.get_dir``) in the
+    order timm downloads them, so an offline run loads exactly the file an online run would have used,
+    through the same local-file path as ``model.weights_file``.
+    """
+    import torch
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        given = cfg.hf_hub_filename or "pytorch_model.bin"
+        safe = "model.safetensors" if given == "pytorch_model.bin" else given.removesuffix(".bin") + ".safetensors"
+        for filename in dict.fromkeys((safe, given)):
+            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(found, str):
+                return found
+    if cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
+        return str(path) if path.is_file() else None
+    return None
+
+
 def _create_from_hub(name: str, kwargs: dict):
     import timm
 
-    offline = not _hub_reachable()
-    if offline:
-        # Use the local cache only; huggingface_hub reads this flag at call time.
-        import huggingface_hub.constants as hf_constants
-
-        previous, hf_constants.HF_HUB_OFFLINE = hf_constants.HF_HUB_OFFLINE, True
+    if hub_offline() or not _hub_reachable():
+        cached = cached_weights(name)
+        if cached is None:
+            raise PretrainedWeightsUnavailable(
+                f"Pretrained weights for {name!r} could not be loaded: the Hugging Face hub is unreachable "
+                f"(or HF_HUB_OFFLINE is set) and they are not in the local cache. {_weights_help(name)}"
+            )
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
-    except Exception as exc:  # the hub raises many types (LocalEntryNotFoundError, OSError, URLError...)
-        where = "the Hugging Face hub is unreachable and they are not in the local cache" if offline else str(exc)
+    except Exception as exc:  # the hub raises many types (HfHubHTTPError, OSError, URLError...)
         raise PretrainedWeightsUnavailable(
-            f"Pretrained weights for {name!r} could not be loaded: {where}. {_weights_help(name)}"
+            f"Pretrained weights for {name!r} could not be loaded: {exc}. {_weights_help(name)}"
         ) from exc
-    finally:
-        if offline:
-            hf_constants.HF_HUB_OFFLINE = previous
 
 
 def backbone_stages(backbone: nn.Module) -> list[list[nn.Parameter]]:
@@ -177,6 +213,6 @@ def num_trainable(module: nn.Module) -> int:
 
 
 __all__ = [
-    "FREEZE_POLICIES", "PretrainedWeightsUnavailable", "apply_freeze", "backbone_stages", "check_backbone_name",
-    "create_backbone", "num_trainable", "save_weights", "unfreeze_last_stages",
+    "FREEZE_POLICIES", "PretrainedWeightsUnavailable", "apply_freeze", "backbone_stages", "cached_weights",
+    "check_backbone_name", "create_backbone", "hub_offline", "num_trainable", "save_weights", "unfreeze_last_stages",
 ]
