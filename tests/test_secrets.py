@@ -22,7 +22,7 @@ SECRET_NAMES = [  # one per word and suffix, in the spellings people use
     "API_KEY", "WANDB_API_KEY", "wandb.api_key", "apiKey", "HF_TOKEN", "MYTOKEN", "CLIENT_SECRET", "clientsecret",
     "PASSWORD", "DBPASSWORD", "db.passwd", "MYPASSWD", "DB_PWD", "DB_PASS", "ssh.passphrase", "GH_PAT",
     "GOOGLE_APPLICATION_CREDENTIALS", "aws.credential", "my_creds", "AWS_SECRET_ACCESS_KEY", "awsAccessKey",
-    "secretkey", "privatekey", "hydra.job.env_set.WANDB_API_KEY",
+    "secretkey", "privatekey", "APIKEY", "AWSACCESSKEY", "hydra.job.env_set.WANDB_API_KEY",
 ]
 HARMLESS_NAMES = [
     "model", "optimizer.lr", "trainer.max_epochs", "callbacks.early_stopping.patience", "data.path", "data.root",

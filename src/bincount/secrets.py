@@ -18,10 +18,10 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-# A name is secret if one of its words is one of these, or ends with one of SECRET_SUFFIXES.
-SECRET_WORDS = frozenset({"key", "token", "secret", "password", "passwd", "pwd", "pass", "passphrase", "pat",
-                          "credential", "credentials", "creds"})
-SECRET_SUFFIXES = ("apikey", "accesskey", "secretkey", "privatekey", "token", "secret", "password", "passwd")
+# A name is secret if one of its words is one of SECRET_WORDS, or ends with one of SECRET_SUFFIXES
+# (``HF_TOKEN``, ``MYTOKEN``, ``DBPASSWORD``); "key" and "pass" only as whole words (not "monkey", "compass").
+SECRET_WORDS = frozenset({"key", "pwd", "pass", "passphrase", "pat", "credential", "credentials", "creds"})
+SECRET_SUFFIXES = ("token", "secret", "password", "passwd", "apikey", "accesskey", "secretkey", "privatekey")
 # hydra.launcher.secrets.<ENV>=<Secrets Manager name> names a secret, it does not carry one.
 REFERENCES = "hydra.launcher.secrets"
 ADVICE = ("credentials must not travel in overrides, environment variables or tags (they are saved in .hydra/, "
