@@ -150,3 +150,24 @@ def test_experiment_composes_and_runs_one_batch(experiment, data_dir, tmp_path, 
     assert cfg.tags, "every experiment tags its runs"
     train(cfg)
     assert json.loads((tmp_path / "metrics.json").read_text())["global_steps"] == 1
+
+
+def test_loggers_get_the_resolved_config_once_and_checkpoints_rebuild_the_model(data_dir, tmp_path, monkeypatch):
+    """train() logs the whole resolved config; the module's own kwargs must not be merged in beside it
+    (``backbone``, ``num_classes``... at the top level), yet the checkpoint still rebuilds the model."""
+    import yaml
+
+    from bincount.models.module import BinCounter
+    from bincount.train import train
+
+    monkeypatch.setenv("BINCOUNT_DATA_DIR", str(data_dir))
+    cfg = compose_cfg([*TINY, "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+                       "+trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0", f"paths.output_dir={tmp_path}",
+                       "logger=default"], tmp_path)
+    train(cfg)
+    resolved = yaml.safe_load((tmp_path / "resolved_config.yaml").read_text())
+    for logger in ("csv", "tensorboard"):
+        logged = yaml.safe_load((tmp_path / logger / "hparams.yaml").read_text())
+        assert logged == resolved, f"{logger}: extra {sorted(set(logged) - set(resolved))}"
+    model = BinCounter.from_checkpoint(str(tmp_path / "checkpoints" / "last.ckpt"))
+    assert model.hparams.backbone == cfg.model.backbone and model.hparams.num_classes == 5

@@ -2,7 +2,8 @@
 
 Hyperparameters are plain dicts saved in the checkpoint, so ``BinCounter.from_checkpoint(path)``
 rebuilds the model without the config files that trained it (as LightningCLI does), and never
-re-downloads pretrained weights to do so.
+re-downloads pretrained weights to do so. They go to the checkpoint only, not to the loggers: the
+loggers get the full resolved config from ``bincount.train``, of which these are a part.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class BinCounter(L.LightningModule):
             {"backbone": backbone, "num_classes": num_classes, "min_count": min_count, "pretrained": pretrained,
              "weights_file": weights_file, "head": head, "freeze": freeze, "optimizer": optimizer,
              "scheduler": scheduler, "backbone_lr_scale": backbone_lr_scale, "drop_rate": drop_rate,
-             "channels_last": channels_last}
+             "channels_last": channels_last},
+            logger=False,  # train.py logs the whole resolved config; these kwargs would land beside it twice
         )
         self.backbone = create_backbone(backbone, pretrained=pretrained, weights_file=weights_file, drop_rate=drop_rate)
         head = dict(head or {"name": "linear"})
