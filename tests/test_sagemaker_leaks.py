@@ -21,18 +21,32 @@ from test_sagemaker_trust import APP, REMOTE, sweep_of
 from test_secrets import AWS_SECRET, WANDB_KEY, files_containing
 
 
-def test_environment_and_tag_values_are_checked(hydra_sweep_runner, tmp_path):
+def launcher_params(**changes) -> dict:
+    """The launcher's settings as ``launch()`` gets them, whatever set them (a preset YAML, an override)."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLocalLauncherConf
+
+    return {**OmegaConf.to_container(OmegaConf.structured(SageMakerLocalLauncherConf)), **changes}
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"environment": {"MLFLOW_TRACKING_URI": "https://u:planted@h"}}, "environment.MLFLOW_TRACKING_URI"),
+    ({"environment": {"HTTPS_PROXY": "http://u:planted@proxy:3128"}}, "environment.HTTPS_PROXY"),
+    ({"environment": {"DB_PASS": "planted"}}, "environment.DB_PASS"),
+    ({"tags": {"owner": AWS_SECRET}}, "tags.owner"),
+    ({"tags": {"GH_PAT": "planted"}}, "tags.GH_PAT"),
+    ({"secrets": {"WANDB_API_KEY": WANDB_KEY}}, "secrets.WANDB_API_KEY"),  # a value, not a Secrets Manager name
+])
+def test_environment_tags_and_secret_names_are_checked_by_name_and_value(changes, key):
+    from bincount.sagemaker.spec import validate
     from bincount.secrets import SecretError
 
-    for key, value, secret in [("environment.MLFLOW_TRACKING_URI", "https://u:planted@h", "planted"),
-                               ("environment.HTTPS_PROXY", "http://u:planted@proxy:3128", "planted"),
-                               ("environment.DB_PASS", "planted", "planted"),
-                               ("tags.owner", AWS_SECRET, AWS_SECRET), ("tags.GH_PAT", "planted", "planted")]:
-        with pytest.raises(SecretError) as e:
-            with sweep_of(hydra_sweep_runner, tmp_path / "sweep",
-                          ["hydra/launcher=sagemaker_local_base", f"+hydra.launcher.{key}={value}"]):
-                pass
-        assert f"'hydra.launcher.{key}'" in str(e.value) and secret not in str(e.value)
+    with pytest.raises(SecretError) as e:
+        validate(launcher_params(**changes))
+    assert f"'hydra.launcher.{key}'" in str(e.value)
+    assert "planted" not in str(e.value) and AWS_SECRET not in str(e.value) and WANDB_KEY not in str(e.value)
+    validate(launcher_params(environment={"FOO": "bar"}, tags={"team": "vision"}, secrets={"WANDB_API_KEY": "bincount/wandb"}))
 
 
 @pytest.mark.parametrize("override, key", [
