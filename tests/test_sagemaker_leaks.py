@@ -119,7 +119,7 @@ def test_dry_run_lists_the_code_channel(aws, hydra_sweep_runner, tmp_path, caplo
     project = project_with_local_secrets(tmp_path / "project", "planted-value")
     with caplog.at_level("INFO"), sweep_of(hydra_sweep_runner, tmp_path / "sweep", [
             *REMOTE, "hydra.launcher.dry_run=true", f"hydra.launcher.source_dir={project}"]):
-        pass
+        assert files_containing(tmp_path / "sweep", "planted-value") == []  # the staged code, the job dirs
     listed = re.search(r"\[dry run\] code channel files: (.*)", caplog.text).group(1)
     assert listed.split(", ") == ["conf/x.yaml", "pyproject.toml", "src/app/__init__.py", "train.py"]
     assert "planted-value" not in caplog.text
