@@ -98,7 +98,7 @@ def test_refuses_different_test_sets_naming_count_and_example(jobs, capsys, tmp_
     rows[0]["id"] = "zz_renamed"
     _write_predictions(other, rows)
     rc, out, err = compare(capsys, jobs[0], other)
-    assert rc == 2 and out == ""
+    assert rc == 1 and out == ""
     assert "not evaluated on the same test set" in err and "3 ids differ" in err and repr(dropped) in err
     assert "--no-stats" in err
     rc, out, _ = compare(capsys, jobs[0], other, "--no-stats", "--format", "markdown")
@@ -111,7 +111,7 @@ def test_refuses_same_ids_with_different_true_counts(jobs, capsys, tmp_path):
     rows[2]["true_count"] = str(int(rows[2]["true_count"]) + 1)
     _write_predictions(other, rows)
     rc, _, err = compare(capsys, jobs[0], other)
-    assert rc == 2 and f"1 of {len(rows)} have different true counts" in err and repr(rows[2]["id"]) in err
+    assert rc == 1 and f"1 of {len(rows)} have different true counts" in err and repr(rows[2]["id"]) in err
 
 
 def test_three_runs_pairwise_against_baseline(jobs, capsys, tmp_path):
@@ -138,7 +138,7 @@ def test_broken_run_is_named(jobs, capsys, tmp_path, damage, expected):
     else:
         (other / "predictions.csv").unlink()
     rc, _, err = compare(capsys, jobs[0], other)
-    assert rc == 2 and expected in err and str(other) in err
+    assert rc == 1 and expected in err and str(other) in err
 
 
 def test_bad_arguments(jobs, capsys, tmp_path):
@@ -163,4 +163,4 @@ def test_without_scipy_says_which_extra_to_install(jobs):
     code = ("import sys; sys.modules['scipy'] = None; from bincount.cli import main; "
             "sys.exit(main(['compare', *sys.argv[1:]]))")
     proc = subprocess.run([sys.executable, "-c", code, *map(str, jobs)], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert proc.returncode == 2 and "bincount[analysis]" in proc.stderr and "--no-stats" in proc.stderr
+    assert proc.returncode == 1 and "bincount[analysis]" in proc.stderr and "--no-stats" in proc.stderr

@@ -93,9 +93,9 @@ def test_report_command_names_what_is_missing(tmp_path, capsys):
 
     (tmp_path / "checkpoints").mkdir()
     assert main(["report", str(tmp_path)]) == 1
-    assert "no metrics.json" in capsys.readouterr().out
+    assert "no metrics.json" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nope")]) == 1
-    assert "does not exist" in capsys.readouterr().out
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.slow

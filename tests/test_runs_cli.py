@@ -107,7 +107,7 @@ def test_bad_sort_key_names_the_choices(root, capsys):
 
 def test_missing_root_is_an_error(tmp_path, capsys):
     rc, _, err = runs(capsys, tmp_path / "nowhere")
-    assert rc == 2 and "nowhere" in err and "not a directory" in err
+    assert rc == 1 and "nowhere" in err and "not a directory" in err
 
 
 def test_empty_root_says_so(tmp_path, capsys):

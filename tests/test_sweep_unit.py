@@ -228,8 +228,8 @@ def test_report_of_a_tiny_study_explains_missing_importances(tmp_path, capsys):
 def test_report_cli_on_a_missing_dir_says_so(tmp_path, capsys):
     from bincount.cli import main
 
-    assert main(["sweep-report", str(tmp_path / "nope")]) == 2
-    assert "does not exist" in capsys.readouterr().out
+    assert main(["sweep-report", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_plugin_hook_and_callback_do_not_import_optuna():
@@ -284,5 +284,5 @@ def test_report_cli_says_when_the_study_cannot_be_opened(tmp_path, capsys):
 
     write_sweep_info(tmp_path, "postgresql://tuner:secret@127.0.0.1:1/optuna", "s", "maximize", "val/acc")
     assert "secret" not in (tmp_path / "sweep.json").read_text()
-    assert main(["sweep-report", str(tmp_path), "--storage", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
-    assert "cannot open study 's'" in capsys.readouterr().out
+    assert main(["sweep-report", str(tmp_path), "--storage", f"sqlite:///{tmp_path / 'missing.db'}"]) == 1
+    assert "cannot open study 's'" in capsys.readouterr().err

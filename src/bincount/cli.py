@@ -3,7 +3,16 @@
 Training itself is ``python train.py`` (Hydra owns that command line); ``bincount`` holds the tools
 around it. Subcommand modules are imported only when chosen, so ``bincount --help`` stays fast and
 optional extras (boto3, sagemaker, wandb) are never imported by commands that do not need them.
-Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+
+Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``, and may list in
+``ERRORS`` the exception types that mean "this failed" rather than "this is a bug". The conventions
+live here, once, so that every subcommand behaves the same in a script: results on stdout, messages
+on stderr as ``bincount CMD: error: ...``, and the exit status says what went wrong:
+
+* 0 success; 2 a usage mistake: argparse's own checks, or ``argparse.ArgumentTypeError`` raised by
+  ``run`` for a value that only makes sense checked against the others (printed with the usage line);
+* 1 a failure at run time: ``OSError`` (a missing path, a full disk) or one of the module's ``ERRORS``;
+* 130 Ctrl-C. None of these prints a traceback; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -24,8 +33,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bincount")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bincount", description="Tools around bincount training runs.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     chosen = next((a for a in argv if not a.startswith("-")), None)
@@ -34,14 +53,29 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         if name == chosen:  # import only the module that will run
             mod = importlib.import_module(module)
             mod.add_arguments(p)
-            p.set_defaults(_run=mod.run)
+            p.set_defaults(_run=mod.run, _errors=(OSError, *getattr(mod, "ERRORS", ())), _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand and return its exit status (``--help`` and usage mistakes included: no exit)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except SystemExit as stop:  # argparse: --help/--version (0) or a usage mistake (2), already printed
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
+        return int(args._run(args) or 0)
+    except argparse.ArgumentTypeError as mistake:  # shown as argparse shows its own mistakes
+        args._parser.print_usage(sys.stderr)
+        print(f"{args._parser.prog}: error: {mistake}", file=sys.stderr)
+        return 2
+    except args._errors as failure:
+        print(f"bincount {args.command}: error: {failure}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bincount {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ class CompareError(ValueError):
     """The runs cannot be compared as asked (the message says why and what to do)."""
 
 
+# Failures at run time (exit status 1, see bincount.cli): runs that are broken or do not pair up, or
+# scipy missing for the statistics. Mistakes in the arguments raise argparse.ArgumentTypeError (status 2).
+ERRORS = (CompareError, RunError, ImportError)
+
+
 def cfg_text(value: Any) -> str:
     """Config values as YAML spells them (``null``, ``true``, ``0.0``), not rounded like metrics."""
     if value is None:
@@ -164,39 +169,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _format(args: argparse.Namespace) -> str:
     if args.format == "table" and args.output is not None:
-        raise CompareError("--format table prints to the terminal; for --output use markdown, html or json")
+        raise argparse.ArgumentTypeError("--format table prints to the terminal; for --output use markdown, html or json")
     if args.format:
         return args.format
     if args.output is None:
         return "table"
     fmt_ = SUFFIX_FORMATS.get(args.output.suffix.lower())
     if fmt_ is None:
-        raise CompareError(f"--output {args.output}: cannot tell the format from {args.output.suffix!r}; "
-                           f"use a suffix in {sorted(SUFFIX_FORMATS)} or pass --format {{markdown,html,json}}")
+        raise argparse.ArgumentTypeError(f"--output {args.output}: cannot tell the format from {args.output.suffix!r}; "
+                                         f"use a suffix in {sorted(SUFFIX_FORMATS)} or pass --format {{markdown,html,json}}")
     return fmt_
 
 
 def run(args: argparse.Namespace) -> int:
-    err = console(stderr=True)
-    try:
-        if not 0 < args.confidence < 1 or not 0 < args.alpha < 1 or args.bootstrap < 1:
-            raise CompareError(f"need 0 < --confidence < 1 (got {args.confidence}), 0 < --alpha < 1 (got {args.alpha}) "
-                               f"and --bootstrap >= 1 (got {args.bootstrap})")
-        out_format = _format(args)
-        paths = list(args.runs)
-        if args.baseline is not None:
-            paths.insert(0, args.baseline)
-        unique: dict[Path, Path] = {}
-        for p in paths:  # the same run twice (or given again as --baseline) is one run
-            unique.setdefault(p.resolve(), p)
-        paths = list(unique.values())
-        if len(paths) < 2:
-            raise CompareError(f"need at least two different runs to compare, got {[str(p) for p in paths]}")
-        runs = [load_run(p) for p in paths]
-        sections, data = build_report(runs, args)
-    except (CompareError, RunError, ImportError) as error:
-        err.print(f"bincount compare: error: {error}", markup=False)
-        return 2
+    if not 0 < args.confidence < 1 or not 0 < args.alpha < 1 or args.bootstrap < 1:
+        raise argparse.ArgumentTypeError(f"need 0 < --confidence < 1 (got {args.confidence}), 0 < --alpha < 1 "
+                                         f"(got {args.alpha}) and --bootstrap >= 1 (got {args.bootstrap})")
+    out_format = _format(args)
+    paths = list(args.runs)
+    if args.baseline is not None:
+        paths.insert(0, args.baseline)
+    unique: dict[Path, Path] = {}
+    for p in paths:  # the same run twice (or given again as --baseline) is one run
+        unique.setdefault(p.resolve(), p)
+    paths = list(unique.values())
+    if len(paths) < 2:
+        raise argparse.ArgumentTypeError(f"need at least two different runs to compare, got {[str(p) for p in paths]}")
+    runs = [load_run(p) for p in paths]
+    sections, data = build_report(runs, args)
     title = "bincount compare: " + " vs ".join(data["runs"])
     text = {"markdown": lambda: to_markdown(sections, title), "html": lambda: to_html(sections, title),
             "json": lambda: json.dumps(data, indent=2)}

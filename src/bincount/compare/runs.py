@@ -98,9 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     err = console(stderr=True)
     root = (args.root or default_root()).expanduser()
-    if not root.is_dir():
-        err.print(f"bincount runs: error: {root} is not a directory (pass DIR or set BINCOUNT_LOG_DIR)", markup=False)
-        return 2
+    if not root.is_dir():  # an OSError: a failure at run time for bincount.cli (status 1)
+        raise NotADirectoryError(f"{root} is not a directory (pass DIR or set BINCOUNT_LOG_DIR)")
     runs, problems, unfinished = find_runs(root)
     for problem in problems:
         err.print(f"bincount runs: skipped a broken run: {problem}", markup=False)
@@ -117,9 +116,8 @@ def run(args: argparse.Namespace) -> int:
         if args.sort not in valid:
             per_class = {k for k in valid if k.rsplit("_", 1)[-1].isdigit()}  # test/f1_3 ...: named by example
             shown = sorted(valid - per_class) + ([f"per-class keys such as {min(per_class)}"] if per_class else [])
-            err.print(f"bincount runs: error: --sort {args.sort!r} is neither a column nor a metric of these runs; "
-                      f"columns: {list(cols)}; metrics: {shown}", markup=False)
-            return 2
+            raise argparse.ArgumentTypeError(f"--sort {args.sort!r} is neither a column nor a metric of these runs; "
+                                             f"columns: {list(cols)}; metrics: {shown}")
         cols[args.sort] = _metric(args.sort)
     runs = sort_runs(runs, args.sort, cols[args.sort], args.desc)
     if args.format in ("table", "markdown"):  # a job's path already names its sweep; the Sweeps table follows

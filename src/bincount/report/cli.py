@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,12 @@ def run(args: argparse.Namespace) -> int:
     from bincount.report.rundata import RunDirError
 
     if args.output and len(args.run_dirs) > 1:
-        raise SystemExit(f"--output takes one RUN_DIR, got {len(args.run_dirs)}: {args.run_dirs}")
+        raise argparse.ArgumentTypeError(f"--output takes one RUN_DIR, got {len(args.run_dirs)}: {args.run_dirs}")
     failed = 0
-    for run_dir in args.run_dirs:
+    for run_dir in args.run_dirs:  # one broken run does not stop the others; the status still says so
         try:
             print(write_report(run_dir, args.output))
         except RunDirError as err:
-            print(f"bincount report: {err}")
+            print(f"bincount report: error: {err}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bincount.sweep.report import ReportError, write_report
+
+ERRORS = (ReportError,)  # with OSError: failures at run time, exit status 1 (see bincount.cli)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir (hydra.sweep.dir): Optuna or basic-sweeper grid")
@@ -14,11 +18,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bincount.sweep.report import ReportError, write_report
-
-    try:
-        write_report(args.sweep_dir, storage=args.storage)
-    except (FileNotFoundError, ReportError) as err:
-        print(f"sweep-report: {err}")
-        return 2
+    write_report(args.sweep_dir, storage=args.storage)
     return 0

@@ -1,0 +1,169 @@
+"""Every ``bincount`` subcommand keeps the conventions of :mod:`bincount.cli`, so scripts can rely on them:
+``--help`` on stdout with status 0; a usage mistake -> 2, a failure at run time -> 1, both with the
+message on stderr naming the bad value and no traceback.
+
+The subcommands come from the CLI's own registry, so a new one is covered automatically; it fails
+``test_every_subcommand_has_cases`` until it adds its cases to ``USAGE`` and ``RUNTIME`` below.
+Everything runs in process (``main(argv)`` returns the status), except what needs the real process exit.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from bincount import cli
+
+COMMANDS = list(cli.SUBCOMMANDS)
+
+# name -> (argv after the name, text the message must contain): a value argparse cannot reject by itself.
+# None: the subcommand has no such checks (the unknown-option case below still covers it).
+USAGE = {
+    "render": (["{tmp}/out", "--num-images", "0"], "num_images"),
+    "fetch": (["{tmp}/dest", "--counts", "5-1", "--no-progress"], "'5-1'"),
+    "pack": (["{tmp}", "--bad-input", "maybe"], "'maybe'"),
+    "report": (["{tmp}/a", "{tmp}/b", "--output", "{tmp}/x.html"], "--output takes one RUN_DIR"),
+    "runs": (["{tmp}", "--sort", "nope"], "'nope'"),
+    "compare": (["{tmp}/a", "{tmp}/b", "--alpha", "2"], "--alpha"),
+    "sweep-report": None,
+}
+
+
+def _xfail(reason: str):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+PACK_FETCH_RENDER = "the module maps every error it catches to one status (see the issue 13 report)"
+
+# name -> [(case id, argv after the name, text the message must contain, marks)]: the arguments are
+# valid, the world is not (a path that is missing or is a file).
+RUNTIME = {
+    "render": [
+        ("out-dir-under-a-file", ["{tmp}/a_file/out", "--num-images", "2", "--workers", "1", "--no-progress"],
+         "a_file", ()),
+        ("out-dir-not-a-render", ["{tmp}/foreign", "--num-images", "2", "--workers", "1", "--no-progress"],
+         "not a synthetic render", _xfail(f"render returns 2 for a refused OUT_DIR: {PACK_FETCH_RENDER}")),
+    ],
+    "fetch": [
+        ("missing-file-list", ["{tmp}/dest", "--file-list", "{tmp}/missing.json", "--no-progress"], "missing.json",
+         _xfail(f"fetch returns 2 for an unreadable --file-list: {PACK_FETCH_RENDER}")),
+        ("missing-source-dir", ["{tmp}/dest", "--all", "--source", "{tmp}/missing", "--no-progress"], "missing",
+         _xfail("fetch --all from a local --source that does not exist fetches nothing and returns 0")),
+    ],
+    "pack": [
+        ("missing-src", ["{tmp}/missing", "--no-progress"], "missing",
+         _xfail(f"pack returns 2 for a missing SRC: {PACK_FETCH_RENDER}")),
+    ],
+    "report": [("missing-run-dir", ["{tmp}/missing"], "missing", ())],
+    "runs": [("missing-root", ["{tmp}/missing"], "missing", ())],
+    "compare": [("missing-runs", ["{tmp}/missing_a", "{tmp}/missing_b"], "missing_a", ())],
+    "sweep-report": [("missing-sweep-dir", ["{tmp}/missing"], "missing", ())],
+}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "foreign" / "bin-images").mkdir(parents=True)  # ABID files that no render wrote
+    return tmp_path
+
+
+def run_cli(argv: list[str], tmp: Path, capsys, caplog) -> tuple[int, str, str]:
+    """``bincount ARGV`` in process; an exception escaping ``main`` (a traceback) fails the test by itself."""
+    status = cli.main([a.replace("{tmp}", str(tmp)) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err + caplog.text
+    return status, out, err
+
+
+def test_every_subcommand_has_cases():
+    assert set(USAGE) == set(COMMANDS), "add the new subcommand's usage-mistake case to USAGE"
+    assert set(RUNTIME) == set(COMMANDS) and all(RUNTIME.values()), "add a run-time failure case to RUNTIME"
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_goes_to_stdout(name, workdir, capsys, caplog):
+    status, out, err = run_cli([name, "--help"], workdir, capsys, caplog)
+    assert (status, err) == (0, "") and out.startswith(f"usage: bincount {name}")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_unknown_option_is_a_usage_mistake(name, workdir, capsys, caplog):
+    """argparse's own checks: the unknown option, or first a required argument that is missing."""
+    status, out, err = run_cli([name, "--no-such-option"], workdir, capsys, caplog)
+    assert (status, out) == (2, "") and err.startswith("usage: bincount")
+    assert re.search(r"^bincount( \S+)?: error: (unrecognized arguments: --no-such-option|.*required)", err, re.M), err
+
+
+@pytest.mark.parametrize("name", [n for n in COMMANDS if USAGE.get(n)])
+def test_bad_value_is_a_usage_mistake(name, workdir, capsys, caplog):
+    argv, needle = USAGE[name]
+    status, out, err = run_cli([name, *argv], workdir, capsys, caplog)
+    assert (status, out) == (2, ""), err
+    assert f"bincount {name}: error:" in err and needle in err
+
+
+@pytest.mark.parametrize("name,argv,needle", [
+    pytest.param(name, argv, needle, id=f"{name}-{case}", marks=marks)
+    for name in COMMANDS for case, argv, needle, marks in RUNTIME.get(name, [])
+])
+def test_failure_at_run_time(name, argv, needle, workdir, capsys, caplog):
+    status, out, err = run_cli([name, *argv], workdir, capsys, caplog)
+    assert status == 1, err
+    assert f"bincount {name}: error:" in err and needle in err
+
+
+# -- the top-level command --------------------------------------------------------------------------------
+def _bincount(*argv: str) -> subprocess.CompletedProcess:
+    """The real process: the exit status as a shell sees it."""
+    return subprocess.run([sys.executable, "-m", "bincount.cli", *argv], capture_output=True, text=True, timeout=60)
+
+
+def test_version_is_the_installed_package_version():
+    proc = _bincount("--version")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"bincount {version('bincount')}\n", "")
+
+
+def test_help_lists_every_subcommand():
+    proc = _bincount("--help")
+    assert proc.returncode == 0 and all(name in proc.stdout for name in COMMANDS) and "--version" in proc.stdout
+
+
+def test_process_exit_status_of_a_failure(tmp_path):
+    proc = _bincount("runs", str(tmp_path / "missing"))
+    assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"bincount runs: error: {tmp_path / 'missing'} is not a directory (pass DIR or set BINCOUNT_LOG_DIR)"
+
+
+@pytest.mark.parametrize("argv,needle", [([], "required: COMMAND"), (["nosuch"], "invalid choice: 'nosuch' (choose from")])
+def test_missing_or_unknown_subcommand(argv, needle, tmp_path, capsys, caplog):
+    status, out, err = run_cli(argv, tmp_path, capsys, caplog)
+    assert (status, out) == (2, "") and needle in err
+
+
+def test_ctrl_c_is_one_line_and_130(tmp_path, capsys, caplog, monkeypatch):
+    import bincount.compare.runs as runs
+
+    def interrupted(root):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "find_runs", interrupted)
+    status, _, err = run_cli(["runs", str(tmp_path)], tmp_path, capsys, caplog)
+    assert (status, err) == (130, "bincount runs: interrupted\n")
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only the documented failures become one line: anything else is a bug and must not be hidden."""
+    import bincount.compare.runs as runs
+
+    def broken(root):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(runs, "find_runs", broken)
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        cli.main(["runs", str(tmp_path)])
