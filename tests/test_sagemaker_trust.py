@@ -101,8 +101,20 @@ def test_only_a_pickle_signed_with_the_sweeps_key_for_this_job_is_unpickled(tmp_
     other_job = spec_in(tmp_path, rel_dir="multirun/s/1")  # the same signed file copied into another job
     assert read_result(other_job, key)[0] == "Failed"
     assert read_result(spec, b"another sweep's key")[2].startswith("refused result.pkl of job 0: its HMAC does not")
+    (spec.local_dir / "result.pkl.hmac").write_bytes("é\x00".encode())  # not even hex: refused, no crash
+    assert read_result(spec, key)[0] == "Failed"
     (spec.local_dir / "result.pkl.hmac").unlink()
     assert "no result.pkl.hmac for this sweep's key" in read_result(spec, key)[2]
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"no": "status"}', b"\xff\xfe"])
+def test_a_damaged_result_json_fails_that_job_only(content, tmp_path):
+    from bincount.sagemaker.runner import read_result
+
+    spec = spec_in(tmp_path, pickled=False)
+    (spec.local_dir / "result.json").write_bytes(content.encode() if isinstance(content, str) else content)
+    status, value, error = read_result(spec, b"k")
+    assert (status, value) == ("Failed", None) and error.startswith("unreadable result.json (")
 
 
 def test_relaunch_refuses_a_tampered_result_of_a_completed_job(tmp_path):

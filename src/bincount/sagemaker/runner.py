@@ -100,8 +100,8 @@ def load_signed(spec: JobSpec, key: bytes) -> Any:
     """Unpickle the job's result.pkl only if its HMAC is this sweep's, for this job."""
     data = (spec.local_dir / PICKLED_RESULT).read_bytes()
     mac_file = spec.local_dir / PICKLED_RESULT_MAC
-    mac = mac_file.read_text().strip() if mac_file.is_file() else ""
-    if not hmac.compare_digest(mac, result_mac(key, spec.rel_dir, data)):
+    mac = mac_file.read_bytes().strip() if mac_file.is_file() else b""  # bytes: any content compares safely
+    if not hmac.compare_digest(mac, result_mac(key, spec.rel_dir, data).encode()):
         raise OutputRefused(f"refused {PICKLED_RESULT} of job {spec.idx}: "
                             f"{'its HMAC does not match' if mac else f'no {PICKLED_RESULT_MAC} for'} this sweep's key "
                             "(this launcher's job did not write it); not unpickled")
@@ -116,8 +116,11 @@ def read_result(spec: JobSpec, key: bytes) -> tuple[str, Any, str | None]:
     path = spec.local_dir / RESULT_FILE
     if not path.is_file():
         return "Failed", None, "the job wrote no result.json (it died before Hydra finished)"
-    result = json.loads(path.read_text())
-    value = result.get("return_value")
+    try:
+        result = json.loads(path.read_bytes())
+        status, value, error = result["status"], result.get("return_value"), result.get("error")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # the job's file: a bad one fails this job only
+        return "Failed", None, f"unreadable {RESULT_FILE} ({type(e).__name__})"
     if (spec.local_dir / PICKLED_RESULT).is_file():
         if spec.pickle is None:
             log.warning("job %d: ignored %s in its output (script-mode results are read from %s only)",
@@ -127,7 +130,7 @@ def read_result(spec: JobSpec, key: bytes) -> tuple[str, Any, str | None]:
                 value = load_signed(spec, key)
             except OutputRefused as e:
                 return "Failed", None, str(e)
-    return ("Completed" if result["status"] == "COMPLETED" else "Failed"), value, result.get("error")
+    return ("Completed" if status == "COMPLETED" else "Failed"), value, error if isinstance(error, str) else None
 
 
 def previous_completion(spec: JobSpec) -> dict | None:

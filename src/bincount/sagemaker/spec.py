@@ -80,7 +80,7 @@ def validate(p: dict) -> None:
         raise LauncherConfigError("hydra.launcher.max_parallel_jobs and instance_count must be >= 1")
     # The job's environment is logged by the SDK's driver and, like tags, shown by DescribeTrainingJob.
     check([*((f"hydra.launcher.environment.{k}", v) for k, v in p["environment"].items()),
-                   *((f"hydra.launcher.tags.{k}", v) for k, v in p["tags"].items())])
+           *((f"hydra.launcher.tags.{k}", v) for k, v in p["tags"].items())])
     check([(f"hydra.launcher.secrets.{k}", v) for k, v in p["secrets"].items()], names=False)
     if p["spot"] and p["max_wait_s"] is not None and p["max_wait_s"] < p["max_runtime_s"]:
         raise LauncherConfigError(f"hydra.launcher.max_wait_s={p['max_wait_s']} must be >= max_runtime_s="
