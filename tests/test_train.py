@@ -171,3 +171,10 @@ def test_loggers_get_the_resolved_config_once_and_checkpoints_rebuild_the_model(
         assert logged == resolved, f"{logger}: extra {sorted(set(logged) - set(resolved))}"
     model = BinCounter.from_checkpoint(str(tmp_path / "checkpoints" / "last.ckpt"))
     assert model.hparams.backbone == cfg.model.backbone and model.hparams.num_classes == 5
+
+
+def test_results_doc_has_a_row_per_experiment():
+    """docs/results.md (which experiments/recommended.yaml points at) keeps one row per experiment file."""
+    rows = [line for line in (ROOT / "docs" / "results.md").read_text().splitlines() if line.startswith("| `")]
+    named = [line.split("`")[1] for line in rows]
+    assert sorted(n for n in named if not n.startswith("python ")) == EXPERIMENTS  # the measured runs' rows aside
