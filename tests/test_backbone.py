@@ -156,7 +156,13 @@ def test_unreachable_hub_loads_the_cache(empty_hf_cache, monkeypatch):
     _plant_in_hf_cache(empty_hf_cache, source, timm.models.get_pretrained_cfg("test_resnet").hf_hub_id)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(backbone_mod, "HUB_HOST", ("127.0.0.1", 9))
+    calls = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: calls.append(k) or real(*a, **k))
     _assert_same_weights(create_backbone("test_resnet", pretrained=True), source)
+    # timm was handed the cached file: the unreachable hub is not asked (its retries take ~45 s offline)
+    assert [k.get("pretrained_cfg_overlay", {}).get("file", "") for k in calls if k.get("pretrained")] == [
+        str(next(empty_hf_cache.rglob("model.safetensors")))]
 
 
 def test_hf_hub_offline_without_cache_fails_fast(empty_hf_cache, monkeypatch):
