@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from bincount.text import markdown, plain, terminal
+
 MISSING = "—"
 
 
@@ -63,39 +65,38 @@ def console(stderr: bool = False):
 
 
 def to_rich(sections: list[Section], console) -> None:
+    """Every title, header, cell and note goes through ``terminal``: they come from run directories."""
     from rich.table import Table
 
     for section in sections:
-        table = Table(title=section.title, title_justify="left", title_style="bold", min_width=len(section.title))
+        table = Table(title=terminal(section.title), title_justify="left", title_style="bold",
+                      min_width=len(section.title))
         wrap = section.wrap if section.wrap is not None else (len(section.headers) - 1,)
         for i, header in enumerate(section.headers):
             numeric = i > 0 and all(_is_number(row[i]) for row in section.rows)
             # columns fold when the terminal is narrow; the first (the row label) keeps up to 40 characters
             longest = max([len(header)] + [len(row[i]) for row in section.rows])
-            table.add_column(header, overflow="fold", justify="right" if numeric else "left",
+            table.add_column(terminal(header), overflow="fold", justify="right" if numeric else "left",
                              min_width=min(longest, 40) if i == 0 else None)  # the row label stays whole
         for row in section.rows:
-            table.add_row(*row)
+            table.add_row(*map(terminal, row))
         console.print(table)
         for note in section.notes:
-            console.print(note, markup=False, highlight=False)
+            console.print(plain(note), markup=False, highlight=False)
         console.print()
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(sections: list[Section], title: str) -> str:
-    lines = [f"# {title}", ""]
+    """Every title, header, cell and note goes through ``markdown``: they come from run directories."""
+    lines = [f"# {markdown(title)}", ""]
     for section in sections:
-        lines += [f"## {section.title}", ""]
-        lines.append("| " + " | ".join(_md_cell(h) for h in section.headers) + " |")
+        lines += [f"## {markdown(section.title)}", ""]
+        lines.append("| " + " | ".join(markdown(h) for h in section.headers) + " |")
         numeric = [i > 0 and all(_is_number(row[i]) for row in section.rows) for i in range(len(section.headers))]
         lines.append("|" + "|".join("---:" if n else ":---" for n in numeric) + "|")
-        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in section.rows]
+        lines += ["| " + " | ".join(markdown(c) for c in row) + " |" for row in section.rows]
         lines.append("")
-        lines += [f"{note}  " for note in section.notes]
+        lines += [f"{markdown(note)}  " for note in section.notes]
         if section.notes:
             lines.append("")
     return "\n".join(lines)
@@ -108,7 +109,9 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:
 
 def to_html(sections: list[Section], title: str) -> str:
     """A standalone page: inline CSS, no scripts, no network requests."""
-    esc = html.escape
+    def esc(text: str) -> str:
+        return html.escape(plain(text))
+
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
              f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>"]
     for section in sections:
@@ -124,6 +127,7 @@ def to_html(sections: list[Section], title: str) -> str:
 def to_csv(section: Section) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(section.headers)
-    writer.writerows([["" if c == MISSING else c for c in row] for row in section.rows])
+    writer.writerow([plain(h) for h in section.headers])
+    # plain(): ``bincount runs --format csv`` prints to the terminal; a control character is never data here.
+    writer.writerows([["" if c == MISSING else plain(c) for c in row] for row in section.rows])
     return buffer.getvalue()
