@@ -33,10 +33,15 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from bincount.secrets import SecretError, check_overrides
+    from hydra._internal.utils import get_args_parser
 
+    from bincount.secrets import SecretError, check, check_overrides
+
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:])  # Hydra's own split of flags and overrides
     try:  # before Hydra writes .hydra/, a log or a run directory: a refused credential is saved nowhere
-        check_overrides(sys.argv[1:])
+        check_overrides(args.overrides)
+        flags = {k: v for k, v in vars(args).items() if isinstance(v, str)}  # --config-dir PATH: only its value
+        check(flags.items(), "option", names=False)
     except SecretError as e:
         sys.exit(f"train.py: {e}")
     try:

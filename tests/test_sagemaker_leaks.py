@@ -74,6 +74,17 @@ def project_with_local_secrets(root: Path, secret: str) -> Path:
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
+    (root / "experiments").mkdir()
+    (root / "experiments" / "e.yaml").write_text("b: 2\n")
+    (root / "conf" / "experiment").symlink_to("../experiments", target_is_directory=True)  # as bincount's is
+    (root / "conf" / "loop").symlink_to("..", target_is_directory=True)  # not a way around the allowlist
+    (root / "private").mkdir()
+    (root / "private" / "token.txt").write_text(secret)
+    (root / "conf" / "private").symlink_to("../private", target_is_directory=True)  # not in include
+    outside = root.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "token.txt").write_text(secret)
+    (root / "conf" / "elsewhere").symlink_to(outside, target_is_directory=True)  # not followed out of the project
     return root
 
 
@@ -104,9 +115,10 @@ def test_planted_secrets_reach_no_request_no_upload_and_no_file(fake_sagemaker, 
         assert files_containing(sweep_dir, secret) == []
         code = sorted(p.relative_to(sweep_dir / ".sagemaker" / "code").as_posix()
                       for p in (sweep_dir / ".sagemaker" / "code").rglob("*") if p.is_file())
-    assert code == ["_sagemaker_jobs/job0.pkl", "_sagemaker_jobs/requirements.txt", "conf/x.yaml",
-                    "pyproject.toml", "src/app/__init__.py", "train.py"]
-    assert "Code channel from" in caplog.text and "4 files: conf/ (1), pyproject.toml, src/ (1), train.py" in caplog.text
+    assert code == ["_sagemaker_jobs/job0.pkl", "_sagemaker_jobs/requirements.txt", "conf/experiment/e.yaml",
+                    "conf/x.yaml", "experiments/e.yaml", "pyproject.toml", "src/app/__init__.py", "train.py"]
+    assert "Code channel from" in caplog.text
+    assert "6 files: conf/ (2), experiments/ (1), pyproject.toml, src/ (1), train.py" in caplog.text
     (request,) = fake_sagemaker.requests
     assert secret not in json.dumps(request)
     objects = uploaded(BUCKET)
@@ -121,7 +133,8 @@ def test_dry_run_lists_the_code_channel(aws, hydra_sweep_runner, tmp_path, caplo
             *REMOTE, "hydra.launcher.dry_run=true", f"hydra.launcher.source_dir={project}"]):
         assert files_containing(tmp_path / "sweep", "planted-value") == []  # the staged code, the job dirs
     listed = re.search(r"\[dry run\] code channel files: (.*)", caplog.text).group(1)
-    assert listed.split(", ") == ["conf/x.yaml", "pyproject.toml", "src/app/__init__.py", "train.py"]
+    assert listed.split(", ") == ["conf/experiment/e.yaml", "conf/x.yaml", "experiments/e.yaml", "pyproject.toml",
+                                  "src/app/__init__.py", "train.py"]
     assert "planted-value" not in caplog.text
 
 

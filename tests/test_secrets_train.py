@@ -43,3 +43,21 @@ def test_train_py_refuses_a_planted_secret_and_writes_nothing(overrides, secret,
     assert secret not in proc.stdout + proc.stderr
     assert files_containing(tmp_path, secret) == []
     assert not (tmp_path / "logs").exists(), "nothing is written before the check"
+
+
+def test_hydra_flags_are_not_overrides(tmp_path):
+    """``--config-dir`` takes a path, not a key: a directory named like a credential is no credential
+    (Hydra's own parser splits flags from overrides), but a flag's value is still checked by shape."""
+    conf = tmp_path / "password_store" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text("defaults:\n  - train\n  - _self_\n")
+    env = {**os.environ, "BINCOUNT_LOG_DIR": str(tmp_path / "logs")}
+    run = [sys.executable, str(ROOT / "train.py"), "--config-dir", str(conf), "--config-name", "mine", "--cfg", "job"]
+    proc = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    token = "hf_" + "Planted0Token1Shape2Only3abcdefghij"
+    planted = tmp_path / token
+    proc = subprocess.run([*run[:3], str(planted), *run[4:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "option 'config_dir': the value looks like a Hugging Face token" in proc.stderr
+    assert token not in proc.stdout + proc.stderr

@@ -60,7 +60,7 @@ def run_loop(tmp_path, mode: str, n_jobs: int, n_trials: int, fail: bool = False
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize", study_name="d",
                                 sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
     space = parse_space(None, ["x=interval(0,1)"], OverridesParser.create())
-    sweep._loop(study, space, "unused", mode, prune=False, metric="val/acc")
+    sweep._loop(study, space, mode, prune=False, metric="val/acc")
     return study, sweep.launcher.events
 
 

@@ -34,8 +34,10 @@ SWEEP = [
 pytestmark = pytest.mark.slow
 
 
-def train(args: list[str], data_dir: Path, log_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BINCOUNT_DATA_DIR": str(data_dir), "BINCOUNT_LOG_DIR": str(log_dir), "HYDRA_FULL_ERROR": "1"}
+def train(args: list[str], data_dir: Path, log_dir: Path, check: bool = True, env: dict | None = None
+          ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BINCOUNT_DATA_DIR": str(data_dir), "BINCOUNT_LOG_DIR": str(log_dir), "HYDRA_FULL_ERROR": "1",
+           **(env or {})}
     if "report" in _train_yaml_keys():
         args = [*args, "report=false"]  # the per-run HTML report is another feature; keep the runs lean
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], env=env, cwd=ROOT, capture_output=True,
@@ -158,3 +160,52 @@ def test_two_trials_through_the_sagemaker_local_launcher(first_sweep, dirs):
         assert t.value == pytest.approx(metrics["val/acc"])
     assert "up to 2 in flight (batch dispatch)" in proc.stdout + proc.stderr
     assert len((sweep_dir / "report" / "trials.csv").read_text().splitlines()) == 3
+
+
+# SQLite takes no user or password, so this dialect accepts a URL with them and ignores both: a sweep
+# with a password in its storage URL runs here without a database server. sitecustomize registers it
+# in every process the sweep starts (the driver, in-process jobs, sweep-report).
+_DIALECT = """
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+class Dialect(SQLiteDialect_pysqlite):
+    supports_statement_cache = True
+    def create_connect_args(self, url):
+        return super().create_connect_args(url._replace(username=None, password=None, host=None))
+"""
+_SITE = 'from sqlalchemy.dialects import registry\nregistry.register("sqlitepw", "pwdialect", "Dialect")\n'
+
+
+def test_a_storage_password_reaches_no_file_of_the_sweep_and_no_output(first_sweep, dirs, tmp_path, monkeypatch):
+    """Issue 14, item 7: the URL is in a config file (so Hydra would save and recompose it) and pruning
+    is on (so each job needs it): the password is in no file of the log dir and in no output, yet the
+    jobs report to the study and the end-of-sweep report opens it."""
+    data_dir, log_dir = dirs
+    password = "Planted-Sweep-Pw-5521"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pwdialect.py").write_text(_DIALECT)
+    (site / "sitecustomize.py").write_text(_SITE)
+    url = f"sqlitepw://tuner:{password}@/{tmp_path / 'study.db'}"
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "locked.yaml").write_text(f"defaults:\n  - train\n  - _self_\nhydra:\n  sweeper:\n    storage: {url}\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    logs = log_dir / "locked"
+    proc = train(["--config-dir", str(conf), "--config-name", "locked", "-m", "hparams_search=capstone_tuner", *TINY,
+                  "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=locked", "hydra.sweeper.enqueue_trials=[]"],
+                 data_dir, logs, env=env)
+    sweep_dir = logs / "train" / "sweeps" / "locked"
+    report = subprocess.run([sys.executable, "-m", "bincount.cli", "sweep-report", str(sweep_dir)], cwd=ROOT,
+                            env={**os.environ, **env, "BINCOUNT_OPTUNA_STORAGE": url}, capture_output=True, text=True,
+                            timeout=300)
+    output = proc.stdout + proc.stderr + report.stdout + report.stderr
+    assert report.returncode == 0, output[-3000:]
+    assert "Sweep: 2 trials" in proc.stdout + proc.stderr and "Sweep: 2 trials" in report.stdout
+    leaked = [str(p) for p in logs.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert not leaked and password not in output, leaked or "in the printed output"
+    assert "tuner:***@" in (sweep_dir / "multirun.yaml").read_text(), "the masked URL is what was saved"
+    monkeypatch.syspath_prepend(str(site))  # the dialect, in this process too
+    exec(_SITE)
+    study = optuna.load_study(study_name="locked", storage=url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(t.intermediate_values for t in study.trials), "each job reached the study through the environment"

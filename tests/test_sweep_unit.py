@@ -159,7 +159,8 @@ def test_pruning_handover_reports_to_the_study_and_prunes(storage, monkeypatch):
     monkeypatch.delenv(pruning.ENV_TRIAL, raising=False)
     assert pruning.pruning_callbacks("val/acc") == []  # not a sweep trial: nothing attached
     pruner = {"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.9}  # not the default median pruner
-    for override in pruning.env_overrides(storage, "p", trial.number, pruner):  # what the sweeper passes the job
+    monkeypatch.setenv(pruning.ENV_STORAGE, storage)  # what pruning.export_storage sets in the sweeper's process
+    for override in pruning.env_overrides("p", trial.number, pruner):  # what the sweeper passes the job
         key, value = override.removeprefix("+hydra.job.env_set.").split("=", 1)
         monkeypatch.setenv(key, str(OverridesParser.create().parse_override(f"k={value}").value()))
     [callback] = pruning.pruning_callbacks("val/acc")

@@ -71,7 +71,6 @@ def to_rich(sections: list[Section], console) -> None:
     for section in sections:
         table = Table(title=terminal(section.title), title_justify="left", title_style="bold",
                       min_width=len(section.title))
-        wrap = section.wrap if section.wrap is not None else (len(section.headers) - 1,)
         for i, header in enumerate(section.headers):
             numeric = i > 0 and all(_is_number(row[i]) for row in section.rows)
             # columns fold when the terminal is narrow; the first (the row label) keeps up to 40 characters

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from bincount.compare.render import Section, console, fmt, to_csv, to_markdown, to_rich
 from bincount.compare.rundir import Run, find_runs, split_overrides
+from bincount.text import plain
 
 FORMATS = ("table", "csv", "markdown", "json")
 LOWER_IS_BETTER = ("loss", "rmse", "mae", "error")  # metric names where smaller wins (for a sweep's "best")
@@ -102,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"{root} is not a directory (pass DIR or set BINCOUNT_LOG_DIR)")
     runs, problems, unfinished = find_runs(root)
     for problem in problems:
-        err.print(f"bincount runs: skipped a broken run: {problem}", markup=False)
+        err.print(plain(f"bincount runs: skipped a broken run: {problem}"), markup=False)
     if unfinished:
-        err.print(f"bincount runs: {len(unfinished)} run director{'y' if len(unfinished) == 1 else 'ies'} without "
-                  f"metrics.json (still running, killed or failed) not listed, e.g. {unfinished[-1]}", markup=False)
+        dirs = "directory" if len(unfinished) == 1 else "directories"
+        err.print(plain(f"bincount runs: {len(unfinished)} run {dirs} without metrics.json (still running, killed or "
+                        f"failed) not listed, e.g. {unfinished[-1]}"), markup=False)
     root = root.resolve()
     runs = [Run(r.path.resolve(), r.metrics, r.config, r.overrides, r.sweep and r.sweep.resolve()) for r in runs]
     cols = columns(root)

@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from bincount.report.page import write_report
     from bincount.report.rundata import RunDirError
+    from bincount.text import plain
 
     if args.output and len(args.run_dirs) > 1:
         raise argparse.ArgumentTypeError(f"--output takes one RUN_DIR, got {len(args.run_dirs)}: {args.run_dirs}")
@@ -31,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             print(write_report(run_dir, args.output))
         except RunDirError as err:
-            print(f"bincount report: error: {err}", file=sys.stderr)
+            print(plain(f"bincount report: error: {err}"), file=sys.stderr)  # the message names the run dir
             failed += 1
     return 1 if failed else 0

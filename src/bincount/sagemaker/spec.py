@@ -171,7 +171,7 @@ def select_code(source_dir: Path, entries: list[str], ignore: list[str]) -> list
     """The files of the code channel: under ``entries`` (an allowlist), minus ``ignore`` and NEVER_UPLOAD.
 
     An allowlist, because the project directory also holds ``.env``, ``.aws/``, keys and data that must
-    not reach a bucket. Symlinks are not followed out of ``source_dir``.
+    not reach a bucket. Links are followed only to what the allowlist uploads anyway.
     """
     anywhere = [i for i in ignore if not i.startswith("/")] + list(NEVER_UPLOAD)
     at_root = [i[1:] for i in ignore if i.startswith("/")]
@@ -180,16 +180,34 @@ def select_code(source_dir: Path, entries: list[str], ignore: list[str]) -> list
         return (any(fnmatch.fnmatch(part, pat) for part in rel.parts for pat in anywhere)
                 or any(fnmatch.fnmatch(rel.parts[0], pat) for pat in at_root))
 
+    base = source_dir.resolve()
+    allowed = [(base / e).resolve() for e in entries]
+
+    def inside(path: Path) -> bool:
+        """A link is followed only to what the allowlist uploads anyway, and never up its own tree."""
+        if not path.is_symlink():
+            return True
+        target = path.resolve()
+        ok = (any(target.is_relative_to(a) for a in allowed) and not skipped(target.relative_to(base))
+              and not path.parent.resolve().is_relative_to(target))
+        if not ok:
+            log.warning("not uploaded: %s links to %s, outside what include uploads", path.relative_to(source_dir),
+                        target)
+        return ok
+
+    def walk(top: Path):
+        """Files under ``top``, following directory links as ``inside`` allows (``conf/experiment`` links to
+        ``experiments/``; ``os.walk`` would skip it, and the job could not compose ``experiment=``)."""
+        for d, dirs, fs in os.walk(top, followlinks=True):
+            dirs[:] = [x for x in dirs if inside(Path(d) / x) and not skipped((Path(d) / x).relative_to(source_dir))]
+            yield from (Path(d) / f for f in fs)
+
     files: set[str] = set()
     for entry in entries:
         top = source_dir / entry
-        paths = [top] if top.is_file() else [Path(d) / f for d, _, fs in os.walk(top) for f in fs]
-        for path in paths:
+        for path in [top] if top.is_file() else walk(top):
             rel = path.relative_to(source_dir)
-            if skipped(rel) or not path.is_file():
-                continue
-            if path.is_symlink() and not path.resolve().is_relative_to(source_dir):
-                log.warning("not uploaded: %s links outside %s", rel, source_dir)
+            if skipped(rel) or not path.is_file() or not inside(path):
                 continue
             files.add(rel.as_posix())
     return sorted(files)

@@ -1,10 +1,13 @@
 """Hand a running Optuna trial to a local training job, so Lightning can report to it and prune.
 
-The sweeper cannot pass Python objects through Hydra's launcher, so it sets environment variables
-for the job (``hydra.job.env_set``): the study's storage URL, the study name, the trial number and the
-pruner's config (Optuna stores no pruner with a study, and ``load_study`` would default to median). The job reopens the study from the same storage (sqlite works from any local process)
-and attaches optuna-integration's ``PyTorchLightningPruningCallback`` to the Trainer. Only local
-launchers get these variables: a SageMaker job cannot reach the driver's sqlite file.
+The sweeper cannot pass Python objects through Hydra's launcher. The study name, the trial number and
+the pruner's config (Optuna stores no pruner with a study, and ``load_study`` would default to median)
+differ per trial and travel as ``hydra.job.env_set`` overrides. The storage URL is the same for every
+trial and may hold a database password, and an override is saved in ``.hydra/`` and ``multirun.yaml``
+and printed by the launcher: so the sweeper puts it in its own environment (``export_storage``),
+which in-process jobs share and local subprocess launchers pass on. The job reopens the study from
+the same storage and attaches optuna-integration's ``PyTorchLightningPruningCallback``. Only local
+launchers prune: a SageMaker job cannot reach the driver's sqlite file.
 """
 
 from __future__ import annotations
@@ -14,18 +17,24 @@ import json
 import logging
 import os
 
+from bincount.sweep.study import ENV_STORAGE, redact
+
 log = logging.getLogger(__name__)
 
-ENV_STORAGE = "BINCOUNT_OPTUNA_STORAGE"
 ENV_STUDY = "BINCOUNT_OPTUNA_STUDY"
 ENV_TRIAL = "BINCOUNT_OPTUNA_TRIAL"
 ENV_PRUNER = "BINCOUNT_OPTUNA_PRUNER"
 
 
-def env_overrides(storage: str, study_name: str, trial_number: int, pruner: dict | None = None) -> list[str]:
+def export_storage(storage: str) -> None:
+    """The study's storage URL for the jobs (and the end-of-sweep report) of this process: never an override."""
+    os.environ[ENV_STORAGE] = storage
+
+
+def env_overrides(study_name: str, trial_number: int, pruner: dict | None = None) -> list[str]:
     """Hydra overrides that make ``run_job`` set the variables for one job only; ``pruner`` is its
     ``_target_`` config, sent as base64 JSON (Hydra's override grammar would parse JSON's braces)."""
-    values = {ENV_STORAGE: storage, ENV_STUDY: study_name, ENV_TRIAL: str(trial_number),
+    values = {ENV_STUDY: study_name, ENV_TRIAL: str(trial_number),
               ENV_PRUNER: base64.urlsafe_b64encode(json.dumps(pruner or {}).encode()).decode()}
     bad = [k for k, v in values.items() if "'" in v or "\\" in v]
     if bad:
@@ -56,7 +65,8 @@ def pruning_callbacks(monitor: str) -> list:
     try:
         trial = trial_from_env()
     except Exception as err:  # a missing storage must not kill a trial that would otherwise train fine
-        log.warning("Cannot attach Optuna pruning (%s: %s); the trial runs unpruned", type(err).__name__, err)
+        log.warning("Cannot attach Optuna pruning (%s: %s); the trial runs unpruned", type(err).__name__,
+                    redact(str(err), os.environ.get(ENV_STORAGE, "")))
         return []
     if trial is None:
         return []

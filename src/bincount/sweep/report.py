@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from bincount.sweep.study import read_sweep_info, resolve_direction
+from bincount.sweep.study import read_sweep_info, redact, report_storage, resolve_direction, safe_url
 
 log = logging.getLogger(__name__)
 KEY_METRICS = ("val/acc", "val/loss", "val/rmse", "val/mae", "val/f1_macro", "val/within_one", "test/acc", "test/rmse")
@@ -73,12 +73,13 @@ def from_study(sweep_dir: Path, info: dict, storage: str | None):
     """Trials of the study named in ``sweep.json`` (``storage`` overrides its password-less URL)."""
     import optuna
 
-    url = storage or info["storage"]
+    url = report_storage(info["storage"], storage)
     try:
         study = optuna.load_study(study_name=info["study_name"], storage=url)
     except Exception as err:  # a masked password, a server out of reach, a deleted file
-        raise ReportError(f"cannot open study {info['study_name']!r} at {url} ({type(err).__name__}: {err}); "
-                          "pass its storage URL with --storage") from None
+        raise ReportError(f"cannot open study {info['study_name']!r} at {safe_url(url)} ({type(err).__name__}: "
+                          f"{redact(str(err), url)}); pass its storage URL in $BINCOUNT_OPTUNA_STORAGE "
+                          "(or with --storage)") from None
     dirs = job_dirs(sweep_dir)
     trials = []
     for t in study.get_trials(deepcopy=False):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ DIRECTIONS = ("maximize", "minimize", "auto")
 MAXIMIZE = ("acc", "f1", "within_one", "precision", "recall", "auroc", "r2", "kappa")
 MINIMIZE = ("loss", "rmse", "mae", "mse", "error", "nll")
 SWEEP_INFO = "sweep.json"
+# The storage URL, password included, for the sweep's jobs and report: set in the sweeper's environment.
+ENV_STORAGE = "BINCOUNT_OPTUNA_STORAGE"
 
 
 class StudyConfigError(ValueError):
@@ -48,7 +52,7 @@ def default_storage(sweep_dir: Path) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The storage URL without its password, for logs and ``sweep.json``."""
+    """The storage URL without its password, for logs, ``sweep.json`` and every saved config."""
     try:
         from sqlalchemy.engine import make_url
 
@@ -57,14 +61,47 @@ def safe_url(url: str) -> str:
         return url.split("://", 1)[0] + "://***" if "@" in url else url
 
 
+def redact(text: str, url: str) -> str:
+    """``text`` (an error message) with ``url`` masked and its password, as written or decoded, hidden:
+    database drivers quote the URL or the password in their errors."""
+    if not url or safe_url(url) == url:
+        return text
+    raw = re.search(r"://[^/@:]*:([^/@]*)@", url)
+    secrets = {raw.group(1) if raw else ""}
+    try:
+        from sqlalchemy.engine import make_url
+
+        secrets.add(make_url(url).password or "")
+    except Exception:  # not a URL SQLAlchemy reads: the raw form is all there is
+        pass
+    text = text.replace(url, safe_url(url))
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def report_storage(recorded: str, given: str | None = None, env=os.environ) -> str:
+    """The URL that opens a sweep's study: ``given`` (``--storage``), else ``$BINCOUNT_OPTUNA_STORAGE``
+    when it is this study's (``sweep.json`` records it masked), else the recorded one. The variable
+    lets the password stay out of the command line, which ``ps`` and shell histories show."""
+    if given:
+        return given
+    from_env = env.get(ENV_STORAGE)
+    return from_env if from_env and safe_url(from_env) == recorded else recorded
+
+
 def open_study(storage: str, study_name: str, direction: str, sampler: Any, pruner: Any, fixed: list[str],
                space: list[str]):
     """Create or load the study; a rerun with other fixed overrides or another direction is refused,
     because mixing trials of different questions in one study silently corrupts its ranking."""
     import optuna
 
-    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction, sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, direction=direction, sampler=sampler,
+                                    pruner=pruner, load_if_exists=True)
+    except Exception as err:  # drivers quote the URL in their errors: show it masked
+        raise StudyConfigError(f"cannot open study {study_name!r} at {safe_url(storage)} ({type(err).__name__}: "
+                               f"{redact(str(err), storage)})") from None
     if study.direction.name.lower() != direction:
         raise StudyConfigError(f"study {study_name!r} in {safe_url(storage)} optimises {study.direction.name.lower()}, "
                                f"this command asks for {direction}; use another hydra.sweeper.study_name")

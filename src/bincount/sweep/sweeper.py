@@ -19,15 +19,16 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bincount.sweep.pruning import env_overrides
+from bincount.sweep.pruning import env_overrides, export_storage
 from bincount.sweep.space import parse_space
 from bincount.sweep.study import (counted_trials, default_storage, open_study, recover_interrupted, resolve_direction,
                                   safe_url, write_sweep_info)
 
 log = logging.getLogger(__name__)
 DISPATCH = ("auto", "async", "batch")
+STORAGE_KEY = "hydra.sweeper.storage"
 
 
 class OptunaSweep:
@@ -81,13 +82,14 @@ class OptunaSweep:
         mode = self._check_settings()
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage = self.storage or default_storage(sweep_dir)
+        self._mask_storage(storage)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         metric = str(OmegaConf.select(self.config, "optimized_metric", default="val/acc"))
         direction = resolve_direction(self.direction, metric)
         self._warn_inconsistent(direction)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space = parse_space(self.params, arguments, parser)
-        storage = self.storage or default_storage(sweep_dir)
         pruner = _instance(self.pruner)
         study = open_study(storage, self.study_name, direction, _instance(self.sampler), pruner, space.fixed,
                            list(space.distributions))
@@ -95,14 +97,32 @@ class OptunaSweep:
         recover_interrupted(study)
         self._enqueue(study, space)
         prune = pruner is not None and self._local()
+        export_storage(storage)  # for the jobs and the end-of-sweep report: never in an override
         log.info("Study %s (%s): %s %s, %d/%d trials done, up to %d in flight (%s dispatch)%s", self.study_name,
                  safe_url(storage), direction, metric, counted_trials(study), self.n_trials, self.n_jobs, mode,
                  ", pruning" if prune else "")
-        returns = self._loop(study, space, storage, mode, prune, metric)
+        returns = self._loop(study, space, mode, prune, metric)
         best = _best(study)
         if best is not None:
             log.info("Best: trial %d, %s = %.6g, %s", best.number, metric, best.value, best.params)
         return returns
+
+    def _mask_storage(self, storage: str) -> None:
+        """Keep a password in the storage URL out of ``multirun.yaml`` and every job's ``.hydra/``.
+
+        Hydra saves this config and composes each job's again from its ``hydra.overrides.hydra``; the
+        sweeper holds the real URL already, so both get the masked one (an override put last wins
+        over a config file's value too).
+        """
+        masked = safe_url(storage)
+        if masked == storage:
+            return
+        if "'" in masked or "\\" in masked:  # would need escaping inside the quoted override
+            masked = masked.split("://", 1)[0] + "://***"
+        kept = [o for o in self.config.hydra.overrides.hydra if o.split("=", 1)[0].lstrip("+~") != STORAGE_KEY]
+        with read_write(self.config), open_dict(self.config):
+            self.config.hydra.sweeper.storage = masked
+            self.config.hydra.overrides.hydra = [*kept, f"{STORAGE_KEY}='{masked}'"]
 
     def _enqueue(self, study, space) -> None:
         if study.trials:  # only a new study: a rerun must not evaluate them again
@@ -114,7 +134,7 @@ class OptunaSweep:
                                      f"valid: {sorted(space.distributions)}")
             study.enqueue_trial(params, skip_if_exists=True)
 
-    def _loop(self, study, space, storage: str, mode: str, prune: bool, metric: str) -> list:
+    def _loop(self, study, space, mode: str, prune: bool, metric: str) -> list:
         batch_size, slots = (1, self.n_jobs) if mode == "async" else (self.n_jobs, 1)
         limit, failures, returns = self.max_failure_rate * self.n_trials, 0, []
         in_flight: dict[Future, list] = {}
@@ -127,7 +147,7 @@ class OptunaSweep:
                     if n <= 0:
                         break
                     trials = [study.ask(space.distributions) for _ in range(n)]
-                    jobs, failures = self._compose(study, trials, space, storage, prune, failures)
+                    jobs, failures = self._compose(study, trials, space, prune, failures)
                     if jobs:
                         in_flight[_submit(pool, self._launch, jobs)] = [t for t, _ in jobs]
                 if not in_flight:
@@ -146,7 +166,7 @@ class OptunaSweep:
                                  f"n_trials={self.n_trials}; see the sweep report in {self.config.hydra.sweep.dir}")
         return returns
 
-    def _compose(self, study, trials, space, storage, prune, failures):
+    def _compose(self, study, trials, space, prune, failures):
         """Check each trial's config composes (a bad choice fails that trial, not the sweep)."""
         from optuna.trial import TrialState
 
@@ -162,7 +182,7 @@ class OptunaSweep:
                 log.warning("Trial %d FAIL: config does not compose: %s", trial.number, err)
                 failures += 1
                 continue
-            extra = env_overrides(storage, study.study_name, trial.number, self._pruner_cfg()) if prune else []
+            extra = env_overrides(study.study_name, trial.number, self._pruner_cfg()) if prune else []
             jobs.append((trial, overrides + extra))
         return jobs, failures
 
