@@ -34,12 +34,6 @@ USAGE = {
 }
 
 
-def _xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-PACK_FETCH_RENDER = "the module maps every error it catches to one status (see the issue 13 report)"
-
 # name -> [(case id, argv after the name, text the message must contain, marks)]: the arguments are
 # valid, the world is not (a path that is missing or is a file).
 RUNTIME = {
@@ -47,17 +41,16 @@ RUNTIME = {
         ("out-dir-under-a-file", ["{tmp}/a_file/out", "--num-images", "2", "--workers", "1", "--no-progress"],
          "a_file", ()),
         ("out-dir-not-a-render", ["{tmp}/foreign", "--num-images", "2", "--workers", "1", "--no-progress"],
-         "not a synthetic render", _xfail(f"render returns 2 for a refused OUT_DIR: {PACK_FETCH_RENDER}")),
+         "not a synthetic render", ()),
     ],
     "fetch": [
-        ("missing-file-list", ["{tmp}/dest", "--file-list", "{tmp}/missing.json", "--no-progress"], "missing.json",
-         _xfail(f"fetch returns 2 for an unreadable --file-list: {PACK_FETCH_RENDER}")),
-        ("missing-source-dir", ["{tmp}/dest", "--all", "--source", "{tmp}/missing", "--no-progress"], "missing",
-         _xfail("fetch --all from a local --source that does not exist fetches nothing and returns 0")),
+        ("missing-file-list", ["{tmp}/dest", "--file-list", "{tmp}/missing.json", "--no-progress"], "missing.json", ()),
+        ("missing-source-dir", ["{tmp}/dest", "--all", "--source", "{tmp}/missing", "--no-progress"], "missing", ()),
+        ("missing-source-dir-counts", ["{tmp}/dest", "--counts", "1-2", "--source", "{tmp}/missing", "--no-progress"],
+         "no such directory", ()),
     ],
     "pack": [
-        ("missing-src", ["{tmp}/missing", "--no-progress"], "missing",
-         _xfail(f"pack returns 2 for a missing SRC: {PACK_FETCH_RENDER}")),
+        ("missing-src", ["{tmp}/missing", "--no-progress"], "missing", ()),
     ],
     "report": [("missing-run-dir", ["{tmp}/missing"], "missing", ())],
     "runs": [("missing-root", ["{tmp}/missing"], "missing", ())],
@@ -69,7 +62,8 @@ RUNTIME = {
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "a_file").write_text("not a directory")
-    (tmp_path / "foreign" / "bin-images").mkdir(parents=True)  # ABID files that no render wrote
+    (tmp_path / "foreign" / "bin-images").mkdir(parents=True)
+    (tmp_path / "foreign" / "bin-images" / "00001.jpg").write_bytes(b"\xff\xd8")  # ABID files no render wrote
     return tmp_path
 
 

@@ -69,11 +69,15 @@ def test_pack_skips_and_reports_or_fails_on_bad_images(tiny_abid_copy, tmp_path)
 
 
 def test_pack_refuses_to_overwrite_and_bad_arguments(packed, tiny_abid, capsys):
-    assert cli_main(["pack", str(tiny_abid), "--out", str(packed), "--no-progress"]) == 2
+    assert cli_main(["pack", str(tiny_abid), "--out", str(packed), "--no-progress"]) == 1  # the world: exit 1
     assert "already has shards" in capsys.readouterr().err
-    assert cli_main(["pack", str(tiny_abid), "--bad-input", "maybe"]) == 2
+    assert cli_main(["pack", str(tiny_abid), "--bad-input", "maybe"]) == 2  # a usage mistake: exit 2
     assert "valid choices" in capsys.readouterr().err
-    assert cli_main(["pack", "/nonexistent/abid"]) == 2
+    assert cli_main(["pack", str(tiny_abid), "--split", "0.8,x"]) == 2
+    assert "--split '0.8,x'" in capsys.readouterr().err
+    assert cli_main(["pack", str(tiny_abid), "--overflow", "wrap"]) == 2
+    assert "wrap" in capsys.readouterr().err
+    assert cli_main(["pack", "/nonexistent/abid"]) == 1
     assert "not a directory" in capsys.readouterr().err
 
 

@@ -67,11 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except argparse.ArgumentTypeError as mistake:  # shown as argparse shows its own mistakes
+        from bincount.text import plain
+
         args._parser.print_usage(sys.stderr)
-        print(f"{args._parser.prog}: error: {mistake}", file=sys.stderr)
+        print(plain(f"{args._parser.prog}: error: {mistake}"), file=sys.stderr)
         return 2
-    except args._errors as failure:
-        print(f"bincount {args.command}: error: {failure}", file=sys.stderr)
+    except args._errors as failure:  # the message may quote a key or a file written by someone else
+        from bincount.text import plain
+
+        print(plain(f"bincount {args.command}: error: {failure}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"bincount {args.command}: interrupted", file=sys.stderr)

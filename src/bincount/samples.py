@@ -10,17 +10,21 @@ server all decode untrusted bytes and must refuse the same things the same way.
   enough pixels for a 1.2 GB tensor, and PIL's own guard only warns below 179 megapixels.
 - A skipped sample is ``{"bad": (id, reason)}``; :func:`collate_skipping_bad` moves it into the
   batch's ``bad`` list, so the count survives DataLoader worker processes and reaches the logs.
+
+torch and torchvision are imported where a tensor is made: ``bincount pack --help`` and the header
+checks need neither, and importing torch costs seconds.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torchvision.io import ImageReadMode, decode_jpeg
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MAX_PIXELS = 40_000_000  # ABID photos are well under 1 megapixel; a phone photo is ~12
 _JPEG_SOI = b"\xff\xd8\xff"
@@ -125,6 +129,8 @@ def _decode_pil(data: bytes, max_pixels: int) -> torch.Tensor:
     with _open_pil(data, max_pixels) as img:
         img.load()  # raises on truncation (ImageFile.LOAD_TRUNCATED_IMAGES is False by default)
         rgb = np.asarray(img.convert("RGB"))
+    import torch
+
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -136,6 +142,9 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tor
     if data.startswith(_JPEG_SOI):
         check_jpeg_complete(data)
         check_pixels(*jpeg_size(data), max_pixels)
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
         try:
             return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         except RuntimeError as e:  # e.g. a JPEG flavour libjpeg-turbo refuses; PIL may still read it
@@ -155,6 +164,8 @@ def collate_skipping_bad(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     An all-bad batch has ``image`` of shape (0, 3, 1, 1) and empty ``label``/``index``, so consumers
     can check ``len(batch["label"]) == 0`` and still log ``batch["bad"]``.
     """
+    import torch
+
     good = [s for s in samples if "bad" not in s]
     bad = [tuple(s["bad"]) for s in samples if "bad" in s]
     if not good:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,9 +24,11 @@ from pathlib import Path
 from bincount.layout import IMAGE_DIR, METADATA_DIR, DataError, image_key, metadata_key, read_file_list
 from bincount.s3.endpoint import S3Config, S3Error
 from bincount.s3.keys import UnsafeKeyError, check_relative_key
-from bincount.s3.store import ObjectInfo, S3ReadError, Store, open_store
+from bincount.s3.store import LocalStore, ObjectInfo, S3ReadError, Store, open_store
+from bincount.text import plain
 
 log = logging.getLogger(__name__)
+ERRORS = (DataError, S3Error, S3ReadError)  # with OSError: failures at run time, exit status 1 (see bincount.cli)
 PUBLIC_SOURCE = "s3://aft-vbi-pds"
 REPORT_NAME = "fetch-report.json"
 _SHOWN = 10
@@ -37,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dest", help="local directory or s3://BUCKET/PREFIX to fetch into (ABID layout)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--file-list", metavar="JSON", help="capstone file_list.json ({count: [data/metadata/ID.json, ...]})")
-    which.add_argument("--counts", metavar="A-B", help="all bins with A..B items (reads all metadata first)")
+    which.add_argument("--counts", metavar="A-B", type=parse_counts, help="all bins with A..B items (reads all metadata first)")
     which.add_argument("--all", action="store_true", help="the whole dataset")
     p.add_argument("--source", default=PUBLIC_SOURCE, help=f"source bucket/prefix (default {PUBLIC_SOURCE})")
     p.add_argument("--source-endpoint-url", help="S3-compatible endpoint of the source "
@@ -53,14 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_counts(text: str) -> tuple[int, int]:
-    """``"0-5"`` -> (0, 5); a single number ``"3"`` -> (3, 3)."""
+    """``"0-5"`` -> (0, 5); a single number ``"3"`` -> (3, 3). argparse's ``type``: a bad range is a usage mistake."""
     low, _, high = text.partition("-")
     try:
         a, b = int(low), int(high or low)
     except ValueError:
-        raise DataError(f"--counts {text!r} is not a range like 0-5") from None
+        raise argparse.ArgumentTypeError(f"--counts {text!r} is not a range like 0-5") from None
     if not 0 <= a <= b:
-        raise DataError(f"--counts {text!r}: need 0 <= A <= B")
+        raise argparse.ArgumentTypeError(f"--counts {text!r}: need 0 <= A <= B")
     return a, b
 
 
@@ -163,19 +164,14 @@ def select_by_count(fetcher: Fetcher, ids: list[str], low: int, high: int, bad: 
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (DataError, S3Error, S3ReadError) as e:
-        print(f"bincount fetch: error: {e}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     source = open_store(args.source, S3Config(endpoint_url=args.source_endpoint_url, region=args.region,
                                               unsigned=not args.source_signed, max_pool_connections=args.workers,
                                               max_attempts=args.max_attempts))
     dest = open_store(args.dest, S3Config(endpoint_url=args.dest_endpoint_url, max_pool_connections=args.workers,
                                           max_attempts=args.max_attempts))
+    if isinstance(source, LocalStore) and not source.exists():
+        raise DataError(f"--source {args.source}: no such directory (a local source is a directory in ABID's "
+                        f"layout; an S3 one starts with s3://)")
     fetcher = Fetcher(source, dest, args.workers, progress=not args.no_progress)
     refused: list[str] = []
     bad_metadata: list[str] = []
@@ -186,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         known = listing_keys(source, (METADATA_DIR, IMAGE_DIR), refused)
         fetcher.copy(sorted(known), known, what="the whole dataset")
     else:
-        low, high = parse_counts(args.counts)
+        low, high = args.counts
         known = listing_keys(source, (METADATA_DIR,), refused)
         present = fetcher.copy(sorted(known), known, what="metadata")
         ids = sorted(Path(k).stem for k in present)
@@ -215,10 +211,14 @@ def _print_report(report: dict) -> None:
 
     console = Console(stderr=True, highlight=False)
     counts = ", ".join(f"{k} {report.get(k, 0)}" for k in ("fetched", "skipped", "replaced", "missing", "failed"))
-    console.print(f"fetch {report['source']} -> {report['dest']}: {counts}")
+
+    def say(text: str) -> None:  # keys and messages come from someone else's bucket: shown as they are, inert
+        console.print(plain(text), markup=False)
+
+    say(f"fetch {report['source']} -> {report['dest']}: {counts}")
     for name in ("missing_upstream", "failures", "refused_keys", "bad_metadata"):
         items = report[name]
         if items:
             more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
-            console.print(f"{name.replace('_', ' ')}: {len(items)}: {', '.join(items[:_SHOWN])}{more}")
-    console.print(f"report: {report['report_file']}")
+            say(f"{name.replace('_', ' ')}: {len(items)}: {', '.join(items[:_SHOWN])}{more}")
+    say(f"report: {report['report_file']}")

@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -37,10 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from bincount.layout import SPLITS, DataError
+from bincount.s3.endpoint import S3Error
+from bincount.s3.store import S3ReadError
 from bincount.manifest import ClassRange, Manifest, ManifestRow, build_manifest, write_cache
 from bincount.samples import DEFAULT_MAX_PIXELS, BadImage, check_image_header
 
 log = logging.getLogger(__name__)
+ERRORS = (DataError, S3Error, S3ReadError)  # with OSError: failures at run time, exit status 1 (see bincount.cli)
 
 PACK_FILE = "pack.json"
 MANIFEST_FILE = "manifest.csv"
@@ -218,19 +220,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
+def _usage(check: Callable, *args):
+    """``check(*args)``, with a ValueError turned into a usage mistake (exit status 2, see bincount.cli)."""
     try:
-        fractions = tuple(float(f) for f in args.split.split(","))
-        if args.bad_input not in ("skip", "fail"):
-            raise ValueError(f"--bad-input={args.bad_input!r}; valid choices: ['skip', 'fail']")
-        classes = ClassRange(args.min_count, args.max_count, args.overflow)
-        info = pack(args.src, args.out, classes=classes, fractions=fractions, split_seed=args.split_seed,
-                    shuffle_seed=args.shuffle_seed, file_list=args.file_list, bad_input=args.bad_input,
-                    chunk_bytes=args.chunk_bytes, workers=args.workers, cache_dir=args.cache_dir,
-                    progress=args.progress, max_pixels=args.max_pixels, s3={"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
-    except (ValueError, OSError) as error:  # DataError is a ValueError
-        print(f"bincount pack: error: {error}", file=sys.stderr)
-        return 2
+        return check(*args)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(f) for f in text.split(","))
+    except ValueError:
+        raise ValueError(f"--split {text!r} is not train,val,test fractions like 0.8,0.1,0.1") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    fractions = _usage(_fractions, args.split)
+    if args.bad_input not in ("skip", "fail"):
+        raise argparse.ArgumentTypeError(f"--bad-input={args.bad_input!r}; valid choices: ['skip', 'fail']")
+    classes = _usage(ClassRange, args.min_count, args.max_count, args.overflow)
+    info = pack(args.src, args.out, classes=classes, fractions=fractions, split_seed=args.split_seed,
+                shuffle_seed=args.shuffle_seed, file_list=args.file_list, bad_input=args.bad_input,
+                chunk_bytes=args.chunk_bytes, workers=args.workers, cache_dir=args.cache_dir,
+                progress=args.progress, max_pixels=args.max_pixels,
+                s3={"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
     out = args.out or join(args.src, "shards")
     print(f"{out}: packed {info['splits']} in {info['seconds']} s; "
           f"{info['report']['pack_bad_images_count']} bad images left out")

@@ -34,11 +34,12 @@ No torch here: this module only needs numpy, Pillow and rich, so rendering worke
 """
 
 from bincount.data.synthetic.bins import bin_count, image_id, render_bin
-from bincount.data.synthetic.cli import add_arguments, parse_counts, run
+from bincount.data.synthetic.cli import ERRORS, add_arguments, parse_counts, run
 from bincount.data.synthetic.spec import CAPSTONE_COUNT_DISTRIBUTION, JPEG_QUALITY, RENDERER_VERSION
 from bincount.data.synthetic.writer import render_dataset
 
 __all__ = [
+    "ERRORS",
     "CAPSTONE_COUNT_DISTRIBUTION",
     "JPEG_QUALITY",
     "RENDERER_VERSION",

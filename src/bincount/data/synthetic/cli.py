@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-from bincount.data.synthetic.spec import _count_probabilities
-from bincount.data.synthetic.writer import _render_dataset
+from bincount.data.synthetic.spec import MIN_SIZE, _check_int, _count_probabilities
+from bincount.data.synthetic.writer import RenderDirError, _render_dataset
+
+ERRORS = (RenderDirError,)  # OUT_DIR cannot take this render: exit status 1 (see bincount.cli)
 
 # --------------------------------------------------------------------------------------------------
 # `bincount render`
@@ -40,12 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    try:
-        out, written = _render_dataset(args.out_dir, args.num_images, args.seed, args.size, args.counts, args.workers, args.progress)
+    try:  # value checks are usage mistakes (2); the renderer checks them again for library callers
+        for name, minimum in (("num_images", 1), ("seed", 0), ("size", MIN_SIZE), ("workers", 1)):
+            _check_int(name, getattr(args, name), minimum)
     except ValueError as error:
-        print(f"bincount render: error: {error}", file=sys.stderr)
-        return 2
+        raise argparse.ArgumentTypeError(str(error)) from None
+    start = time.perf_counter()
+    out, written = _render_dataset(args.out_dir, args.num_images, args.seed, args.size, args.counts, args.workers,
+                                   args.progress)
     seconds = time.perf_counter() - start
     if written == 0:
         print(f"{out}: already complete ({args.num_images} images), nothing to render")

@@ -34,6 +34,10 @@ def _parameters(num_images: int, seed: int, size: int, probabilities: Mapping[in
     }
 
 
+class RenderDirError(ValueError):
+    """OUT_DIR cannot take this render: rendered with other parameters, or bins this renderer did not write."""
+
+
 def _check_marker(path: Path, parameters: dict) -> bool:
     """True if `path` holds these parameters, False if absent; ValueError naming any differences."""
     if not path.exists():
@@ -41,7 +45,7 @@ def _check_marker(path: Path, parameters: dict) -> bool:
     stored = json.loads(path.read_text())
     diffs = [f"{key}: {stored.get(key)!r} there, {value!r} requested" for key, value in parameters.items() if stored.get(key) != value]
     if diffs:
-        raise ValueError(f"{path.parent} was rendered with other parameters ({path.name}); use another directory or delete it. " + "; ".join(diffs))
+        raise RenderDirError(f"{path.parent} was rendered with other parameters ({path.name}); use another directory or delete it. " + "; ".join(diffs))
     return True
 
 
@@ -96,7 +100,7 @@ def _run_jobs(jobs: list[tuple], workers: int) -> Iterator[int]:
 def _check_not_foreign(out: Path) -> None:
     """Refuse to 'resume' into bins this renderer did not start (no partial marker), e.g. real ABID data."""
     if not (out / PARTIAL_MARKER).exists() and any(any((out / sub).glob("*")) for sub in (IMAGE_DIR, METADATA_DIR) if (out / sub).is_dir()):
-        raise ValueError(f"{out} already holds {IMAGE_DIR}/ or {METADATA_DIR}/ files but no {PARTIAL_MARKER}: not a synthetic render, refusing to add to it")
+        raise RenderDirError(f"{out} already holds {IMAGE_DIR}/ or {METADATA_DIR}/ files but no {PARTIAL_MARKER}: not a synthetic render, refusing to add to it")
 
 
 def _render_dataset(
@@ -142,7 +146,7 @@ def render_dataset(
     """Write `num_images` bins to `out_dir` in the ABID layout and return the directory.
 
     Idempotent: a finished directory (``.complete.json``) with the same parameters is returned as is,
-    one with other parameters raises ValueError naming the differences. An unfinished one is resumed:
+    one with other parameters raises RenderDirError (a ValueError) naming the differences. An unfinished one is resumed:
     images already written are kept (each file is written atomically), the rest are rendered.
     """
     return _render_dataset(out_dir, num_images, seed, size, counts, workers, progress)[0]
