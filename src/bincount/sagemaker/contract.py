@@ -21,6 +21,10 @@ ENV_CONFIG_SHA = "BINCOUNT_SM_CONFIG_SHA"
 ENV_SECRETS = "BINCOUNT_SM_SECRETS"
 ENV_JOB_DIR = "BINCOUNT_SM_JOB_DIR"
 ENV_CKPT_SUBDIR = "BINCOUNT_SM_CHECKPOINT_SUBDIR"
+# What the job's pip install was: the constraints file (relative to the code channel) and the requirement
+# (``bincount[s3,wandb]``); set by the real backend only, the job checks the installed versions against them.
+ENV_PINS = "BINCOUNT_SM_PINS"
+ENV_INSTALLED = "BINCOUNT_SM_INSTALLED"
 # The sweep's result key (hex): set by the local backend only, since it must never leave the launching machine.
 ENV_RESULT_KEY = "BINCOUNT_SM_RESULT_KEY"
 

@@ -5,7 +5,8 @@ reads secrets by name from AWS Secrets Manager, links the job's checkpoint direc
 ``/opt/ml/checkpoints`` (synced to S3, so a restarted spot job finds its last checkpoint), starts
 ``python SCRIPT OVERRIDES`` (``torchrun`` across hosts when there are several), copies the
 run directory to ``/opt/ml/output/data`` and, on failure, writes a short reason to
-``/opt/ml/output/failure``, which SageMaker shows as the job's FailureReason.
+``/opt/ml/output/failure``, which SageMaker shows as the job's FailureReason. Before any of that it checks
+that pip installed the versions the launcher pinned for the job (``bincount.sagemaker.pins``).
 Standard library only (boto3 lazily, for secrets): the container's Python is not the user's.
 """
 
@@ -21,8 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bincount.sagemaker.contract import (ENV_CKPT_SUBDIR, ENV_JOB_DIR, ENV_RESULT_KEY, ENV_SECRETS, RESULT_FILE,
-                                         Cluster, job_layout)
+from bincount.sagemaker.contract import (ENV_CKPT_SUBDIR, ENV_INSTALLED, ENV_JOB_DIR, ENV_PINS, ENV_RESULT_KEY,
+                                         ENV_SECRETS, RESULT_FILE, Cluster, job_layout)
+from bincount.sagemaker.pins import PinMismatch, check_installed
 
 CALLBACK = "+hydra.callbacks.bincount_sagemaker._target_=bincount.sagemaker.callback.JobCallback"
 
@@ -47,6 +49,19 @@ def read_secrets(spec: str) -> dict[str, str]:
             code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
             raise JobSetupError(f"cannot read secret {secret_name!r} for {env_name}: {code}") from None
     return values
+
+
+def check_pins(env=os.environ) -> None:
+    """The installed versions are the job's pins (a job the real backend started; the local one installs nothing)."""
+    constraints, requirement = env.get(ENV_PINS), env.get(ENV_INSTALLED)
+    if not constraints or not requirement:
+        return
+    try:
+        n = check_installed(Path(constraints), requirement)
+    except (OSError, ImportError, PinMismatch) as e:
+        raise JobSetupError(str(e)) from None
+    print(f"[bincount.sagemaker] {requirement}: the {n} pinned packages are installed at their pinned versions",
+          flush=True)
 
 
 def link_checkpoints(job_dir: Path, subdir: str | None, target: Path) -> None:
@@ -131,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     subdir = os.environ.get(ENV_CKPT_SUBDIR) or None
     rc, tail = 1, []
     try:
+        check_pins()  # seconds, before anything is linked, read or started
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / RESULT_FILE).unlink(missing_ok=True)  # a result of an earlier attempt is not this one's
         link_checkpoints(job_dir, subdir, layout.checkpoints)

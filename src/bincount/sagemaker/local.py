@@ -51,7 +51,8 @@ class LocalBackend:
         return layout.make()
 
     def describe(self, spec: JobSpec) -> str:
-        return f"job {spec.idx}: {' '.join(spec.argv)} (cwd /opt/ml/input/data/code, env {sorted(spec.env)})"
+        return (f"job {spec.idx}: {' '.join(spec.argv)} (cwd /opt/ml/input/data/code, env {sorted(spec.env)}; "
+                f"extras [{','.join(spec.extras)}], installs nothing: it runs {self.local['python'] or sys.executable})")
 
     def submit(self, spec: JobSpec) -> LocalJob:
         layout = self._layout(spec)

@@ -9,6 +9,8 @@ overrides are command arguments (quoted by the SDK), not hyperparameters, and no
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -17,10 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bincount.sagemaker.spec import JobSpec, OutputRefused, stage_code, sweep_key
+from bincount.sagemaker.contract import ENV_INSTALLED, ENV_PINS
+from bincount.sagemaker.pins import job_constraints, parse_pins
+from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_code, sweep_key
 
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
+JOB_CONSTRAINTS = f"{PICKLE_DIR}/constraints.txt"  # the code channel's constraints.txt minus the image's stack
 STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed", "Failed": "Failed",
           "Stopped": "Stopped"}
 
@@ -55,6 +60,16 @@ def download_output(s3, bucket: str, key: str, local_dir: Path, max_bytes: int) 
     return True
 
 
+def extras_suffix(extras: list[str]) -> str:
+    return f"[{','.join(extras)}]" if extras else ""
+
+
+def project_name(pyproject: Path) -> str | None:
+    """``[project] name`` of a pyproject.toml (a regex: the launcher may run on Python 3.10, before tomllib)."""
+    m = re.search(r"^\[project\]\s*$(.*?)^name\s*=\s*[\"']([^\"']+)[\"']", pyproject.read_text(), re.M | re.S)
+    return m.group(2) if m and "\n[" not in m.group(1) else None
+
+
 def make_boto_session(region: str | None):
     import boto3
 
@@ -83,7 +98,8 @@ class SageMakerBackend:
         bucket, _ = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
         self.session = Session(boto_session=self.boto, default_bucket=bucket)
         self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", files)
-        self.requirements = self._requirements()
+        self.project = project_name(self.code / "pyproject.toml") if (self.code / "pyproject.toml").is_file() else None
+        self.constraints = self._constraints()
         self.image = p["image"] or self._default_image()
 
     def _default_image(self) -> str:
@@ -96,12 +112,48 @@ class SageMakerBackend:
                                    version=self.p["framework_version"], instance_type=self.p["instance_type"],
                                    image_scope="training")
 
-    def _requirements(self) -> str:
-        """Install this project (and the user's requirements) over the image's PyTorch."""
-        lines = ["."] if (self.code / "pyproject.toml").is_file() else []
-        if self.p["requirements"]:
-            lines.append(f"-r {self.p['requirements']}")
-        path = self.code / "_sagemaker_jobs" / "requirements.txt"
+    def _constraints(self) -> str | None:
+        """The job's constraints file in the code channel: ``constraints.txt`` without the image's torch stack."""
+        src = self.code / "constraints.txt"
+        if not src.is_file():
+            if self.project:
+                log.warning("no constraints.txt in the code channel: the job installs %s unpinned", self.project)
+            return None
+        text, dropped = job_constraints(src.read_text())
+        (self.code / JOB_CONSTRAINTS).parent.mkdir(parents=True, exist_ok=True)
+        (self.code / JOB_CONSTRAINTS).write_text(text)
+        log.info("Job constraints %s: %d pins; the image's own %s (%d packages) are not pinned", JOB_CONSTRAINTS,
+                 len(parse_pins(text)), "torch/CUDA stack", len(dropped))
+        return JOB_CONSTRAINTS
+
+    def requirement(self, spec: JobSpec) -> str | None:
+        """What the job installs of this project, by name: ``bincount[s3,wandb]`` (None: no named project)."""
+        return f"{self.project}{extras_suffix(spec.extras)}" if self.project else None
+
+    def install_args(self, spec: JobSpec) -> list[str]:
+        """``pip install`` arguments of the job, relative to the code channel ([]: nothing to install)."""
+        target = [f".{extras_suffix(spec.extras)}"] if (self.code / "pyproject.toml").is_file() else []
+        user = ["-r", self.p["requirements"]] if self.p["requirements"] else []
+        if not target and not user:
+            return []
+        return [*(["-c", self.constraints] if self.constraints else []), *target, *user]
+
+    def install_command(self, spec: JobSpec) -> str:
+        """The job's pip command, for the log (the SDK runs it as ``pip install -r <requirements file>``)."""
+        args = self.install_args(spec)
+        return shlex.join(["pip", "install", *args]) if args else "(nothing)"
+
+    def _requirements(self, spec: JobSpec) -> str | None:
+        """``_sagemaker_jobs/job<k>.requirements.txt``, ``install_args`` as a requirements file: nested
+        ``-c``/``-r`` paths are relative to the file, ``.`` to the working directory (the code channel)."""
+        args = self.install_args(spec)
+        if not args:
+            return None
+        path = self.code / PICKLE_DIR / f"job{spec.idx}.requirements.txt"
+        lines, rest = [f"# job {spec.idx}: {self.install_command(spec)}"], list(args)
+        while rest:
+            arg = rest.pop(0)
+            lines.append(f"{arg} ../{rest.pop(0)}" if arg in ("-c", "-r") else arg)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
         return path.relative_to(self.code).as_posix()
@@ -117,13 +169,15 @@ class SageMakerBackend:
 
         p = self.p
         env = dict(spec.env)
+        if self.project and self.constraints:  # the job checks these versions before it trains
+            env[ENV_PINS], env[ENV_INSTALLED] = self.constraints, self.requirement(spec)
         if (self.code / "src").is_dir():
             env["PYTHONPATH"] = f"{CODE}/src"
         tags = {**p["tags"], "bincount:sweep": self.sweep, "bincount:job": str(spec.idx)}
         return ModelTrainer(
             sagemaker_session=self.session, role=p["role"], base_job_name=spec.base_name,
             training_image=self.image,
-            source_code=SourceCode(source_dir=str(self.code), requirements=self.requirements,
+            source_code=SourceCode(source_dir=str(self.code), requirements=self._requirements(spec),
                                    command=" ".join(spec.argv[:3]), args=spec.argv[3:]),
             compute=Compute(instance_type=p["instance_type"], instance_count=p["instance_count"],
                             volume_size_in_gb=p["volume_size_gb"], enable_managed_spot_training=p["spot"],
@@ -138,6 +192,7 @@ class SageMakerBackend:
 
     def describe(self, spec: JobSpec) -> str:
         return (f"job {spec.idx}: {self.p['instance_count']} x {self.p['instance_type']} image {self.image} "
+                f"extras [{','.join(spec.extras)}] install {self.install_command(spec)} "
                 f"command {' '.join(spec.argv)} checkpoints {self.checkpoint_uri(spec)}")
 
     def submit(self, spec: JobSpec) -> RemoteJob:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from bincount.secrets import check, check_overrides as check_secrets, split_override
 from bincount.sagemaker.callback import config_sha
 from bincount.sagemaker.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_SECRETS
+from bincount.sagemaker.extras import job_extras
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ NEVER_UPLOAD = (".env", ".env.*", "*.env", ".aws", ".ssh", "*.pem", "*.key", "*.
                 "id_ecdsa*", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".dockercfg")
 # C0 controls and DEL: a newline in a command-line argument can end the SDK's heredoc and run as shell.
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# hydra.launcher.requirements goes into the job's requirements file: a plain relative path only.
+PLAIN_PATH = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9._/-]+$")
 
 
 class LauncherConfigError(ValueError):
@@ -64,6 +67,8 @@ class JobSpec:
     pickle: bytes | None = None
     # Config + entry script (or pickled task): a relaunch skips a completed job only if both are unchanged.
     state_sha: str = ""
+    # The project's extras this job's config needs in the container (bincount.sagemaker.extras).
+    extras: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,6 +87,9 @@ def validate(p: dict) -> None:
     check([*((f"hydra.launcher.environment.{k}", v) for k, v in p["environment"].items()),
            *((f"hydra.launcher.tags.{k}", v) for k, v in p["tags"].items())])
     check([(f"hydra.launcher.secrets.{k}", v) for k, v in p["secrets"].items()], names=False)
+    if p["requirements"] and not PLAIN_PATH.match(p["requirements"]):
+        raise LauncherConfigError(f"hydra.launcher.requirements={CONTROL.sub('?', p['requirements'])[:80]!r}: a path "
+                                  "relative to source_dir, of letters, digits, '.', '_', '-' and '/' (no '..')")
     if p["spot"] and p["max_wait_s"] is not None and p["max_wait_s"] < p["max_runtime_s"]:
         raise LauncherConfigError(f"hydra.launcher.max_wait_s={p['max_wait_s']} must be >= max_runtime_s="
                                   f"{p['max_runtime_s']} (spot waits count against it)")
@@ -270,4 +278,4 @@ def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, 
         code = blob
     state_sha = hashlib.sha256(sha.encode() + code).hexdigest()
     return JobSpec(idx, list(overrides), config, local_dir, rel_dir, argv, env, sha,
-                   base_job_name(p["base_job_name"], idx), blob, state_sha)
+                   base_job_name(p["base_job_name"], idx), blob, state_sha, job_extras(config))

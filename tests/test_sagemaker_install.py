@@ -1,0 +1,162 @@
+"""What a SageMaker job installs (issue 16): the extras its composed config needs, pinned by the project's
+constraints minus the image's torch/CUDA stack, and checked by the job before it trains."""
+
+from __future__ import annotations
+
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
+from test_sagemaker_request import BUCKET, ROLE, aws, fake_sagemaker, moto_endpoint  # noqa: F401,E402
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_STACK_LINE = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-[^=]*|cuda-[^=]*)==", re.M)
+
+
+def composed(*overrides: str):
+    """train.py's config composed for a job, with its ``hydra`` node (as the launcher composes it)."""
+    from hydra import compose, initialize_config_dir
+
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("overrides, extras", [
+    (["report=false"], []),  # synthetic data, CSV + TensorBoard: the core dependencies only
+    ([], ["report"]),  # report=true is train.yaml's default: the charts need matplotlib
+    (["data=abid_s3", "data.root=s3://bucket/abid", "logger=wandb", "report=false"], ["s3", "wandb"]),
+    (["data=abid_s3", "data.root=s3://bucket/abid", "logger=wandb"], ["report", "s3", "wandb"]),
+    (["data=abid_s3", "data.root=s3://bucket/abid", "reader=objects", "report=false"], ["s3"]),
+    (["data=abid", "reader=shards", "report=false"], ["s3"]),  # local shards stream through litdata
+    (["reader=objects", "report=false"], ["s3"]),
+    (["data=abid", "reader=files", "report=false"], []),
+    (["data=abid", "+data.reader.shards=s3://bucket/shards", "report=false"], ["s3"]),
+    (["logger=all", "report=false"], ["wandb"]),
+    (["logger=none", "report=false"], []),
+    (["+hydra.job.env_set.BINCOUNT_OPTUNA_TRIAL=3", "report=false"], ["sweep"]),  # a pruned Optuna trial
+])
+def test_extras_follow_the_composed_config(overrides, extras):
+    from bincount.sagemaker.extras import job_extras
+
+    assert job_extras(composed(*overrides)) == extras
+
+
+def test_extras_of_another_apps_config_are_none():
+    from bincount.sagemaker.extras import job_extras
+
+    assert job_extras(OmegaConf.create({"data": [1, 2], "logger": "x", "report": "yes", "hydra": {"job": {}}})) == []
+
+
+def test_job_constraints_leave_the_image_stack_out():
+    from bincount.sagemaker.pins import job_constraints, parse_pins
+
+    original = (ROOT / "constraints.txt").read_text()
+    assert IMAGE_STACK_LINE.search(original), "the project's constraints pin torch: the filter has work to do"
+    text, dropped = job_constraints(original)
+    assert not IMAGE_STACK_LINE.search(text), IMAGE_STACK_LINE.findall(text)
+    assert {"torch", "torchvision", "triton", "nvidia-cublas", "cuda-toolkit"} <= set(dropped)
+    pins, before = parse_pins(text), parse_pins(original)
+    assert pins == {k: v for k, v in before.items() if k not in dropped} and "lightning" in pins
+    assert "pytorch-lightning" in pins and "torchmetrics" in pins, "only the image's stack, not every torch* name"
+
+
+def test_dry_run_logs_the_extras_and_the_install_command(aws, hydra_sweep_runner, tmp_path, monkeypatch, caplog):
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
+    overrides = ["hydra/launcher=sagemaker", "hydra.launcher.dry_run=true", "hydra.launcher.region=us-east-1",
+                 f"hydra.launcher.source_dir={ROOT}", "hydra.launcher.payload=script", "hydra/sweeper=basic",
+                 "data=abid_s3", "data.root=s3://bucket/abid", "logger=wandb", "report=false,true"]
+    sweep = hydra_sweep_runner(calling_file=str(ROOT / "train.py"), calling_module=None, task_function=None,
+                               config_path="conf", config_name="train", overrides=overrides, temp_dir=tmp_path)
+    with caplog.at_level("INFO"), sweep:
+        assert len(sweep.returns[0]) == 2
+        staged = Path(sweep.returns[0][0].working_dir).parents[0] / ".sagemaker" / "code"
+        constraints = (staged / "_sagemaker_jobs" / "constraints.txt").read_text()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[dry run] job")]
+    assert "extras [s3,wandb] install pip install -c _sagemaker_jobs/constraints.txt '.[s3,wandb]' " in lines[0]
+    assert "extras [report,s3,wandb] install pip install -c _sagemaker_jobs/constraints.txt '.[report,s3,wandb]'" \
+        in lines[1]
+    assert not IMAGE_STACK_LINE.search(constraints) and "\nlitdata==" in constraints and "\nwandb==" in constraints
+    assert "the image's own torch/CUDA stack" in caplog.text
+
+
+def test_job_requirements_file_and_environment(fake_sagemaker, hydra_sweep_runner, tmp_path, monkeypatch):
+    """The request's job installs through its own requirements file, and is told what to check."""
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
+    overrides = ["hydra/launcher=sagemaker", f"hydra.launcher.role={ROLE}", "hydra.launcher.region=us-east-1",
+                 f"hydra.launcher.output_s3_uri=s3://{BUCKET}/out", f"hydra.launcher.source_dir={ROOT}",
+                 "hydra.launcher.payload=script", "hydra.launcher.poll_interval_s=0.1", "hydra/sweeper=basic",
+                 "data=abid_s3", "data.root=s3://bucket/abid", "logger=wandb", "report=false"]
+    sweep = hydra_sweep_runner(calling_file=str(ROOT / "train.py"), calling_module=None, task_function=None,
+                               config_path="conf", config_name="train", overrides=overrides, temp_dir=tmp_path)
+    with sweep:
+        staged = Path(sweep.returns[0][0].working_dir).parents[0] / ".sagemaker" / "code"
+        requirements = (staged / "_sagemaker_jobs" / "job0.requirements.txt").read_text().splitlines()
+    (request,) = fake_sagemaker.requests
+    assert requirements[1:] == ["-c ../_sagemaker_jobs/constraints.txt", ".[s3,wandb]"]
+    assert "install_requirements.py _sagemaker_jobs/job0.requirements.txt" in request["_script"]
+    env = request["Environment"]
+    assert env["BINCOUNT_SM_PINS"] == "_sagemaker_jobs/constraints.txt"
+    assert env["BINCOUNT_SM_INSTALLED"] == "bincount[s3,wandb]"
+
+
+def plant(tmp_path: Path, **versions: str) -> Path:
+    path = tmp_path / "constraints.txt"
+    path.write_text("# header\n" + "".join(f"{k}=={v}\n" for k, v in versions.items()))
+    return path
+
+
+def test_startup_check_passes_on_the_installed_versions(tmp_path):
+    from bincount.sagemaker.pins import check_installed
+
+    pins = plant(tmp_path, omegaconf=metadata.version("omegaconf"), packaging=metadata.version("packaging"),
+                 torch="0.0.1", boto3="0.0.1")  # torch: the image's, never compared; boto3: only bincount[s3]'s
+    assert check_installed(pins, "bincount") == 2
+
+
+def test_startup_check_names_each_difference(tmp_path):
+    from bincount.sagemaker.pins import PinMismatch, check_installed
+
+    found = metadata.version("omegaconf")
+    pins = plant(tmp_path, omegaconf="0.0.1", packaging=metadata.version("packaging"), litdata="0.0.2")
+    with pytest.raises(PinMismatch) as e:
+        check_installed(pins, "bincount[s3]")
+    assert f"omegaconf: expected 0.0.1, found {found}" in str(e.value)
+    assert f"litdata: expected 0.0.2, found {metadata.version('litdata')}" in str(e.value)
+    assert "packaging" not in str(e.value).split(": ", 1)[1]
+    check_installed(plant(tmp_path, litdata="0.0.2"), "bincount")  # litdata is not bincount's without [s3]
+    with pytest.raises(PinMismatch, match="no-such-project is not installed"):
+        check_installed(pins, "no-such-project[s3]")
+
+
+def test_entry_fails_in_seconds_before_training(tmp_path, monkeypatch, capsys):
+    from bincount.sagemaker import entry
+    from bincount.sagemaker.contract import Layout
+
+    layout = Layout(tmp_path / "root").make()
+    monkeypatch.chdir(tmp_path)
+    for k, v in {**layout.env("job"), "BINCOUNT_SM_JOB_DIR": "out/job", "BINCOUNT_SM_INSTALLED": "bincount",
+                 "BINCOUNT_SM_PINS": str(plant(tmp_path, omegaconf="0.0.1"))}.items():
+        monkeypatch.setenv(k, v)
+    started = []
+    monkeypatch.setattr(entry, "run_child", lambda cmd, env: started.append(cmd) or (0, []))
+    assert entry.main(["--script", "train.py", "--", "model=tiny"]) == 1
+    assert not started, "no training process after a version mismatch"
+    reason = layout.failure.read_text()
+    assert f"omegaconf: expected 0.0.1, found {metadata.version('omegaconf')}" in reason, reason
+    monkeypatch.setenv("BINCOUNT_SM_PINS", str(plant(tmp_path, omegaconf=metadata.version("omegaconf"))))
+    assert entry.main(["--script", "train.py", "--", "model=tiny"]) == 0 and len(started) == 1
+    assert "pinned packages are installed at their pinned versions" in capsys.readouterr().out
