@@ -115,7 +115,7 @@ def test_planted_secrets_reach_no_request_no_upload_and_no_file(fake_sagemaker, 
         assert files_containing(sweep_dir, secret) == []
         code = sorted(p.relative_to(sweep_dir / ".sagemaker" / "code").as_posix()
                       for p in (sweep_dir / ".sagemaker" / "code").rglob("*") if p.is_file())
-    assert code == ["_sagemaker_jobs/job0.pkl", "_sagemaker_jobs/requirements.txt", "conf/experiment/e.yaml",
+    assert code == ["_sagemaker_jobs/job0.pkl", "_sagemaker_jobs/job0.requirements.txt", "conf/experiment/e.yaml",
                     "conf/x.yaml", "experiments/e.yaml", "pyproject.toml", "src/app/__init__.py", "train.py"]
     assert "Code channel from" in caplog.text
     assert "6 files: conf/ (2), experiments/ (1), pyproject.toml, src/ (1), train.py" in caplog.text

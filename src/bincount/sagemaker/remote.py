@@ -197,6 +197,7 @@ class SageMakerBackend:
 
     def submit(self, spec: JobSpec) -> RemoteJob:
         if spec.pickle is not None:
+            (self.code / spec.pickle_path).parent.mkdir(parents=True, exist_ok=True)
             (self.code / spec.pickle_path).write_bytes(spec.pickle)
         trainer = self.trainer(spec)
         trainer.train(wait=False, logs=False)
