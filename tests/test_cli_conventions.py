@@ -31,6 +31,8 @@ USAGE = {
     "runs": (["{tmp}", "--sort", "nope"], "'nope'"),
     "compare": (["{tmp}/a", "{tmp}/b", "--alpha", "2"], "--alpha"),
     "sweep-report": None,
+    "export": None,
+    "predict": (["{tmp}/model", "{tmp}", "--batch-size", "0"], "--batch-size"),
 }
 
 
@@ -56,6 +58,14 @@ RUNTIME = {
     "runs": [("missing-root", ["{tmp}/missing"], "missing", ())],
     "compare": [("missing-runs", ["{tmp}/missing_a", "{tmp}/missing_b"], "missing_a", ())],
     "sweep-report": [("missing-sweep-dir", ["{tmp}/missing"], "missing", ())],
+    "export": [
+        ("missing-run", ["{tmp}/missing_run"], "missing_run", ()),
+        ("not-a-run", ["{tmp}/foreign"], "resolved_config.yaml", ()),
+    ],
+    "predict": [
+        ("missing-model", ["{tmp}/missing_model", "{tmp}", "-o", "{tmp}/p.csv", "--no-progress"], "missing_model", ()),
+        ("not-a-bundle", ["{tmp}/foreign", "{tmp}", "-o", "{tmp}/p.csv", "--no-progress"], "bincount-model.json", ()),
+    ],
 }
 
 

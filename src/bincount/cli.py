@@ -30,6 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("bincount.compare.compare", "compare runs: config differences, metrics, McNemar's test and bootstrap CIs"),
     "pack": ("bincount.shards.pack", "pack an ABID-layout dataset (local or s3://) into shuffled shards for streaming"),
     "report": ("bincount.report.cli", "(re)build a run directory's report.html and PNG charts"),
+    "export": ("bincount.bundle.export", "write a model bundle (safetensors + bincount-model.json) for an older run"),
+    "predict": ("bincount.predict.cli", "predict counts with a model bundle for images, folders, ABID roots or s3://"),
 }
 
 

@@ -3,7 +3,8 @@
 ``train.py`` at the repository root is the thin Hydra entry point; everything it runs lives here so
 that tests, the SageMaker job and sweeps call the same function. A run directory gets Hydra's
 ``.hydra/``, ``resolved_config.yaml``, ``checkpoints/``, the loggers' files, ``metrics.json`` (every
-final number) and ``predictions.csv`` (the best checkpoint on the test split).
+final number), ``predictions.csv`` (the best checkpoint on the test split) and ``model/`` (the best
+checkpoint as a bundle: safetensors weights + ``bincount-model.json``, see :mod:`bincount.bundle`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from bincount.bundle import write_run_bundle
 from bincount.callbacks import StagedUnfreezing
 from bincount.config import ConfigError, check_config
 from bincount.data.datamodule import BinCountDataModule
@@ -182,6 +184,7 @@ def train(cfg: DictConfig) -> float | None:
     })
     metrics["objective"] = objective(metrics, cfg.optimized_metric)
     write_metrics_json(out / "metrics.json", metrics)
+    write_run_bundle(out, model, datamodule, metrics, precision=cfg.trainer.get("precision"))  # <run>/model/
     write_predictions(out / "predictions.csv", model)
     after_run(cfg, out, metrics, loggers)  # W&B results, report.html: warnings only, results are safe
     log.info("%s = %.4f | run directory: %s", cfg.optimized_metric, metrics["objective"], out)

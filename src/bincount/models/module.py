@@ -132,6 +132,24 @@ class BinCounter(L.LightningModule):
         self.test_outputs.append({"id": list(batch["id"]), "label": batch["label"].cpu(), "pred": pred.cpu(),
                                   "probs": self.head.probabilities(output).float().cpu()})
 
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> dict:
+        """Counts, not class indices: ``pred_count``, ``expected_count`` (sum of count x probability),
+        ``confidence`` (the largest probability) and ``probs`` (N x C, class i = count min_count + i).
+
+        The same head verbs as ``test_step``, so ``bincount predict`` on a run's test split gives its
+        ``predictions.csv``. An all-bad batch (every sample skipped) gives empty tensors.
+        """
+        images = batch["image"]
+        if images.shape[0] == 0:
+            probs = images.new_zeros((0, self.hparams.num_classes))
+            pred = torch.zeros(0, dtype=torch.long, device=images.device)
+        else:
+            output = self(images)
+            probs, pred = self.head.probabilities(output).float(), self.head.predict(output)
+        counts = self.hparams.min_count + torch.arange(probs.shape[1], device=probs.device)
+        return {"id": list(batch.get("id", [])), "pred_count": pred + self.hparams.min_count,
+                "expected_count": (probs * counts).sum(dim=1), "confidence": probs.max(dim=1).values, "probs": probs}
+
     def on_test_epoch_start(self) -> None:
         self.test_outputs = []
 

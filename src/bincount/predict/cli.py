@@ -1,0 +1,114 @@
+"""``bincount predict MODEL INPUT... -o predictions.csv``: counts for images with a bundle, on CPU or GPU.
+
+Why Lightning's predict loop: batching, device placement, precision and the progress bar are the
+Trainer's, and the same ``predict_step`` serves a notebook (``load_model(...).predict``) and this
+command. Rows stream to the CSV (:mod:`.writer`); bad files are listed with their reason, counted,
+and written to ``<csv stem>.summary.json`` with the scores when the inputs carry true counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from bincount.bundle import BundleError
+from bincount.layout import BAD_INPUT_CHOICES, DataError
+from bincount.s3.endpoint import S3Error
+from bincount.s3.store import S3ReadError
+from bincount.text import plain
+
+ERRORS = (BundleError, DataError, S3Error, S3ReadError)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a bundle dir, a run dir, a model.tar.gz, or an s3:// URI of one")
+    parser.add_argument("inputs", metavar="INPUT", nargs="+",
+                        help="image files, folders (recursive), ABID roots (bin-images/ + metadata/), s3:// prefixes")
+    parser.add_argument("-o", "--output", metavar="CSV", default="predictions.csv", help="the CSV (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: 32)")
+    parser.add_argument("--num-workers", type=_count, default=2, metavar="N", help="loader processes (default: 2)")
+    parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="Lightning accelerator (default: auto)")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed (default: 32-true)")
+    parser.add_argument("--bad-input", choices=BAD_INPUT_CHOICES, default="skip",
+                        help="skip: list bad files and go on; fail: stop at the first (exit 1)")
+    parser.add_argument("--max-pixels", type=_positive, metavar="N", help="refuse larger images (default: the bundle's)")
+    parser.add_argument("--ids", metavar="FILE", help="only these ids of ABID inputs: one a line, or a CSV with an id column")
+    parser.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _quiet_lightning() -> None:
+    """Lightning's banner (GPU available..., tips) is not a result; warnings and errors still show."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def predict(args: argparse.Namespace) -> dict:
+    import lightning as L
+
+    from bincount.bundle import load_model
+    from bincount.predict.dataset import PredictDataset, predict_loader
+    from bincount.predict.inputs import collect, read_ids
+    from bincount.predict.writer import CSVPredictionWriter
+
+    s3 = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    model = load_model(args.model, s3=s3)
+    items = collect(args.inputs, read_ids(args.ids) if args.ids else None, s3=s3)
+    dataset = PredictDataset(items, model.transform, args.max_pixels or model.max_pixels)
+    writer = CSVPredictionWriter(args.output, items, model.metadata["classes"], args.bad_input)
+    callbacks: list = [writer]
+    if not args.no_progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
+    _quiet_lightning()
+    trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, callbacks=callbacks,
+                        enable_progress_bar=not args.no_progress, default_root_dir=str(Path(args.output).parent))
+    trainer.predict(model.module, dataloaders=predict_loader(dataset, args.batch_size, args.num_workers),
+                    return_predictions=False)
+    summary = {"model": str(args.model), **writer.summary()}
+    out = Path(args.output)
+    summary_path = out.with_name(f"{out.stem}.summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    summary["summary_json"] = str(summary_path)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = predict(args)
+    print(plain(f"{summary['predicted']} of {summary['images']} images predicted -> {summary['csv']}"))
+    metrics = summary.get("metrics")
+    if metrics and metrics.get("n"):
+        print(f"scored {metrics['n']} with true counts ({metrics['unscored']} outside the model's classes): "
+              f"acc {metrics['acc']:.4f}, rmse {metrics['rmse']:.4f}, mae {metrics['mae']:.4f}, "
+              f"within one {metrics['within_one']:.4f}")
+    if summary["bad"]:
+        print(f"{summary['bad_count']} bad files skipped:")
+        for bad in summary["bad"]:
+            print(plain(f"  {bad['name']}: {bad['reason']}"))
+    print(plain(f"summary -> {summary['summary_json']}"))
+    sys.stdout.flush()
+    return 0
