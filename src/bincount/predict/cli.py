@@ -23,6 +23,7 @@ from bincount.text import plain
 
 ERRORS = (BundleError, DataError, S3Error, S3ReadError)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 
 
 def _positive(value: str) -> int:
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: 32)")
     parser.add_argument("--num-workers", type=_count, default=2, metavar="N", help="loader processes (default: 2)")
     parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="Lightning accelerator (default: auto)")
-    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed (default: 32-true)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="32-true", help="Lightning precision (default: 32-true)")
     parser.add_argument("--bad-input", choices=BAD_INPUT_CHOICES, default="skip",
                         help="skip: list bad files and go on; fail: stop at the first (exit 1)")
     parser.add_argument("--max-pixels", type=_positive, metavar="N", help="refuse larger images (default: the bundle's)")
