@@ -86,8 +86,24 @@ def test_dry_run_logs_the_extras_and_the_install_command(aws, hydra_sweep_runner
     assert "extras [s3,wandb] install pip install -c _sagemaker_jobs/constraints.txt '.[s3,wandb]' " in lines[0]
     assert "extras [report,s3,wandb] install pip install -c _sagemaker_jobs/constraints.txt '.[report,s3,wandb]'" \
         in lines[1]
-    assert not IMAGE_STACK_LINE.search(constraints) and "\nlitdata==" in constraints and "\nwandb==" in constraints
-    assert "the image's own torch/CUDA stack" in caplog.text
+    pinned = [line for line in constraints.splitlines() if IMAGE_STACK_LINE.match(line)]
+    assert pinned == ["torch==2.6.*"], "only the image's own torch (framework_version), so pip never replaces it"
+    assert "\nlitdata==" in constraints and "\nwandb==" in constraints
+    assert "the image's own torch/CUDA stack" in caplog.text and "torch stays the image's 2.6" in caplog.text
+
+
+@pytest.mark.parametrize("key, value", [("framework_version", "2.6\ntorch==9"), ("framework_version", "latest"),
+                                        ("requirements", "../outside.txt"), ("requirements", "req.txt --index-url x"),
+                                        ("requirements", "/etc/req.txt")])
+def test_what_goes_into_the_job_requirements_is_a_plain_value(key, value):
+    from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLauncherConf
+
+    from bincount.sagemaker.spec import LauncherConfigError, validate
+
+    p = {**OmegaConf.to_container(OmegaConf.structured(SageMakerLauncherConf)), "dry_run": True, key: value}
+    with pytest.raises(LauncherConfigError, match=f"hydra.launcher.{key}="):
+        validate(p)
+    validate({**p, key: {"framework_version": "2.6.0", "requirements": "extra/req-gpu.txt"}[key]})
 
 
 def test_job_requirements_file_and_environment(fake_sagemaker, hydra_sweep_runner, tmp_path, monkeypatch):

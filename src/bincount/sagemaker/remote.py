@@ -26,6 +26,8 @@ from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_co
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
 JOB_CONSTRAINTS = f"{PICKLE_DIR}/constraints.txt"  # the code channel's constraints.txt minus the image's stack
+IMAGE_TORCH_NOTE = ("# The image's torch (framework_version): pip fails rather than replace it if a package "
+                    "wanted another")
 STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed", "Failed": "Failed",
           "Stopped": "Stopped"}
 
@@ -120,10 +122,13 @@ class SageMakerBackend:
                 log.warning("no constraints.txt in the code channel: the job installs %s unpinned", self.project)
             return None
         text, dropped = job_constraints(src.read_text())
+        if not self.p["image"]:  # the SDK's image for framework_version: a torch that needs replacing is an error
+            text += f"{IMAGE_TORCH_NOTE}\ntorch=={self.p['framework_version']}.*\n"
         (self.code / JOB_CONSTRAINTS).parent.mkdir(parents=True, exist_ok=True)
         (self.code / JOB_CONSTRAINTS).write_text(text)
-        log.info("Job constraints %s: %d pins; the image's own %s (%d packages) are not pinned", JOB_CONSTRAINTS,
-                 len(parse_pins(text)), "torch/CUDA stack", len(dropped))
+        log.info("Job constraints %s: %d pins; the image's own %s (%d packages) are not pinned%s", JOB_CONSTRAINTS,
+                 len(parse_pins(text)), "torch/CUDA stack", len(dropped),
+                 "" if self.p["image"] else f", torch stays the image's {self.p['framework_version']}")
         return JOB_CONSTRAINTS
 
     def requirement(self, spec: JobSpec) -> str | None:
