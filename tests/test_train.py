@@ -124,6 +124,32 @@ def test_resume_after_kill_continues_from_last_checkpoint(data_dir, tmp_path):
     assert epochs == {0, 1, 2, 3} and killed_at > 0
 
 
+class _Planted:
+    """Unpickled, it would create ``path``: what a crafted checkpoint in a shared bucket could run."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return exec, (f"open({self.path!r}, 'w').close()",)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_that_carries_code(data_dir, tmp_path):
+    """Issue 14, item 9: ``resume=true`` loads ``last.ckpt`` with ``weights_only=True``."""
+    import torch
+
+    run_train(["trainer.max_epochs=1"], data_dir, tmp_path)
+    ckpt = single_run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    marker = tmp_path / "ran"
+    state["planted"] = _Planted(str(marker))
+    torch.save(state, ckpt)
+    proc = run_train(["trainer.max_epochs=1", "resume=true"], data_dir, tmp_path, check=False)
+    assert proc.returncode != 0 and "Weights only load failed" in proc.stdout + proc.stderr
+    assert not marker.exists(), "the planted code ran"
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(data_dir, tmp_path):
     run_train(["trainer=ddp_cpu", "trainer.max_epochs=1"], data_dir, tmp_path)
@@ -132,6 +158,20 @@ def test_ddp_two_processes_on_cpu(data_dir, tmp_path):
     predictions = read_csv(run / "predictions.csv")
     assert len(predictions) == sum(sum(r) for r in metrics["test/confusion_matrix"]) > 0
     assert len({p["id"] for p in predictions}) == len(predictions), "each test sample predicted exactly once"
+    assert sorted(p["id"] for p in predictions) == split_ids(run, "test"), "and every test sample is there"
+
+
+def split_ids(run: Path, split_name: str) -> list[str]:
+    """The ids of one split of the run, from the manifest its resolved config builds (cached by the run)."""
+    import yaml
+
+    from bincount.manifest import ClassRange, build_manifest
+
+    data = yaml.safe_load((run / "resolved_config.yaml").read_text())["data"]
+    split = data["split"]
+    manifest = build_manifest(data["root"], ClassRange(**data["classes"]), (split["train"], split["val"], split["test"]),
+                              seed=split["seed"], progress=False)
+    return sorted(r.id for r in manifest.split(split_name))
 
 
 def compose_cfg(overrides: list[str], tmp_path: Path):

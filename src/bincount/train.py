@@ -165,7 +165,8 @@ def train(cfg: DictConfig) -> float | None:
     resume_from = last_checkpoint(out) if cfg.resume else None
     if cfg.resume:
         log.info("Resuming from %s" % resume_from if resume_from else "resume=true: no checkpoint yet, starting fresh")
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    # weights_only: a checkpoint that carries pickled objects is refused, not run (torch>=2.6, lightning>=2.6)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     is_global_zero = trainer.is_global_zero
     _leave_process_group()
     if not is_global_zero:
@@ -184,8 +185,8 @@ def train(cfg: DictConfig) -> float | None:
     })
     metrics["objective"] = objective(metrics, cfg.optimized_metric)
     write_metrics_json(out / "metrics.json", metrics)
-    write_run_bundle(out, model, datamodule, metrics, precision=cfg.trainer.get("precision"))  # <run>/model/
     write_predictions(out / "predictions.csv", model)
+    write_run_bundle(out, model, datamodule, metrics, precision=cfg.trainer.get("precision"))  # <run>/model/
     after_run(cfg, out, metrics, loggers)  # W&B results, report.html: warnings only, results are safe
     log.info("%s = %.4f | run directory: %s", cfg.optimized_metric, metrics["objective"], out)
     return metrics["objective"]

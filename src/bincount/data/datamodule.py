@@ -168,8 +168,10 @@ class BinCountDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        # drop_last: a last batch of one sample breaks BatchNorm in the mlp_bn head and backbones.
-        drop = len(self.datasets.get("train", ())) > self.batch_size
+        # drop_last only when the last batch would hold one sample (it breaks BatchNorm in the mlp_bn head
+        # and backbones): otherwise every sample is read each epoch, and a bad one is always counted.
+        size = len(self.datasets.get("train", ()))
+        drop = size > self.batch_size and size % self.batch_size == 1
         return self._loader("train", shuffle=True, drop_last=drop)
 
     def val_dataloader(self) -> DataLoader:
