@@ -167,3 +167,19 @@ def test_s3_reads_check_the_size_before_the_body(s3_endpoint):
         store.read("bin-images/00001.jpg", max_bytes=4096)
     results = store.read_many(["bin-images/00001.jpg", "metadata/00001.json"])
     assert len(results[0]) == 5000 and isinstance(results[1], TooLarge)
+
+
+@pytest.mark.parametrize("name", ["pack.json", "manifest.csv", "train/index.json"])
+def test_a_shard_sets_own_files_are_size_checked_before_reading(tiny_abid, tmp_path, monkeypatch, name):
+    """A pack.json, manifest.csv or index.json above its limit is refused from its size, unread."""
+    pytest.importorskip("litdata")
+    from bincount.shards import stream
+    from bincount.shards.pack import pack
+
+    out = tmp_path / "shards"
+    pack(str(tiny_abid), str(out), cache_dir=str(tmp_path / "m"), progress=False)
+    limit = (out / name).stat().st_size - 1
+    monkeypatch.setitem(stream.MAX_SHARD_FILE_BYTES, name.rsplit("/", 1)[-1], limit)
+    shards = stream.ShardStreams(str(out), stream.ReaderConfig.from_mapping({"mode": "shards"}), ClassRange(1, 5))
+    with pytest.raises(TooLarge, match=rf"{name} is .* bytes, above the limit of {limit:,}"):
+        shards.manifest() if name == "manifest.csv" else shards.chunk_sizes("train") if "index" in name else shards.info()

@@ -19,12 +19,12 @@ def _client(s3: Any = None):
     return get_client(s3 if isinstance(s3, S3Config) else S3Config.from_mapping(s3))
 
 
-def read_bytes(url: str, s3: Any = None) -> bytes:
-    """The bytes of ``s3://bucket/key``; FileNotFoundError when it does not exist."""
+def read_bytes(url: str, s3: Any = None, max_bytes: int | None = None) -> bytes:
+    """The bytes of ``s3://bucket/key``; FileNotFoundError when it does not exist, TooLarge above ``max_bytes``."""
     from bincount.s3.endpoint import get_bytes, parse_s3_url
 
     bucket, key = parse_s3_url(url)
-    return get_bytes(_client(s3), bucket, key)
+    return get_bytes(_client(s3), bucket, key, max_bytes=max_bytes)
 
 
 def upload_dir(local: Path, url: str, s3: Any = None, workers: int = 16) -> int:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from bincount.layout import SPLITS, DataError
+from bincount.layout import SPLITS, DataError, check_size
 from bincount.manifest import ClassRange, Manifest
 from bincount.samples import DEFAULT_MAX_PIXELS
 from bincount.shards.loader import ShardSample, TrainLoaderState, streaming_loader  # noqa: F401 (re-exported)
@@ -113,12 +114,21 @@ def check_shard_format(index: Any, where: str) -> None:
         raise DataError(f"{where}: items have fields {fields_!r}, but `bincount pack` writes {PACKED_FIELDS}")
 
 
+# Size limits of a shard set's own files, checked before the body is read: a bucket anyone can write
+# must not make a training job hold gigabytes for a JSON file. Generous: ABID's 536k images give a
+# manifest.csv of ~55 MB, an index.json of a few hundred KB, a pack.json of a few MB (its bad-image list).
+MAX_SHARD_FILE_BYTES = {PACK_FILE: 64 << 20, MANIFEST_FILE: 512 << 20, "index.json": 64 << 20}
+
+
 def _read(url: str, s3: Any) -> bytes:
+    limit = MAX_SHARD_FILE_BYTES[url.rsplit("/", 1)[-1]]
     if is_s3(url):
         from bincount.shards.s3io import read_bytes
 
-        return read_bytes(url, s3)
-    return Path(url).read_bytes()
+        return read_bytes(url, s3, max_bytes=limit)
+    with open(url, "rb") as f:
+        check_size(url, os.fstat(f.fileno()).st_size, limit)
+        return f.read()
 
 
 def cache_budgets(limit: int, chunk_sizes: dict[str, list[int]], workers: int, max_pre_download: int,
