@@ -126,8 +126,8 @@ class SageMakerBackend:
             text += f"{IMAGE_TORCH_NOTE}\ntorch=={self.p['framework_version']}.*\n"
         (self.code / JOB_CONSTRAINTS).parent.mkdir(parents=True, exist_ok=True)
         (self.code / JOB_CONSTRAINTS).write_text(text)
-        log.info("Job constraints %s: %d pins; the image's own %s (%d packages) are not pinned%s", JOB_CONSTRAINTS,
-                 len(parse_pins(text)), "torch/CUDA stack", len(dropped),
+        log.info("Job constraints %s: %d pins; the image's own torch/CUDA stack (%d packages) is left to it%s",
+                 JOB_CONSTRAINTS, len(parse_pins(text)), len(dropped),
                  "" if self.p["image"] else f", torch stays the image's {self.p['framework_version']}")
         return JOB_CONSTRAINTS
 

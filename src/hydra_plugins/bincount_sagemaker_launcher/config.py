@@ -64,7 +64,8 @@ class SageMakerLauncherConf:
     ignore_patterns: List[str] = field(default_factory=lambda: [
         ".git", ".venv", "venv", "__pycache__", "*.egg-info", ".pytest_cache", "node_modules", "*.ckpt",
         "/logs", "/data", "/outputs", "/multirun", "/benchmarks", "/.sagemaker_local"])
-    # pip requirements installed in the container before the job (relative to source_dir).
+    # pip requirements installed in the container before the job (relative to source_dir), beside the project
+    # with the extras its config needs, under the job's constraints (docs/sagemaker.md "What a job installs").
     requirements: Optional[str] = None
     # Overrides appended to every job, e.g. resume=true so a restarted spot job continues.
     job_overrides: List[str] = field(default_factory=list)
