@@ -1,4 +1,5 @@
-"""Shared fixtures: the real ABID sample (opt-in by env var) and tiny ABID-layout dirs written with PIL.
+"""Shared fixtures: the real ABID sample (beside the clone, or $BINCOUNT_ABID_SAMPLE) and tiny ABID-layout
+dirs written with PIL.
 
 The tiny dirs do not use ``bincount.data.synthetic`` on purpose: data tests must not depend on the
 renderer they are meant to check against.
@@ -21,6 +22,19 @@ from bincount.resolvers import register_resolvers
 register_resolvers()
 
 SAMPLE_ENV = "BINCOUNT_ABID_SAMPLE"
+# Where the README says the sample sits: ../shared/data/abid/sample beside the clone.
+DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "abid" / "sample"
+
+
+def sample_path() -> tuple[Path, str]:
+    """The real ABID sample's path and where it came from: $BINCOUNT_ABID_SAMPLE, else beside the clone."""
+    value = os.environ.get(SAMPLE_ENV)
+    return (Path(value), f"{SAMPLE_ENV}={value}") if value else (DEFAULT_SAMPLE, f"{DEFAULT_SAMPLE} (no ${SAMPLE_ENV})")
+
+
+def find_sample() -> Path | None:
+    path, _ = sample_path()
+    return path if (path / "metadata").is_dir() and (path / "bin-images").is_dir() else None
 TINY_COUNTS = tuple(i % 7 for i in range(1, 61))  # 60 bins, counts 0..6, 8-9 bins each
 
 
@@ -40,13 +54,10 @@ def write_abid(root: Path, counts: Sequence[int], size: tuple[int, int] = (32, 2
 
 @pytest.fixture(scope="session")
 def abid_sample_dir() -> Path:
-    """The real ABID sample (300 bins, counts 0-19) from $BINCOUNT_ABID_SAMPLE; skips when unset."""
-    value = os.environ.get(SAMPLE_ENV)
-    if not value:
-        pytest.skip(f"{SAMPLE_ENV} is not set (point it at an ABID sample dir, e.g. /work/shared/data/abid/sample)")
-    path = Path(value)
-    if not (path / "metadata").is_dir() or not (path / "bin-images").is_dir():
-        pytest.skip(f"{SAMPLE_ENV}={value} has no metadata/ and bin-images/ folders")
+    """The real ABID sample (300 bins, counts 0-19); skips, naming the path it looked at, when absent."""
+    path, where = sample_path()
+    if find_sample() is None:
+        pytest.skip(f"no ABID sample (metadata/ and bin-images/) at {where}: put it there or set {SAMPLE_ENV}")
     return path
 
 

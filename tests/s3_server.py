@@ -6,7 +6,7 @@ Fixtures (session scope, so a test run starts one server):
 - ``s3_endpoint``: ``http://127.0.0.1:PORT`` of a fresh ``moto_server``; fake credentials in the env.
 - ``public_bucket``: a bucket named like ``aft-vbi-pds`` (public anonymous read, ABID layout at the
   bucket root) holding 60 synthetic bins (ids ``900001..900060``, counts ``TINY_COUNTS``) and, when
-  ``BINCOUNT_ABID_SAMPLE`` is set, the real 300-bin sample. Returns a :class:`Bucket`.
+  the real 300-bin sample is found (beside the clone or at ``$BINCOUNT_ABID_SAMPLE``), that too. Returns a :class:`Bucket`.
 - ``tiny_bucket``: ``s3://tiny-bins/abid`` with the 60 bins of ``tiny_abid`` (ids ``00001..00060``).
 
 Helpers: :func:`s3_client`, :func:`make_public_bucket`, :func:`upload_abid`.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_ENV, TINY_COUNTS, write_abid
+from conftest import TINY_COUNTS, find_sample, write_abid
 
 FAKE_KEY_ID = "AKIAFAKEKEYID4TESTS00"
 FAKE_SECRET = "fakeSecretKeyThatMustNeverBeLogged0000000"
@@ -156,9 +156,9 @@ def public_bucket(s3_endpoint, tmp_path_factory) -> Bucket:
     synthetic = write_abid(tmp_path_factory.mktemp("s3_synthetic"), TINY_COUNTS)
     bucket = Bucket(s3_endpoint, PUBLIC_BUCKET)
     bucket.synthetic_ids = upload_abid(s3_endpoint, PUBLIC_BUCKET, synthetic, id_offset=SYNTHETIC_ID_OFFSET)
-    sample = os.environ.get(SAMPLE_ENV)
-    if sample and (Path(sample) / "metadata").is_dir():
-        bucket.sample_ids = upload_abid(s3_endpoint, PUBLIC_BUCKET, Path(sample))
+    sample = find_sample()
+    if sample is not None:
+        bucket.sample_ids = upload_abid(s3_endpoint, PUBLIC_BUCKET, sample)
     return bucket
 
 

@@ -17,7 +17,6 @@ from bincount import cli
 from bincount.data import synthetic
 from bincount.data.synthetic import CAPSTONE_COUNT_DISTRIBUTION, bin_count, image_id, render_bin, render_dataset
 
-REAL_SAMPLE = Path("/work/shared/data/abid/sample/metadata")
 ITEM_KEYS = {"asin", "name", "normalizedName", "quantity", "height", "length", "width", "weight"}
 SIZE = 48
 
@@ -76,13 +75,12 @@ def test_metadata_schema(rendered: Path) -> None:
             assert item["weight"]["unit"] == "pounds" and item["weight"]["value"] > 0
 
 
-@pytest.mark.skipif(not REAL_SAMPLE.is_dir(), reason="real ABID sample not available")
-def test_metadata_keys_match_the_real_sample(rendered: Path) -> None:
+def test_metadata_keys_match_the_real_sample(rendered: Path, abid_sample_dir: Path) -> None:
     def shape(meta: dict) -> set:
         items = meta["BIN_FCSKU_DATA"].values()
         return {(k, tuple(sorted(v)) if isinstance(v, dict) else type(v).__name__) for item in items for k, v in item.items()}
 
-    real = [json.loads(p.read_text()) for p in sorted(REAL_SAMPLE.glob("*.json"))[:20]]
+    real = [json.loads(p.read_text()) for p in sorted((abid_sample_dir / "metadata").glob("*.json"))[:20]]
     ours = [json.loads(p.read_text()) for p in (rendered / "metadata").iterdir()]
     assert {k for m in real for k in m} == {k for m in ours for k in m}
     assert set().union(*map(shape, real)) >= set().union(*map(shape, ours))
