@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -164,3 +165,31 @@ def test_without_scipy_says_which_extra_to_install(jobs):
             "sys.exit(main(['compare', *sys.argv[1:]]))")
     proc = subprocess.run([sys.executable, "-c", code, *map(str, jobs)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 1 and "bincount[analysis]" in proc.stderr and "--no-stats" in proc.stderr
+
+
+def test_paths_inside_each_run_are_not_differences(jobs, capsys, monkeypatch, tmp_path):
+    """The default config puts checkpoints and logs under the run's own directory: those keys differ between
+    any two runs by construction (issue 17), also for copied runs, whose config names the original directory."""
+    import shutil
+
+    import yaml
+
+    copies = []
+    for i, job in enumerate(jobs):
+        copy = shutil.copytree(job, tmp_path / f"copy{i}")
+        config = yaml.safe_load((copy / "resolved_config.yaml").read_text())
+        out = config["paths"]["output_dir"]
+        config["callbacks"] = {"model_checkpoint": {"dirpath": f"{out}/checkpoints"}}
+        config["logger"] = {"csv": {"save_dir": out}}
+        (copy / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+        copies.append(copy)
+    monkeypatch.setenv("COLUMNS", "250")
+    rc, out, err = compare(capsys, *copies)
+    assert rc == 0, err
+    config = out[out.index("Config (only keys that differ)"):out.index("Metrics")]
+    table, note = config.split("compared as") if "compared as" in config else (config, "")
+    assert "head.name" in table and "dirpath" not in table and "save_dir" not in table
+    assert re.search(r"2 keys naming each run's own directory\s+$", table), config
+    assert "callbacks.model_checkpoint.dirpath" in note and "logger.csv.save_dir" in note
+    rc, out, _ = compare(capsys, *copies, "--format", "json")
+    assert rc == 0 and not [k for k in json.loads(out)["config_diff"] if "dirpath" in k or "save_dir" in k]

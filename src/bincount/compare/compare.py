@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bincount.compare.render import Section, console, fmt, to_html, to_markdown, to_rich
-from bincount.compare.rundir import Run, RunError, load_run, read_predictions, split_overrides
+from bincount.compare.rundir import RUN_DIR, Run, RunError, load_run, read_predictions, split_overrides
 
 FORMATS = ("table", "markdown", "html", "json")
 SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json"}
@@ -141,6 +141,11 @@ def build_report(runs: list[Run], args: argparse.Namespace) -> tuple[list[Sectio
                             [[k, *(cfg_text(v) for v in values)] for k, values in diff], wrap=tuple(range(1, len(runs) + 1))))
     if not diff:
         sections[-1].notes.append("the configs are identical")
+    own_dir = sorted({k for r in runs for k, v in r.config.items() if isinstance(v, str) and v.startswith(RUN_DIR)})
+    if own_dir:
+        sections[-1].notes.append(f"{len(own_dir)} key{'s' if len(own_dir) > 1 else ''} naming each run's own directory "
+                                  f"compared as {RUN_DIR}/... (they differ by construction): {', '.join(own_dir[:3])}"
+                                  + (", ..." if len(own_dir) > 3 else ""))
     metrics = [k for k in KEY_METRICS if any(k in r.metrics for r in runs)]
     sections.append(Section("Metrics", ["metric", *names], [[k, *(fmt(r.metrics.get(k), 1 if k == "duration_s" else 4) for r in runs)] for k in metrics]))
     pairs = [] if args.no_stats else [pair_stats(runs[0], r, names[0], n, args) for r, n in zip(runs[1:], names[1:])]

@@ -21,6 +21,9 @@ CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")  # resolved values
 SKIP_DIRS = {"checkpoints", "csv", "tensorboard", "wandb", "lightning_logs", "__pycache__"}
 # Keys that differ between any two runs by construction; showing them as "config differences" is noise.
 RUN_SPECIFIC_KEYS = {"paths.output_dir", "trainer.default_root_dir"}
+# What a path inside the run's own directory is shown as (``<run dir>/checkpoints``): such values differ
+# between any two runs by construction, and are the same setting once the directory is factored out.
+RUN_DIR = "<run dir>"
 
 
 class RunError(ValueError):
@@ -99,8 +102,17 @@ def load_run(path: str | Path) -> Run:
     if not isinstance(config, dict):
         raise RunError(f"{config_file}: expected a mapping, got {type(config).__name__}")
     overrides = read_overrides(path)
-    own = {str(path), str(path.resolve())}  # e.g. trainer.default_root_dir: this run's own directory, never a setting
-    flat = {k: v for k, v in flatten(config).items() if k not in RUN_SPECIFIC_KEYS and not (isinstance(v, str) and v in own)}
+    recorded = flatten(config)
+    # The run's own directory, as found and as its config recorded it (a copied run keeps the original's).
+    own = sorted({str(path), str(path.resolve()), str(recorded.get("paths.output_dir") or path)}, key=len, reverse=True)
+
+    def relative(value: Any) -> Any:
+        for d in own if isinstance(value, str) else ():
+            if value == d or value.startswith(d + "/"):
+                return RUN_DIR + value[len(d):]
+        return value
+
+    flat = {k: relative(v) for k, v in recorded.items() if k not in RUN_SPECIFIC_KEYS}
     return Run(path, metrics, flat, overrides, sweep_of(path))
 
 
