@@ -27,9 +27,16 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from bincount.config import ConfigError
     from bincount.train import train
 
-    return train(cfg)
+    try:
+        return train(cfg)
+    except ConfigError as err:  # a mistake in the config: one line, exit 2, no run directory left behind
+        from bincount.config import report_config_error
+
+        report_config_error(err, cfg)  # returns only where the error should propagate (sweeps, HYDRA_FULL_ERROR)
+        raise
 
 
 if __name__ == "__main__":

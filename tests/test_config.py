@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -78,3 +79,24 @@ def test_cli_mistake_fails_before_training(tmp_path):
     assert proc.returncode != 0
     assert "resnet5O" in proc.stderr and "resnet50" in proc.stderr
     assert not list(tmp_path.glob("**/checkpoints"))
+
+
+def test_a_config_mistake_is_one_line_exit_2_and_leaves_no_run_directory(tmp_path):
+    env = {**__import__("os").environ, "BINCOUNT_LOG_DIR": str(tmp_path / "logs"), "BINCOUNT_DATA_DIR": str(tmp_path)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, str(CONF.parent / "train.py"), "head.name=mpl"], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "train.py: config error: head.name='mpl' is not a valid choice. Did you mean 'mlp'? "
+        "Valid: ['coral', 'corn', 'linear', 'mlp', 'mlp_bn', 'regression']"]
+    assert [p for p in (tmp_path / "logs").rglob("*") if p.is_file()] == [], "no half-empty run directory"
+    proc = subprocess.run([sys.executable, str(CONF.parent / "train.py"), "head.name=mpl"], capture_output=True,
+                          text=True, timeout=120, env={**env, "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 1 and "Traceback" in proc.stderr, "HYDRA_FULL_ERROR=1 still shows the trace"
+
+
+def test_help_lists_hydra_launchers_and_sweepers():
+    out = subprocess.run([sys.executable, str(CONF.parent / "train.py"), "--help"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert re.search(r"^hydra/launcher: .*sagemaker_local", out, re.M) and "hydra/sweeper: basic, bincount_optuna" in out

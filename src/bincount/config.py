@@ -21,6 +21,34 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key, the value and the valid choices."""
 
 
+# What Hydra writes into a run directory before the task starts, and ``train`` before any training.
+_SET_UP_ONLY = {".hydra", "train.log", "resolved_config.yaml"}
+
+
+def report_config_error(err: ConfigError, cfg: DictConfig) -> None:
+    """For ``python train.py`` (one run): print ``err`` on one line, remove the run directory Hydra made for
+    it when it holds nothing but set-up files, and exit 2, a usage mistake. Returns (the caller re-raises) in
+    a sweep, whose job failure the sweeper records, or with ``HYDRA_FULL_ERROR=1``, which asks for the trace."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
+        return
+    out = Path(cfg.paths.output_dir)
+    if out.is_dir() and {p.name for p in out.iterdir()} <= _SET_UP_ONLY:
+        import logging
+
+        logging.shutdown()  # close train.log before its directory goes
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"train.py: config error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
 @dataclass
 class ClassesConfig:
     min_count: int = 1
