@@ -32,7 +32,7 @@ LAYERS = [
     {"bincount.models", "bincount.metrics", "bincount.callbacks"},  # the LightningModule and what it reports
     {"bincount.config", "bincount.resolvers", "bincount.resume", "bincount.loggers", "bincount.wandb_logger",
      "bincount.report", "bincount.compare", "bincount.sweep", "bincount.sagemaker", "bincount.serve",
-     "bincount.bundle", "bincount.predict", "bincount.train", "bincount.cli",
+     "bincount.bundle", "bincount.predict", "bincount.train", "bincount.quiet", "bincount.cli",
      "hydra_plugins.bincount_optuna_sweeper", "hydra_plugins.bincount_sagemaker_launcher",
      "bincount"},  # runs and tools; ``bincount`` itself is the facade (a lazy ``bincount.load_model``)
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,10 @@ def test_single_run_leaves_config_checkpoints_metrics_and_predictions(data_dir, 
     run = single_run_dir(tmp_path)
     console = proc.stdout + proc.stderr
     assert console.count("Seed set to") == 1, console[-3000:]  # Lightning's messages once, in Hydra's format
+    # Quiet logs (issue 17): no advert, the hardware lines once though two Trainers run, no noise on stderr.
+    assert "litlogger" not in console and "already configured with model summary" not in console
+    assert console.count("GPU available:") == 1 and "LeafSpec" not in proc.stderr, proc.stderr[-2000:]
+    assert "Total FLOPs: 0\n" not in console, "the summary measures the model on an input of the run's size"
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "resolved_config.yaml").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
@@ -82,6 +87,13 @@ def test_single_run_leaves_config_checkpoints_metrics_and_predictions(data_dir, 
     assert metrics["epochs_trained"] == 2
     assert (run / "csv" / "metrics.csv").is_file()
     assert any((run / "tensorboard").iterdir())
+    # The run ends with how it did (issue 17): the table's numbers are metrics.json's, then the paths.
+    tail = console[console.rindex("val     test"):]
+    assert re.search(rf"accuracy +{metrics['val/acc']:.4f} +{metrics['test/acc']:.4f}$", tail, re.M), tail
+    assert re.search(rf"RMSE +{metrics['val/rmse']:.4f} +{metrics['test/rmse']:.4f}$", tail, re.M), tail
+    assert f"2 epochs, best epoch {int(metrics['best_checkpoint'][-8:-5])}, {test_size} test bins" in tail
+    assert f"run directory: {run}" in tail
+    assert (run / "train.log").read_text().count("run directory:") == 1
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,6 +26,7 @@ from bincount.data.datamodule import BinCountDataModule
 from bincount.manifest import ClassRange
 from bincount.metrics import write_metrics_json, write_predictions_csv
 from bincount.models.module import BinCounter
+from bincount.quiet import quiet_lightning
 from bincount.report import after_run
 from bincount.resume import last_checkpoint
 from bincount.sagemaker.contract import lightning_cluster_args
@@ -146,6 +148,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit, evaluate the best checkpoint, write the run's files; return ``cfg.optimized_metric``."""
     started = time.time()
     _route_lightning_logs_through_hydra()
+    quiet_lightning()
     check_config(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,6 +158,8 @@ def train(cfg: DictConfig) -> float | None:
 
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model.data_config)
+    # One image of the run's size: the model summary then shows FLOPs and shapes instead of a column of zeros.
+    model.example_input_array = torch.zeros(1, 3, datamodule.img_size, datamodule.img_size)
     loggers = build_loggers(cfg)
     # In a SageMaker job, num_nodes/devices come from the SM_* variables (empty dict elsewhere).
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False,
@@ -188,5 +193,4 @@ def train(cfg: DictConfig) -> float | None:
     write_predictions(out / "predictions.csv", model)
     write_run_bundle(out, model, datamodule, metrics, precision=cfg.trainer.get("precision"))  # <run>/model/
     after_run(cfg, out, metrics, loggers)  # W&B results, report.html: warnings only, results are safe
-    log.info("%s = %.4f | run directory: %s", cfg.optimized_metric, metrics["objective"], out)
     return metrics["objective"]

@@ -31,13 +31,16 @@ def after_run(cfg: Any, run_dir: str | Path, metrics: dict, loggers: list) -> No
                 logger.finish()
             except Exception as err:  # noqa: BLE001
                 log.warning("W&B: could not finish the run (%s: %s)", type(err).__name__, err)
-    if not cfg.get("report", True):
-        return
-    try:
-        from bincount.report.page import write_report
+    path = None
+    if cfg.get("report", True):
+        try:
+            from bincount.report.page import write_report
 
-        path = write_report(run_dir)
-        log.info("Report: %s", path)
-    except Exception as err:  # noqa: BLE001
-        log.warning("Report not written (%s: %s); the run's results are in %s; rebuild it with "
-                    "`bincount report %s`", type(err).__name__, err, run_dir, run_dir)
+            path = write_report(run_dir)
+        except Exception as err:  # noqa: BLE001
+            log.warning("Report not written (%s: %s); the run's results are in %s; rebuild it with "
+                        "`bincount report %s`", type(err).__name__, err, run_dir, run_dir)
+    from bincount.report.summary import summary_lines
+
+    for line in summary_lines(metrics, run_dir, path):
+        log.info(line)
