@@ -259,7 +259,7 @@ def test_without_matplotlib_the_page_keeps_its_tables(run_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(charts, "pyplot", no_matplotlib)
     page = write_report(run_dir, tmp_path / "plain.html").read_text(encoding="utf-8")
-    assert "charts need matplotlib" in page and "pip install &#x27;bincount[report]&#x27;" in page
+    assert "charts need matplotlib" in page and "pip install -c constraints.txt matplotlib" in page
     assert "data:image/png" not in page and "true \\ pred</th>" in page and ">per-class precision, recall, F1</h2>" in page
     assert not (tmp_path / "report").exists()
 

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 EXACT_BELOW = 25  # b + c below this: exact binomial test instead of chi-square
-SCIPY_HINT = "McNemar's test needs scipy: pip install 'bincount[analysis]' (or pass --no-stats)"
+SCIPY_HINT = "McNemar's test needs scipy: pip install -c constraints.txt scipy (or pass --no-stats)"
 
 
 def _scipy_stats():

@@ -76,7 +76,7 @@ class _Charts:
         try:
             charts.pyplot()
         except ImportError as err:
-            self.missing = f"charts need matplotlib ({err}); install it with: pip install 'bincount[report]'"
+            self.missing = f"charts need matplotlib ({err}); install it with: pip install -c constraints.txt matplotlib"
 
     def __call__(self, name: str, draw, *args) -> str:
         if self.missing:
