@@ -43,3 +43,17 @@ class TestSageMakerLocalLauncherBatched(BatchedSweeperTestSuite):
 ])
 class TestSageMakerLocalLauncherIntegration(IntegrationTestSuite):
     pass
+
+
+def test_local_progress_is_the_last_epoch_in_the_job_log(tmp_path):
+    """The status line shows a local job's epoch as Lightning's progress bar wrote it (issue 17: status as it happens)."""
+    from types import SimpleNamespace
+
+    from bincount.sagemaker.local import LocalBackend
+
+    job = SimpleNamespace(layout=SimpleNamespace(ml=tmp_path))
+    backend = LocalBackend.__new__(LocalBackend)
+    assert backend.progress(job) is None  # no log yet
+    (tmp_path / "job.log").write_text("noise\n" * 5000 + "Epoch 0/5 ━━ 6/6\nEpoch 1/5 ━━ 3/6 train/loss: 1.2\n")
+    assert backend.progress(job) == "epoch 2/6"
+    assert backend.log_location(job) == str(tmp_path / "job.log")

@@ -235,3 +235,18 @@ def test_cli_defaults() -> None:
     args = cli.build_parser(["render", "x"]).parse_args(["render", "x"])
     assert (args.num_images, args.size, args.seed, args.counts, args.progress) == (2000, 128, 0, None, True)
     assert args.workers >= 1 and synthetic.JPEG_QUALITY == 90
+
+
+def test_two_processes_rendering_one_dataset_at_once_both_succeed(tmp_path: Path) -> None:
+    """Two jobs of a local sweep render the same dataset into the shared data dir at the same time."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bincount.data.synthetic import render_dataset; "
+            "render_dataset(sys.argv[1], num_images=150, seed=1, size=48, workers=1, progress=False)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "shared")], stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert len(list((tmp_path / "shared" / "bin-images").iterdir())) == 150
+    assert (tmp_path / "shared" / ".complete.json").is_file() and not (tmp_path / "shared" / ".partial.json").exists()

@@ -9,6 +9,7 @@ survives a relaunch, as the checkpoint S3 URI does for a restarted spot job.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -80,6 +81,20 @@ class LocalBackend:
         proc = subprocess.Popen([python, *argv[1:]], cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         return LocalJob(name, spec, proc, layout, time.time(), log_file)
+
+    def log_location(self, job: LocalJob) -> str:
+        return str(job.layout.ml / "job.log")
+
+    def progress(self, job: LocalJob) -> str | None:
+        """The last ``Epoch k/n`` Lightning's progress bar wrote to the job's log (``epoch 2/6``), if any."""
+        try:
+            with open(job.layout.ml / "job.log", "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        found = re.findall(r"Epoch (\d+)/(\d+)", tail)
+        return f"epoch {int(found[-1][0]) + 1}/{int(found[-1][1]) + 1}" if found else None
 
     def poll(self, job: LocalJob) -> tuple[str, str | None]:
         if job.proc.poll() is None and time.time() - job.started > self.p["max_runtime_s"]:

@@ -209,6 +209,15 @@ class SageMakerBackend:
         job = trainer._latest_training_job  # the SDK keeps the created TrainingJob here
         return RemoteJob(job.training_job_name, job)
 
+    def log_location(self, handle: RemoteJob) -> str:
+        return (f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {handle.name}/algo-* "
+                f"(aws logs tail /aws/sagemaker/TrainingJobs --log-stream-name-prefix {handle.name} --follow)")
+
+    def progress(self, handle: RemoteJob) -> str | None:
+        """SageMaker's SecondaryStatus (Starting, Downloading, Training, Uploading), read by the last poll."""
+        secondary = getattr(handle.job, "secondary_status", None)
+        return str(secondary) if isinstance(secondary, str) and secondary else None
+
     def poll(self, handle: RemoteJob) -> tuple[str, str | None]:
         handle.job.refresh()
         status = STATUS.get(str(handle.job.training_job_status), "InProgress")

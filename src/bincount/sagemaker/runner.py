@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "sagemaker_job.json"
 KEY_FILE = ".sagemaker/result.key"  # in the sweep dir, beside (never inside) the staged code channel
 TERMINAL = ("Completed", "Failed", "Stopped")
-STATUS_EVERY_S = 300  # a status line per job when it changes, and every 5 minutes while it runs
+STATUS_EVERY_S = 300  # a status line per job when it (or its progress) changes, and every 5 minutes anyway
 # Approximate on-demand USD/hour in us-east-1 (spot is usually 60-70% less); check the pricing page.
 PRICES = {"ml.g4dn.xlarge": 0.736, "ml.g4dn.12xlarge": 4.89, "ml.g5.xlarge": 1.408, "ml.g5.2xlarge": 1.515,
           "ml.g5.4xlarge": 2.03, "ml.g5.12xlarge": 7.09, "ml.g5.48xlarge": 20.36, "ml.g6.xlarge": 1.006,
@@ -192,6 +192,7 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes) -> dict[int, Jo
                     results[spec.idx] = make_return(spec, "Failed", None, reason)
                     continue
                 spec.extra["name"], spec.extra["started"] = handle.name, time.time()
+                log.info("%s: log %s", handle.name, backend.log_location(handle))
                 save_state(spec, name=handle.name, status="InProgress")
                 running[spec.idx] = (spec, handle)
             time.sleep(p["poll_interval_s"])
@@ -203,9 +204,11 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes) -> dict[int, Jo
                     continue
                 elapsed = time.time() - spec.extra["started"]
                 now = time.time()
-                if last_shown.get(idx, ("", 0))[0] != status or now - last_shown[idx][1] > STATUS_EVERY_S:
-                    log.info(status_line(handle.name, status, elapsed, p))
-                    last_shown[idx] = (status, now)
+                detail = backend.progress(handle) if status == "InProgress" else None  # "Training", "epoch 2/6"
+                shown = f"{status} ({detail})" if detail else status
+                if last_shown.get(idx, ("", 0))[0] != shown or now - last_shown[idx][1] > STATUS_EVERY_S:
+                    log.info(status_line(handle.name, shown, elapsed, p))
+                    last_shown[idx] = (shown, now)
                 if status not in TERMINAL:
                     continue
                 del running[idx]

@@ -3,6 +3,7 @@ renders of other parameters or versions from being mixed in silently."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 from bincount.data.synthetic.bins import _render, image_id
 from bincount.data.synthetic.spec import COMPLETE_MARKER, MIN_SIZE, PARTIAL_MARKER, RENDERER_VERSION, _check_int, _count_probabilities
 from bincount.layout import IMAGE_DIR, METADATA_DIR
+
+LOCK_FILE = ".render.lock"  # held while a process renders into the directory
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -116,6 +119,28 @@ def _render_dataset(
     parameters = _parameters(num_images, seed, size, probabilities)
     if _check_marker(out / COMPLETE_MARKER, parameters):
         return out, 0
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out / LOCK_FILE):  # two jobs of a sweep may render the same dataset at once
+        if _check_marker(out / COMPLETE_MARKER, parameters):  # the other one finished it meanwhile
+            return out, 0
+        return out, _render_into(out, parameters, num_images, seed, size, probabilities, workers, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """An exclusive lock on ``path`` (``flock``, released when the process dies, so never stale)."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _render_into(out: Path, parameters: dict, num_images: int, seed: int, size: int, probabilities: dict,
+                 workers: int, progress: bool) -> int:
     _check_not_foreign(out)
     for sub in (IMAGE_DIR, METADATA_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -131,7 +156,7 @@ def _render_dataset(
             bar.advance(task, done)
     _write_atomic(out / COMPLETE_MARKER, json.dumps(parameters, indent=2).encode())
     (out / PARTIAL_MARKER).unlink()
-    return out, len(todo)
+    return len(todo)
 
 
 def render_dataset(
