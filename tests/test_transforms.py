@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torchvision.transforms import v2
@@ -77,3 +79,36 @@ def test_validation(kwargs, message):
     args = {"img_size": 16, "train": True, **kwargs}
     with pytest.raises(ValueError, match=message):
         build_transform(**args)
+
+
+def test_the_backbones_preprocessing_reaches_the_transforms(tmp_path, monkeypatch):
+    """Issue 18, item 1: a pretrained config asking for bicubic gets bicubic (and its mean/std); the config
+    still wins by name."""
+    from hydra import compose, initialize_config_dir
+    from torchvision.transforms import v2
+
+    from bincount.train import build_datamodule, build_model
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+
+    def datamodule(*overrides):
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
+            cfg = compose("train", overrides=["model.backbone=resnet18", "model.pretrained=false",
+                                              f"paths.output_dir={tmp_path}", *overrides])
+        model = build_model(cfg)
+        return model.data_config, build_datamodule(cfg, model.data_config)
+
+    def modes(dm):
+        return {t.interpolation for split in ("train", "val") for t in dm._transform(split).transforms
+                if isinstance(t, (v2.Resize, v2.RandomResizedCrop))}
+
+    timm_cfg, dm = datamodule()
+    assert timm_cfg["interpolation"] == "bicubic" and modes(dm) == {v2.InterpolationMode.BICUBIC}
+    assert dm.mean == tuple(timm_cfg["mean"])
+    _, dm = datamodule("data.interpolation=bilinear", "data.mean=[0.5,0.5,0.5]")
+    assert modes(dm) == {v2.InterpolationMode.BILINEAR} and dm.mean == (0.5, 0.5, 0.5)
+
+
+def test_an_unknown_interpolation_names_the_choices():
+    with pytest.raises(ValueError, match="interpolation='lanczos'.*bilinear, bicubic"):
+        build_transform(32, train=False, interpolation="lanczos")

@@ -97,6 +97,10 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 2
     augment: str = "light"
+    # null: the backbone's own preprocessing (timm's resolved data config); a value overrides it by name
+    interpolation: Optional[str] = None
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
     bad_input: str = "skip"
     max_pixels: int = 40_000_000  # larger images are bad input (bincount.samples.DEFAULT_MAX_PIXELS)
     cache_dir: Optional[str] = None
@@ -192,7 +196,7 @@ def check_target_node(key: str, node: Any) -> None:
         raise ConfigError(f"{key}: {node['_target_']} has no argument {unknown[0]!r}."
                           f"{_choices_hint(str(unknown[0]), [p for p in params if p != 'self'])}")
 
-
+    from bincount.data.transforms import AUGMENT_CHOICES, INTERPOLATIONS
 def check_config(cfg: DictConfig) -> None:
     """Every check that can run before data is read or a model is built (a second or two)."""
     from bincount.manifest import ClassRange
@@ -206,6 +210,8 @@ def check_config(cfg: DictConfig) -> None:
     except ValueError as err:
         raise ConfigError(f"data.classes: {err}") from None
     _check_choice("data.augment", typed.data.augment, AUGMENT_CHOICES)
+    if typed.data.interpolation is not None:
+        _check_choice("data.interpolation", typed.data.interpolation, list(INTERPOLATIONS))
     _check_choice("data.bad_input", typed.data.bad_input, ("skip", "fail"))
     _check_choice("model.freeze.policy", typed.model.freeze.policy, FREEZE_POLICIES)
     head = dict(typed.head)

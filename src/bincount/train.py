@@ -52,7 +52,10 @@ def build_model(cfg: DictConfig) -> BinCounter:
 def build_datamodule(cfg: DictConfig, data_config: dict) -> BinCountDataModule:
     """The data follows the backbone's preprocessing (timm's data config), as timm's own loaders do."""
     data = _plain(cfg.data)
-    return BinCountDataModule(**data, mean=data_config["mean"], std=data_config["std"])
+    for key in ("interpolation", "mean", "std"):  # the config wins by name; null takes the backbone's
+        if data.get(key) is None:
+            data[key] = data_config[key]
+    return BinCountDataModule(**data)
 
 
 def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callback]:

@@ -45,6 +45,7 @@ class BinCountDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        interpolation: str = "bilinear",
         reader: dict | None = None,
         s3: dict | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -67,8 +68,8 @@ class BinCountDataModule(L.LightningDataModule):
         self.img_size, self.batch_size, self.num_workers = int(img_size), int(batch_size), int(num_workers)
         self.augment, self.bad_input, self.cache_dir = augment, bad_input, cache_dir
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers and num_workers > 0
-        self.mean, self.std = tuple(mean), tuple(std)
-        build_transform(self.img_size, train=True, augment=augment)  # fail on a bad augment name now
+        self.mean, self.std, self.interpolation = tuple(mean), tuple(std), interpolation
+        self._transform("train")  # fail on a bad augment or interpolation name now
         self.manifest: Manifest | None = None
         self.datasets: dict[str, BinImageDataset] = {}
         self._init_reader(str(root), reader, s3)
@@ -83,6 +84,10 @@ class BinCountDataModule(L.LightningDataModule):
         if self.read_mode == "shards":
             url = self.reader.shards or join(root if "://" in root else str(self.root), "shards")
             self.shards = ShardStreams(url, self.reader, self.class_range, s3=s3)
+
+    def _transform(self, split: str):
+        return build_transform(self.img_size, train=split == "train", augment=self.augment, mean=self.mean,
+                               std=self.std, interpolation=self.interpolation)
 
     # -- once per machine -------------------------------------------------------------------------
     def _build_manifest(self, progress: bool) -> Manifest:
@@ -112,8 +117,7 @@ class BinCountDataModule(L.LightningDataModule):
     # -- every process ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.shards is not None and self.manifest is None:
-            transforms = {name: build_transform(self.img_size, train=name == "train", augment=self.augment,
-                                                mean=self.mean, std=self.std) for name in SPLITS}
+            transforms = {name: self._transform(name) for name in SPLITS}
             processes = getattr(self.trainer, "num_devices", 1) if self.trainer is not None else 1
             self.manifest, self.datasets = self.shards.setup(transforms, self.bad_input, self.num_workers, processes,
                                                              seed=self.split_seed, max_pixels=self.max_pixels)
@@ -123,8 +127,7 @@ class BinCountDataModule(L.LightningDataModule):
             self._check_fits_data(self.manifest)
         for name in SPLITS:
             if name not in self.datasets and self.manifest.split(name):
-                transform = build_transform(self.img_size, train=name == "train", augment=self.augment,
-                                            mean=self.mean, std=self.std)
+                transform = self._transform(name)
                 self.datasets[name] = BinImageDataset(self.root, self.manifest.split(name), transform, self.bad_input,
                                                       reader=self.store, max_pixels=self.max_pixels)
 

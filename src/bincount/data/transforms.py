@@ -19,6 +19,9 @@ from torchvision.transforms import v2
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 AUGMENT_CHOICES = ("none", "flip", "light", "strong", "capstone_refined")
+# What timm's data configs ask for (``pretrained_cfg["interpolation"]``) that torchvision resizes tensors with.
+INTERPOLATIONS = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
+                  "bicubic": v2.InterpolationMode.BICUBIC}
 LIGHT_CROP_SCALE = (0.7, 1.0)
 LIGHT_CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -29,8 +32,12 @@ def build_transform(
     augment: str = "light",
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    interpolation: str = "bilinear",
 ) -> v2.Compose:
     """The transform for one stage; returns float32 3×img_size×img_size normalized tensors.
+
+    ``mean``, ``std`` and ``interpolation`` are the backbone's (timm's resolved data config: bicubic for
+    the pretrained ResNets and EfficientNets), unless the config sets them (``data.interpolation`` ...).
 
     ``augment`` (train only; eval is always resize + normalize):
 
@@ -48,22 +55,26 @@ def build_transform(
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
         raise ValueError(f"img_size must be a positive integer, got {img_size!r}")
     mean, std = _check_stats(mean, "mean"), _check_stats(std, "std")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation={interpolation!r} is not a valid choice; valid: {', '.join(INTERPOLATIONS)}")
+    mode = INTERPOLATIONS[interpolation]
     size = (img_size, img_size)
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if not train or augment == "none":
-        return v2.Compose([v2.Resize(size, antialias=True), *tail])
+        return v2.Compose([v2.Resize(size, interpolation=mode, antialias=True), *tail])
     if augment == "flip":
-        return v2.Compose([v2.Resize(size, antialias=True), v2.RandomHorizontalFlip(), *tail])
+        return v2.Compose([v2.Resize(size, interpolation=mode, antialias=True), v2.RandomHorizontalFlip(), *tail])
     if augment == "capstone_refined":
         return v2.Compose([
-            v2.RandomResizedCrop(size, antialias=True),
+            v2.RandomResizedCrop(size, interpolation=mode, antialias=True),
             v2.RandomHorizontalFlip(),
             v2.RandomRotation(15),
             v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
             *tail,
         ])
     light = [
-        v2.RandomResizedCrop(size, scale=LIGHT_CROP_SCALE, ratio=LIGHT_CROP_RATIO, antialias=True),
+        v2.RandomResizedCrop(size, scale=LIGHT_CROP_SCALE, ratio=LIGHT_CROP_RATIO, interpolation=mode,
+                            antialias=True),
         v2.RandomHorizontalFlip(),
     ]
     if augment == "light":
