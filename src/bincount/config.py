@@ -114,6 +114,7 @@ class DataConfig:
 class FreezeConfig:
     policy: str = "none"
     trainable_stages: int = 0
+    bn: str = "frozen"  # frozen | train: BatchNorm layers of frozen stages keep eval mode, or train as usual
 
 
 @dataclass
@@ -201,7 +202,7 @@ def check_config(cfg: DictConfig) -> None:
     """Every check that can run before data is read or a model is built (a second or two)."""
     from bincount.manifest import ClassRange
     from bincount.data.transforms import AUGMENT_CHOICES
-    from bincount.models.backbone import FREEZE_POLICIES, check_backbone_name
+    from bincount.models.backbone import FREEZE_BN, FREEZE_POLICIES, check_backbone_name
     from bincount.models.heads import HEADS
 
     typed = check_schema(cfg)
@@ -214,6 +215,7 @@ def check_config(cfg: DictConfig) -> None:
         _check_choice("data.interpolation", typed.data.interpolation, list(INTERPOLATIONS))
     _check_choice("data.bad_input", typed.data.bad_input, ("skip", "fail"))
     _check_choice("model.freeze.policy", typed.model.freeze.policy, FREEZE_POLICIES)
+    _check_choice("model.freeze.bn", typed.model.freeze.bn, FREEZE_BN)
     head = dict(typed.head)
     _check_choice("head.name", head.get("name"), HEADS)
     params = inspect.signature(HEADS[head["name"]].__init__).parameters

@@ -23,6 +23,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 FREEZE_POLICIES = ("none", "all", "all_but_last")
+FREEZE_BN = ("frozen", "train")  # model.freeze.bn
 HUB_HOST = ("huggingface.co", 443)
 
 
@@ -186,6 +187,30 @@ def apply_freeze(backbone: nn.Module, policy: str = "none", trainable_stages: in
     return keep
 
 
+def keep_frozen_batchnorm_in_eval(backbone: nn.Module) -> int:
+    """BatchNorm layers whose parameters are all frozen go to eval mode, the others to train mode (when the
+    backbone trains); return how many are frozen.
+
+    Why: ``requires_grad=False`` fixes a layer's weights, but a BatchNorm in train mode still updates its
+    running mean and variance from every batch, so a "frozen" pretrained stage drifts away from the
+    statistics its weights were trained with. A stage unfrozen later (``StagedUnfreezing``) has trainable
+    parameters again and trains normally from then on. timm's ``BatchNormAct2d`` and ``SyncBatchNorm``
+    are subclasses of these.
+    """
+    frozen = 0
+    for module in backbone.modules():
+        params = list(module.parameters(recurse=False))
+        if not isinstance(module, BATCH_NORMS) or not params:
+            continue
+        is_frozen = not any(p.requires_grad for p in params)
+        module.train(backbone.training and not is_frozen)
+        frozen += is_frozen
+    return frozen
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 def unfreeze_last_stages(backbone: nn.Module, n: int) -> list[nn.Parameter]:
     """Make the last ``n`` stages trainable; return the parameters that were frozen before."""
     stages = backbone_stages(backbone)
@@ -213,6 +238,6 @@ def num_trainable(module: nn.Module) -> int:
 
 
 __all__ = [
-    "FREEZE_POLICIES", "PretrainedWeightsUnavailable", "apply_freeze", "backbone_stages", "cached_weights",
-    "check_backbone_name", "create_backbone", "hub_offline", "num_trainable", "save_weights", "unfreeze_last_stages",
+    "FREEZE_BN", "FREEZE_POLICIES", "PretrainedWeightsUnavailable", "apply_freeze", "backbone_stages", "cached_weights",
+    "check_backbone_name", "create_backbone", "hub_offline", "keep_frozen_batchnorm_in_eval", "num_trainable", "save_weights", "unfreeze_last_stages",
 ]

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bincount.metrics import CountMetrics
-from bincount.models.backbone import apply_freeze, create_backbone
+from bincount.models.backbone import FREEZE_BN, apply_freeze, create_backbone, keep_frozen_batchnorm_in_eval
 from bincount.models.heads import create_head
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ class BinCounter(L.LightningModule):
         self.head = create_head(head.pop("name"), self.backbone.num_features, num_classes, **head)
         freeze = freeze or {}
         apply_freeze(self.backbone, freeze.get("policy", "none"), freeze.get("trainable_stages", 0))
+        self.freeze_bn = freeze.get("bn", "frozen")
+        if self.freeze_bn not in FREEZE_BN:
+            raise ValueError(f"model.freeze.bn={self.freeze_bn!r} is not a valid choice; valid: {', '.join(FREEZE_BN)}")
         self.val_metrics = CountMetrics(num_classes, min_count)
         self.test_metrics = CountMetrics(num_classes, min_count)
         # id -> reason for every sample skipped under data.bad_input=skip, per stage (ids, not events:
@@ -80,6 +83,19 @@ class BinCounter(L.LightningModule):
         from timm.data import resolve_model_data_config
 
         return resolve_model_data_config(self.backbone)
+
+    def train(self, mode: bool = True):
+        """Frozen stages' BatchNorm stays in eval whoever calls ``train()`` (``model.freeze.bn=frozen``)."""
+        super().train(mode)
+        if mode and self.freeze_bn == "frozen":
+            keep_frozen_batchnorm_in_eval(self.backbone)
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        """Lightning keeps each module's mode across epochs rather than calling ``train()``; this runs after
+        the callbacks' hooks, so a stage ``StagedUnfreezing`` has just unfrozen trains its BatchNorm now."""
+        if self.freeze_bn == "frozen":
+            keep_frozen_batchnorm_in_eval(self.backbone)
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
