@@ -33,6 +33,7 @@ USAGE = {
     "sweep-report": None,
     "export": None,
     "predict": (["{tmp}/model", "{tmp}", "--batch-size", "0"], "--batch-size"),
+    "serve": (["{tmp}/model", "--allow-s3", "s3://bucket/../x"], "'..' parts"),
 }
 
 
@@ -65,6 +66,10 @@ RUNTIME = {
     "predict": [
         ("missing-model", ["{tmp}/missing_model", "{tmp}", "-o", "{tmp}/p.csv", "--no-progress"], "missing_model", ()),
         ("not-a-bundle", ["{tmp}/foreign", "{tmp}", "-o", "{tmp}/p.csv", "--no-progress"], "bincount-model.json", ()),
+    ],
+    "serve": [
+        ("missing-model", ["{tmp}/missing_model", "--port", "0"], "missing_model", ()),
+        ("not-a-bundle", ["{tmp}/foreign", "--port", "0"], "bincount-model.json", ()),
     ],
 }
 

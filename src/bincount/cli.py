@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("bincount.report.cli", "(re)build a run directory's report.html and PNG charts"),
     "export": ("bincount.bundle.export", "write a model bundle (safetensors + bincount-model.json) for an older run"),
     "predict": ("bincount.predict.cli", "predict counts with a model bundle for images, folders, ABID roots or s3://"),
+    "serve": ("bincount.serve.cli", "serve a model bundle over HTTP on SageMaker's inference contract (/ping, /invocations)"),
 }
 
 

@@ -1,0 +1,99 @@
+"""Dynamic batching: images from concurrent requests go through the model together, each answer to its own.
+
+Why a thread and a plain queue: the model must never run on the event loop (``/ping`` has to answer
+within 2 s while a batch runs), and torch releases the GIL inside its kernels, so one worker thread
+keeps the device busy while the loop keeps accepting. Each image is queued with the asyncio future of
+the request that sent it; the worker takes the first waiting image, then more until ``max_batch_size``
+or ``max_wait_ms`` after the first, runs ``predict_step`` once and resolves each future with its own
+row (``loop.call_soon_threadsafe``: futures belong to the loop). A failing batch fails only its own
+futures; the worker goes on. :meth:`Batcher.close` lets the queue drain before the thread ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger("bincount.serve")
+_STOP = object()
+
+
+def rows(prediction: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
+    """``predict_step``'s output as answers, rounded as ``bincount predict`` writes its CSV (same numbers)."""
+    from bincount.metrics import PROB_DECIMALS
+
+    def r(x: float) -> float:
+        return float(f"{x:.{PROB_DECIMALS}f}")
+
+    pred, expected = prediction["pred_count"].tolist(), prediction["expected_count"].tolist()
+    confidence, probs = prediction["confidence"].tolist(), prediction["probs"].tolist()
+    return [{"count": int(pred[j]), "expected_count": r(expected[j]), "confidence": r(confidence[j]),
+             "probabilities": {str(c): r(p) for c, p in zip(counts, probs[j])}} for j in range(len(pred))]
+
+
+class Batcher:
+    def __init__(self, model: Any, max_batch_size: int = 16, max_wait_ms: float = 5.0) -> None:
+        self.model, self.max_batch_size, self.max_wait = model, int(max_batch_size), max_wait_ms / 1000
+        self.counts = list(model.counts)
+        self._queue: queue.Queue = queue.Queue()
+        self.batches = self.images = 0  # served so far (the benchmark and the tests read them)
+        self._thread = threading.Thread(target=self._work, name="bincount-batcher", daemon=True)
+        self._thread.start()
+
+    async def predict(self, tensor: Any) -> dict[str, Any]:
+        """The answer row for one preprocessed image (3xHxW), batched with whatever else is waiting."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((tensor, future, loop))
+        return await future
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop after every image already queued has its answer."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _take(self) -> tuple[list, bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch, deadline = [first], time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch_size:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _work(self) -> None:
+        import torch
+
+        stop = False
+        while not stop:
+            batch, stop = self._take()
+            if not batch:
+                continue
+            try:
+                answers: list[Any] = rows(self.model.predict(torch.stack([t for t, _, _ in batch])), self.counts)
+            except Exception as e:  # e.g. out of memory: these requests fail, the server goes on
+                log.error("a batch of %d failed: %s: %s", len(batch), type(e).__name__, e)
+                answers = [e] * len(batch)
+            self.batches += 1
+            self.images += len(batch)
+            for (_, future, loop), answer in zip(batch, answers):
+                loop.call_soon_threadsafe(_resolve, future, answer)
+
+
+def _resolve(future: asyncio.Future, answer: Any) -> None:
+    if future.done():  # the client went away and the request was cancelled
+        return
+    if isinstance(answer, BaseException):
+        future.set_exception(answer)
+    else:
+        future.set_result(answer)

@@ -1,0 +1,126 @@
+"""``bincount serve MODEL [--host 127.0.0.1] [--port 8080]``: the model on SageMaker's inference contract.
+
+Why it binds to 127.0.0.1 unless told otherwise: a model server on every interface is a decision,
+not a default (the container entry, :mod:`.container`, makes it: SageMaker needs 0.0.0.0:8080).
+
+Shutdown: on SIGTERM (what SageMaker sends, 30 s before SIGKILL) uvicorn stops accepting, finishes
+the requests in flight (within ``--graceful-timeout``), and the app's lifespan drains the batcher;
+then the process exits 0. uvicorn re-raises the signal it caught once it is done, so a SIGTERM
+handler of ours is in place meanwhile, and that re-raise ends the process normally instead of killing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from bincount.bundle import BundleError
+from bincount.s3.endpoint import S3Error
+from bincount.s3.store import S3ReadError
+from bincount.serve.inputs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_S3_BYTES, Limits
+
+ERRORS = (BundleError, S3Error, S3ReadError)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _wait_ms(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 10000, got {value!r}")
+    return number
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {value!r}")
+    return int(value)
+
+
+def _s3_prefix(value: str) -> str:
+    from bincount.s3.endpoint import parse_s3_url
+
+    try:
+        bucket, prefix = parse_s3_url(value)
+    except S3Error as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return f"s3://{bucket}/{prefix}".rstrip("/")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a bundle dir, a run dir, a model.tar.gz, or an s3:// URI of one")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=_port, default=8080, help="port (default: %(default)s)")
+    parser.add_argument("--max-batch-size", type=_positive, default=16, metavar="N",
+                        help="images per model call, across requests (default: %(default)s; 1 turns batching off)")
+    parser.add_argument("--max-wait-ms", type=_wait_ms, default=5.0, metavar="MS",
+                        help="how long the first image of a batch waits for more (default: %(default)s)")
+    parser.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
+                        help="largest request body (default: %(default)s, SageMaker's real-time limit)")
+    parser.add_argument("--max-instances", type=_positive, default=DEFAULT_MAX_INSTANCES, metavar="N",
+                        help="most images in one JSON request (default: %(default)s)")
+    parser.add_argument("--allow-s3", action="append", type=_s3_prefix, default=[], metavar="PREFIX",
+                        help="s3://bucket/prefix whose objects {\"s3\": ...} instances may name (repeatable; default: none)")
+    parser.add_argument("--max-s3-bytes", type=_positive, default=DEFAULT_MAX_S3_BYTES, metavar="N",
+                        help="largest S3 object read for an instance (default: %(default)s)")
+    parser.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs (default: auto)")
+    parser.add_argument("--graceful-timeout", type=_positive, default=25, metavar="S",
+                        help="seconds to finish requests in flight after SIGTERM (default: %(default)s)")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGTERM/SIGINT; raise the model's load error (exit 1) if it could not load."""
+    import uvicorn
+
+    from bincount.serve.app import Settings, create_app
+
+    model = str(args.model)
+    if not model.startswith("s3://") and not Path(model).expanduser().exists():
+        raise FileNotFoundError(f"model {model} does not exist (a bundle dir, run dir, model.tar.gz or s3:// URI)")
+    s3 = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_instances=args.max_instances,
+                    max_s3_bytes=args.max_s3_bytes, allow_s3=tuple(args.allow_s3), s3=s3)
+    server: uvicorn.Server | None = None
+
+    def stop(_: BaseException) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    settings = Settings(model=model, limits=limits, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                        device=args.device, on_fail=stop)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=args.graceful_timeout,
+                            log_level="info", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    logging.getLogger("bincount.serve").setLevel(logging.INFO)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
+    try:
+        server.run()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    error = app.state.bincount.error
+    if error is not None:
+        raise error
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return serve(args)
