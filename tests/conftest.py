@@ -32,6 +32,26 @@ def sample_path() -> tuple[Path, str]:
     return (Path(value), f"{SAMPLE_ENV}={value}") if value else (DEFAULT_SAMPLE, f"{DEFAULT_SAMPLE} (no ${SAMPLE_ENV})")
 
 
+def write_tiny_bundle(out_dir: Path) -> Path:
+    """A model bundle of timm's tiny ``test_resnet`` with random weights, 5 classes (counts 1-5), 32 px.
+
+    The head's weights are scaled so that different images get clearly different probabilities:
+    serving tests check that each answer goes to the right request, not accuracy.
+    """
+    import torch
+
+    from bincount.bundle import write_bundle
+    from bincount.models.module import BinCounter
+
+    torch.manual_seed(0)
+    module = BinCounter(backbone="test_resnet", num_classes=5, min_count=1, pretrained=False, head={"name": "linear"})
+    with torch.no_grad():
+        for p in module.head.parameters():
+            p.mul_(40)
+    return write_bundle(out_dir, module, img_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                        overflow="clip", max_pixels=40_000_000)
+
+
 def find_sample() -> Path | None:
     path, _ = sample_path()
     return path if (path / "metadata").is_dir() and (path / "bin-images").is_dir() else None

@@ -32,7 +32,7 @@ LAYERS = [
     {"bincount.models", "bincount.metrics", "bincount.callbacks"},  # the LightningModule and what it reports
     {"bincount.config", "bincount.resolvers", "bincount.resume", "bincount.loggers", "bincount.wandb_logger",
      "bincount.report", "bincount.compare", "bincount.sweep", "bincount.sagemaker", "bincount.serve",
-     "bincount.bundle", "bincount.predict", "bincount.train", "bincount.quiet", "bincount.cli",
+     "bincount.deploy", "bincount.bundle", "bincount.predict", "bincount.train", "bincount.quiet", "bincount.cli",
      "hydra_plugins.bincount_optuna_sweeper", "hydra_plugins.bincount_sagemaker_launcher",
      "bincount"},  # runs and tools; ``bincount`` itself is the facade (a lazy ``bincount.load_model``)
 ]
@@ -42,7 +42,7 @@ EXTRAS = {
     "bincount.sagemaker": {"sagemaker"}, "hydra_plugins.bincount_sagemaker_launcher": {"sagemaker"},
     "bincount.sweep": {"sweep"}, "hydra_plugins.bincount_optuna_sweeper": {"sweep"},
     "bincount.wandb_logger": {"wandb"}, "bincount.compare": {"analysis"}, "bincount.report": {"report"},
-    "bincount.serve": {"serve", "s3", "sagemaker"},
+    "bincount.serve": {"serve", "s3", "sagemaker"}, "bincount.deploy": {"sagemaker", "s3"},
 }
 
 

@@ -34,6 +34,9 @@ USAGE = {
     "export": None,
     "predict": (["{tmp}/model", "{tmp}", "--batch-size", "0"], "--batch-size"),
     "serve": (["{tmp}/model", "--allow-s3", "s3://bucket/../x"], "'..' parts"),
+    "deploy": (["{tmp}/model", "--endpoint-name", "e", "--instance-count", "0"], "--instance-count"),
+    "invoke": None,
+    "undeploy": None,
 }
 
 
@@ -71,6 +74,13 @@ RUNTIME = {
         ("missing-model", ["{tmp}/missing_model", "--port", "0"], "missing_model", ()),
         ("not-a-bundle", ["{tmp}/foreign", "--port", "0"], "bincount-model.json", ()),
     ],
+    # Refused before any AWS request (these machines have no AWS): tests/test_deploy.py covers the requests.
+    "deploy": [
+        ("bad-role", ["{tmp}/model", "--endpoint-name", "e", "--role", "admin", "--image", "i"], "'admin'", ()),
+        ("bad-name", ["{tmp}/model", "--endpoint-name", "no_underscores"], "'no_underscores'", ()),
+    ],
+    "invoke": [("missing-image", ["e", "{tmp}/missing.jpg"], "missing.jpg", ())],
+    "undeploy": [("bad-name", ["bad name"], "'bad name'", ())],
 }
 
 

@@ -28,11 +28,12 @@ import httpx
 import pytest
 import torch
 from PIL import Image
+from conftest import write_tiny_bundle
 from s3_server import free_port, s3_client, s3_endpoint, stop_process, wait_http  # noqa: F401
 from test_train import read_csv
 
 from bincount import cli
-from bincount.bundle import BUNDLE_FILE, WEIGHTS_FILE, load_model, write_bundle
+from bincount.bundle import BUNDLE_FILE, WEIGHTS_FILE, load_model
 from bincount.serve.app import Settings, create_app
 from bincount.serve.batcher import rows
 from bincount.serve.inputs import DEFAULT_MAX_BODY_BYTES, Limits
@@ -44,15 +45,7 @@ MAX_INSTANCES = 8
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    from bincount.models.module import BinCounter
-
-    torch.manual_seed(0)
-    module = BinCounter(backbone="test_resnet", num_classes=5, min_count=1, pretrained=False, head={"name": "linear"})
-    with torch.no_grad():
-        for p in module.head.parameters():
-            p.mul_(40)
-    return write_bundle(tmp_path_factory.mktemp("serve") / "model", module, img_size=32, mean=(0.485, 0.456, 0.406),
-                        std=(0.229, 0.224, 0.225), overflow="clip", max_pixels=40_000_000)
+    return write_tiny_bundle(tmp_path_factory.mktemp("serve") / "model")
 
 
 @pytest.fixture(scope="module")

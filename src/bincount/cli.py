@@ -33,6 +33,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("bincount.bundle.export", "write a model bundle (safetensors + bincount-model.json) for an older run"),
     "predict": ("bincount.predict.cli", "predict counts with a model bundle for images, folders, ABID roots or s3://"),
     "serve": ("bincount.serve.cli", "serve a model bundle over HTTP on SageMaker's inference contract (/ping, /invocations)"),
+    "deploy": ("bincount.deploy.cli", "deploy a model bundle to a SageMaker real-time or serverless endpoint"),
+    "invoke": ("bincount.deploy.invoke", "send images to a deployed endpoint and print its answers as JSON lines"),
+    "undeploy": ("bincount.deploy.undeploy", "delete an endpoint, its endpoint config and its models"),
 }
 
 

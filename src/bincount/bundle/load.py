@@ -108,7 +108,7 @@ def load_bundle_dir(bundle_dir: Path, source: str) -> BinCountModel:
     return BinCountModel(module=module, metadata=meta, source=source, transform=transform_from(meta["preprocess"]))
 
 
-def _local_dir(path: Path) -> Path:
+def find_bundle_dir(path: Path) -> Path:
     """A bundle directory, or a run directory's ``model/``; otherwise an error saying what was expected."""
     for candidate in (path, path / "model"):
         if (candidate / BUNDLE_FILE).is_file():
@@ -154,4 +154,4 @@ def load_model(path: str | Path, s3: Any = None) -> BinCountModel:
             from bincount.bundle.archive import extract_bundle
 
             return load_bundle_dir(extract_bundle(local, scratch / "extracted"), source)
-        return load_bundle_dir(_local_dir(local), source)
+        return load_bundle_dir(find_bundle_dir(local), source)

@@ -31,6 +31,7 @@ from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bincount.sagemaker.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
+from bincount.sagemaker.prices import cost
 from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
                                      resolve_payload, select_code, validate)
 
@@ -39,16 +40,6 @@ STATE_FILE = "sagemaker_job.json"
 KEY_FILE = ".sagemaker/result.key"  # in the sweep dir, beside (never inside) the staged code channel
 TERMINAL = ("Completed", "Failed", "Stopped")
 STATUS_EVERY_S = 300  # a status line per job when it (or its progress) changes, and every 5 minutes anyway
-# Approximate on-demand USD/hour in us-east-1 (spot is usually 60-70% less); check the pricing page.
-PRICES = {"ml.g4dn.xlarge": 0.736, "ml.g4dn.12xlarge": 4.89, "ml.g5.xlarge": 1.408, "ml.g5.2xlarge": 1.515,
-          "ml.g5.4xlarge": 2.03, "ml.g5.12xlarge": 7.09, "ml.g5.48xlarge": 20.36, "ml.g6.xlarge": 1.006,
-          "ml.g6.12xlarge": 5.752, "ml.p3.2xlarge": 3.825, "ml.p3.8xlarge": 14.688, "ml.p4d.24xlarge": 37.688,
-          "ml.m5.xlarge": 0.23, "local": 0.0}
-
-
-def cost(instance_type: str, count: int, seconds: float) -> str:
-    price = PRICES.get(instance_type)
-    return "$?" if price is None else f"${price * count * seconds / 3600:.2f}"
 
 
 def status_line(name: str, status: str, elapsed: float, p: dict) -> str:
