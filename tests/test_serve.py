@@ -367,7 +367,7 @@ def test_container_entry_over_opt_ml_and_sigterm_drains(bundle, images, expected
             tar.add(bundle / name, arcname=name)
     port = free_port()
     cmd = [sys.executable, "-m", "bincount.serve.container", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--max-wait-ms", "1500", "--max-batch-size", "64"]
+           "--max-batch-size", "64"]
     proc = subprocess.Popen(cmd, env={**os.environ, "SM_MODEL_DIR": str(model_dir)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -378,13 +378,20 @@ def test_container_entry_over_opt_ml_and_sigterm_drains(bundle, images, expected
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.1)
         same(post_image(url, images[4]).json(), expected[4])
-        # 16 requests in flight (waiting in the batcher's 1.5 s window), then SIGTERM: every accepted one is answered.
+        # 16 requests in flight (their bodies still arriving, slowly), then SIGTERM: every accepted one is answered.
         results: dict[int, object] = {}
         answered: dict[int, float] = {}
 
+        def slow_body(path: Path):
+            data = path.read_bytes()
+            yield data[:100]
+            time.sleep(1.5)
+            yield data[100:]
+
         def client(i: int) -> None:
             try:
-                results[i] = post_image(url, images[i])
+                results[i] = httpx.post(url + "/invocations", content=slow_body(images[i]),
+                                        headers={"content-type": "image/jpeg"}, timeout=30)
                 answered[i] = time.monotonic()
             except httpx.HTTPError as e:
                 results[i] = e
@@ -409,3 +416,32 @@ def test_container_entry_over_opt_ml_and_sigterm_drains(bundle, images, expected
         assert "Traceback" not in log
     finally:
         stop_process(proc)
+
+
+# -- the batcher's wait ----------------------------------------------------------------------------------------
+def test_a_lone_image_does_not_wait_but_an_announced_one_is_waited_for(bundle, images):
+    from bincount.serve.batcher import Batcher
+
+    model = load_model(bundle)
+    tensors = [model.preprocess(p.read_bytes()) for p in images[:2]]
+    batcher = Batcher(model, max_batch_size=8, max_wait_ms=3000)
+
+    async def lone() -> float:
+        start = time.monotonic()
+        await batcher.predict(tensors[0])
+        return time.monotonic() - start
+
+    async def announced() -> None:
+        with batcher.arriving(1) as ticket:  # a second request is still decoding when the first is queued
+            first = batcher.submit(tensors[0])
+            await asyncio.sleep(0.3)
+            second = batcher.submit(tensors[1], ticket)
+        await asyncio.gather(first, second)
+
+    try:
+        assert asyncio.run(lone()) < 1.0  # not the 3 s window: nothing else was coming
+        assert (batcher.batches, batcher.images) == (1, 1)
+        asyncio.run(announced())
+        assert (batcher.batches, batcher.images) == (2, 3)  # the two went through the model together
+    finally:
+        batcher.close()

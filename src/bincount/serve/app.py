@@ -104,8 +104,11 @@ async def invocations(request: Request) -> Response:
     if not state.ready.is_set():
         raise ServeError(503, "loading", "the model is still loading; retry when GET /ping answers 200")
     names = [f"instances[{i}]" if several else "the image" for i in range(len(instances))]
-    tensors = await asyncio.gather(*(_tensor(state, inst, name) for inst, name in zip(instances, names)))
-    answers = await asyncio.gather(*(state.batcher.predict(t) for t in tensors))
+    batcher = state.batcher
+    with batcher.arriving(len(instances)) as ticket:  # a waiting batch waits for these while they decode
+        tensors = await asyncio.gather(*(_tensor(state, inst, name) for inst, name in zip(instances, names)))
+        futures = [batcher.submit(t, ticket) for t in tensors]
+    answers = await asyncio.gather(*futures)
     answers = [{**a, "model": state.identity} for a in answers]
     return JSONResponse({"predictions": answers} if several else answers[0])
 

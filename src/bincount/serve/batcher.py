@@ -3,8 +3,9 @@
 Why a thread and a plain queue: the model must never run on the event loop (``/ping`` has to answer
 within 2 s while a batch runs), and torch releases the GIL inside its kernels, so one worker thread
 keeps the device busy while the loop keeps accepting. Each image is queued with the asyncio future of
-the request that sent it; the worker takes the first waiting image, then more until ``max_batch_size``
-or ``max_wait_ms`` after the first, runs ``predict_step`` once and resolves each future with its own
+the request that sent it; the worker takes the first waiting image, then whatever is queued, and waits
+for more (until ``max_batch_size``, or ``max_wait_ms`` after the first) only while requests announce
+images still decoding (:meth:`Batcher.arriving`), runs ``predict_step`` once and resolves each future with its own
 row (``loop.call_soon_threadsafe``: futures belong to the loop). A failing batch fails only its own
 futures; the worker goes on. :meth:`Batcher.close` lets the queue drain before the thread ends.
 """
@@ -16,10 +17,12 @@ import logging
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger("bincount.serve")
 _STOP = object()
+POLL_S = 0.0005  # how often a waiting batch re-checks whether anything is still decoding
 
 
 def rows(prediction: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
@@ -40,32 +43,74 @@ class Batcher:
         self.model, self.max_batch_size, self.max_wait = model, int(max_batch_size), max_wait_ms / 1000
         self.counts = list(model.counts)
         self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._arriving = 0  # images announced by requests and still decoding
         self.batches = self.images = 0  # served so far (the benchmark and the tests read them)
         self._thread = threading.Thread(target=self._work, name="bincount-batcher", daemon=True)
         self._thread.start()
 
-    async def predict(self, tensor: Any) -> dict[str, Any]:
-        """The answer row for one preprocessed image (3xHxW), batched with whatever else is waiting."""
+    def submit(self, tensor: Any, ticket: list[int] | None = None) -> asyncio.Future:
+        """Queue one preprocessed image (3xHxW); the future gets its answer row. Call on the event loop.
+
+        ``ticket`` (from :meth:`arriving`) is counted down only after the image is queued, so a batch
+        that waits for announced images never sees one as neither arriving nor queued.
+        """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put((tensor, future, loop))
-        return await future
+        if ticket is not None:
+            with self._lock:
+                ticket[0] -= 1
+                self._arriving -= 1
+        return future
+
+    async def predict(self, tensor: Any) -> dict[str, Any]:
+        """The answer row for one preprocessed image, batched with whatever else is waiting."""
+        return await self.submit(tensor)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop after every image already queued has its answer."""
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
+    @contextmanager
+    def arriving(self, n: int):
+        """Announce ``n`` images being decoded; a batch waits (up to the maximum wait) only for these.
+
+        Yields the ticket to :meth:`submit` them with; those never submitted (a decode error) are
+        withdrawn on exit.
+        """
+        ticket = [n]
+        with self._lock:
+            self._arriving += n
+        try:
+            yield ticket
+        finally:
+            with self._lock:
+                self._arriving -= ticket[0]
+                ticket[0] = 0
+
     def _take(self) -> tuple[list, bool]:
+        """The next batch: what is queued, plus what is still decoding, up to the size and the wait.
+
+        Why not always wait the maximum (as a fixed batching window does): with nothing else decoding,
+        no one is coming, and a lone request would pay the whole wait in latency for nothing.
+        """
         first = self._queue.get()
         if first is _STOP:
             return [], True
         batch, deadline = [first], time.monotonic() + self.max_wait
         while len(batch) < self.max_batch_size:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                left = deadline - time.monotonic()
+                if self._arriving <= 0 or left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=min(left, POLL_S))
+                except queue.Empty:
+                    continue
             if item is _STOP:
                 return batch, True
             batch.append(item)

@@ -1,0 +1,263 @@
+"""Serving throughput and latency: offline ``predict`` against its ceiling, and the servers on loopback.
+
+    python benchmarks/serve.py                      # resnet18 at 224 px, random weights, 2 cores: ~4 min
+    python benchmarks/serve.py --quick              # test_resnet at 32 px: the CI-sized smoke run
+    python benchmarks/serve.py --model outputs/<run>/model --clients 1 8 32
+
+Rows, all on one model and batch size in one run (these machines are noisy: compare ratios):
+* the decode-and-forward ceiling (PIL decode, the bundle's transform, batched forward, no I/O layers),
+  and the forward time of one preprocessed image (the floor of any single request's latency);
+* ``bincount predict`` over a folder of the same images (Lightning, loader workers, CSV writer);
+* each server at 1, 8 and 32 concurrent clients, single-image requests, with and without dynamic
+  batching: bincount's Starlette/uvicorn server (raw ``image/jpeg`` bodies, SageMaker's contract) and
+  LitServe when installed (JSON base64 bodies: see benchmarks/_litserve_app.py for why).
+Servers run in their own process; the clients (httpx, asyncio) run in this one and share the CPU.
+The goals checked at the end are issue 15's: batching at 32 clients >= 80% of offline predict
+throughput; p50 at 1 client within 5 ms of the forward time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.util
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO, machine, print_table
+
+SAMPLE = REPO.parent / "shared" / "data" / "abid" / "sample"
+
+
+def make_bundle(out: Path, backbone: str, img_size: int) -> Path:
+    import torch
+
+    from bincount.bundle import write_bundle
+    from bincount.models.module import BinCounter
+
+    torch.manual_seed(0)
+    module = BinCounter(backbone=backbone, num_classes=6, min_count=0, pretrained=False, head={"name": "linear"})
+    return write_bundle(out, module, img_size=img_size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                        overflow="clip", max_pixels=40_000_000)
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    """Real ABID bin photos when the sample is here (their sizes and JPEG settings), else noise at 500x400."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = Path(os.environ.get("BINCOUNT_ABID_SAMPLE", SAMPLE)) / "bin-images"
+    real = sorted(sample.glob("*.jpg"))[:n] if sample.is_dir() else []
+    out = []
+    for i in range(n):
+        path = folder / f"{i:05d}.jpg"
+        if real:
+            path.write_bytes(real[i % len(real)].read_bytes())
+        else:
+            import numpy as np
+
+            pixels = np.random.default_rng(i).integers(0, 255, (400, 500, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+        out.append(path)
+    return out
+
+
+def ceiling(model_path: Path, images: list[Path], batch_size: int) -> tuple[float, float]:
+    """(decode+forward images/s at ``batch_size``, p50 forward ms of one preprocessed image)."""
+    import torch
+
+    from bincount.bundle import load_model
+
+    model = load_model(model_path)
+    blobs = [p.read_bytes() for p in images]
+    model.predict([blobs[0]] * batch_size)  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(blobs), batch_size):
+        model.predict(torch.stack([model.preprocess(b) for b in blobs[i:i + batch_size]]))
+    rate = len(blobs) / (time.perf_counter() - start)
+    one = model.preprocess(blobs[0]).unsqueeze(0)
+    times = []
+    for _ in range(30):
+        t = time.perf_counter()
+        model.predict(one)
+        times.append((time.perf_counter() - t) * 1000)
+    return rate, statistics.median(times[5:])
+
+
+def offline_predict(model_path: Path, folder: Path, n: int, batch_size: int, workers: int, tmp: Path) -> tuple[float, float]:
+    """(steady images/s, fixed start-up s) of ``bincount predict``: timed over the folder once and twice.
+
+    A run over the folder listed twice minus a run over it once cancels the process start, the imports,
+    the model load and Lightning's set-up, which a CLI run pays once whatever its size.
+    """
+    def timed(inputs: list[str]) -> float:
+        cmd = [sys.executable, "-m", "bincount.cli", "predict", str(model_path), *inputs, "-o", str(tmp / "p.csv"),
+               "--batch-size", str(batch_size), "--num-workers", str(workers), "--no-progress"]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    twin = tmp / "images-again"  # copies: predict counts a file reached twice once
+    if not twin.exists():
+        shutil.copytree(folder, twin)
+    timed([str(folder)])  # imports warm in the page cache
+    once, twice = timed([str(folder)]), timed([str(folder), str(twin)])
+    rate = n / max(twice - once, 1e-9)
+    return rate, once - n / rate
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(kind: str, model_path: Path, batch: int, wait_ms: float) -> tuple[subprocess.Popen, str, str]:
+    port = free_port()
+    if kind == "bincount":
+        cmd = [sys.executable, "-m", "bincount.cli", "serve", str(model_path), "--port", str(port),
+               "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms)]
+        health = "/ping"
+    else:
+        cmd = [sys.executable, str(Path(__file__).with_name("_litserve_app.py")), str(model_path), str(port), str(batch),
+               str(wait_ms)]
+        health = "/health"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir(),
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + health, timeout=1).status_code == 200:
+                return proc, url, kind
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{kind} server not healthy after 120 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def load(url: str, kind: str, blobs: list[bytes], clients: int, seconds: float) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, errors) for ``clients`` closed-loop clients during ``seconds``."""
+    import httpx
+
+    if kind == "bincount":
+        bodies = [(b, {"Content-Type": "image/jpeg"}) for b in blobs]
+    else:
+        bodies = [(f'{{"b64": "{base64.b64encode(b).decode()}"}}'.encode(), {"Content-Type": "application/json"})
+                  for b in blobs]
+    latencies: list[float] = []
+    errors = 0
+    stop_at = 0.0
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        k = i
+        while time.perf_counter() < stop_at:
+            body, headers = bodies[k % len(bodies)]
+            k += clients
+            t = time.perf_counter()
+            r = await http.post(url + "/invocations", content=body, headers=headers)
+            if r.status_code == 200 and "count" in r.json():
+                latencies.append((time.perf_counter() - t) * 1000)
+            else:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        stop_at = time.perf_counter() + min(2.0, seconds / 4)  # warm-up: connections, first batches
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+        latencies.clear()
+        start = time.perf_counter()
+        stop_at = start + seconds
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+        elapsed = time.perf_counter() - start
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return len(latencies) / elapsed, statistics.median(latencies) if latencies else float("nan"), q[98], errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="a bundle (default: a random-weight --backbone bundle)")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per server row")
+    parser.add_argument("--workers", type=int, default=2, help="offline predict's loader workers")
+    parser.add_argument("--servers", nargs="+", default=["bincount", "litserve"], choices=["bincount", "litserve"])
+    parser.add_argument("--quick", action="store_true", help="test_resnet at 32 px, 32 images, 1 s rows")
+    args = parser.parse_args()
+    if args.quick:
+        args.backbone, args.img_size, args.images, args.seconds, args.clients = "test_resnet", 32, 32, 1.0, [1, 8]
+    servers = [s for s in args.servers if s != "litserve" or importlib.util.find_spec("litserve")]
+    if servers != args.servers:
+        print("litserve is not installed (pip install litserve): its rows are left out")
+
+    with tempfile.TemporaryDirectory(prefix="bincount-bench-serve-") as tmp_name:
+        tmp = Path(tmp_name)
+        model_path = args.model or make_bundle(tmp / "model", args.backbone, args.img_size)
+        images = make_images(tmp / "images", args.images)
+        blobs = [p.read_bytes() for p in images]
+        rate, forward_ms = ceiling(model_path, images, args.batch_size)
+        predict_rate, start_up = offline_predict(model_path, tmp / "images", len(images), args.batch_size, args.workers,
+                                                 tmp)
+        rows = [["decode + forward ceiling", "-", f"batch {args.batch_size}", rate, "-", "-", "-"],
+                ["forward of one image", "-", "batch 1", 1000 / forward_ms, forward_ms, "-", "-"],
+                ["bincount predict (steady)", "-", f"batch {args.batch_size}", predict_rate, "-", "-", "-"]]
+        measured: dict[tuple[str, str, int], tuple[float, float, float, int]] = {}
+        for kind in servers:
+            for mode, batch in (("batching", args.batch_size), ("no batching", 1)):
+                proc, url, _ = start_server(kind, model_path, batch, args.max_wait_ms)
+                try:
+                    for clients in args.clients:
+                        result = asyncio.run(load(url, kind, blobs, clients, args.seconds))
+                        measured[(kind, mode, clients)] = result
+                        rows.append([f"{kind} serve ({mode})", clients, f"max {batch}", result[0], result[1],
+                                     result[2], result[3]])
+                finally:
+                    stop_server(proc)
+    print_table(f"Serving {model_path if args.model else f'{args.backbone} (random weights)'} at "
+                f"{args.img_size} px, {len(images)} images: {machine()}",
+                ["path", "clients", "batch", "images/s", "p50 ms", "p99 ms", "errors"], rows)
+    print(f"bincount predict start-up (process, imports, model, Lightning): {start_up:.1f} s per run")
+    top = max(args.clients)
+    if ("bincount", "batching", top) in measured:
+        share = measured[("bincount", "batching", top)][0] / predict_rate
+        print(f"goal 1: bincount batching at {top} clients = {share:.0%} of offline predict (goal >= 80%)")
+    if ("bincount", "batching", 1) in measured:
+        gap = measured[("bincount", "batching", 1)][1] - forward_ms
+        print(f"goal 2: bincount p50 at 1 client = forward + {gap:.1f} ms (goal <= 5 ms)")
+    for clients in args.clients:
+        if ("litserve", "batching", clients) in measured and ("bincount", "batching", clients) in measured:
+            ratio = measured[("bincount", "batching", clients)][0] / measured[("litserve", "batching", clients)][0]
+            print(f"bincount / LitServe throughput at {clients} clients (batching): {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
