@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=_positive, default=16, metavar="N",
                         help="images per model call, across requests (default: %(default)s; 1 turns batching off)")
     parser.add_argument("--max-wait-ms", type=_wait_ms, default=5.0, metavar="MS",
-                        help="how long the first image of a batch waits for more (default: %(default)s)")
+                        help="how long the first image of a batch waits for more, only while other requests "
+                             "are still decoding (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
                         help="largest request body (default: %(default)s, SageMaker's real-time limit)")
     parser.add_argument("--max-instances", type=_positive, default=DEFAULT_MAX_INSTANCES, metavar="N",
