@@ -192,3 +192,19 @@ def test_an_override_with_a_control_character_is_refused_before_anything_runs(ba
             pass
     assert not marker.exists()
     assert not (tmp_path / "sweep" / ".sagemaker").exists() and not list((tmp_path / "sweep").glob("0"))
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("hydra.launcher.role=admin", "IAM role ARN 'admin' is not valid"),
+    ("hydra.launcher.instance_type=g5.xlarge", "instance type 'g5.xlarge' is not valid"),
+    ("hydra.launcher.output_s3_uri=bucket/prefix", "hydra.launcher.output_s3_uri: 'bucket/prefix' is not an S3 URL"),
+])
+def test_malformed_aws_names_are_refused_before_anything_runs(override, needle, hydra_sweep_runner, tmp_path):
+    from bincount.sagemaker.spec import LauncherConfigError
+
+    sweep = sweep_of(hydra_sweep_runner, tmp_path / "sweep", [*REMOTE, "hydra.launcher.dry_run=true",
+                                                               f"hydra.launcher.source_dir={APP}", override])
+    with pytest.raises(LauncherConfigError, match=re.escape(needle)):
+        with sweep:
+            pass
+    assert not (tmp_path / "sweep" / ".sagemaker").exists()

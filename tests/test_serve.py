@@ -443,5 +443,6 @@ def test_a_lone_image_does_not_wait_but_an_announced_one_is_waited_for(bundle, i
         assert (batcher.batches, batcher.images) == (1, 1)
         asyncio.run(announced())
         assert (batcher.batches, batcher.images) == (2, 3)  # the two went through the model together
+        assert asyncio.run(lone()) < 1.0  # and nothing is left announced: a lone image still goes at once
     finally:
         batcher.close()

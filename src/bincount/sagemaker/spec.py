@@ -101,6 +101,27 @@ def validate(p: dict) -> None:
         if missing:
             raise LauncherConfigError(f"hydra.launcher.{missing[0]} is required for backend=sagemaker "
                                       "(see docs/sagemaker.md: IAM role ARN and s3://bucket/prefix)")
+    if p["backend"] == "sagemaker":
+        check_aws_names(p)
+
+
+def check_aws_names(p: dict) -> None:
+    """A malformed role ARN, S3 URI or instance type is refused here, not by AWS after the code upload."""
+    from bincount.s3.endpoint import S3Error, parse_s3_url
+    from bincount.sagemaker.names import AwsNameError, instance_type, role_arn
+
+    try:
+        if p.get("role"):
+            role_arn(p["role"])
+        instance_type(p["instance_type"])
+        for key in ("output_s3_uri", "checkpoint_s3_uri"):
+            if p.get(key):
+                try:
+                    parse_s3_url(p[key])
+                except S3Error as e:
+                    raise AwsNameError(f"hydra.launcher.{key}: {e}") from None
+    except AwsNameError as e:
+        raise LauncherConfigError(f"{e} (hydra.launcher.role / instance_type / output_s3_uri)") from None
 
 
 def check_overrides(config: DictConfig, job_overrides, p: dict) -> None:
