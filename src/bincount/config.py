@@ -140,6 +140,7 @@ class TrainConfig:
     trainer: Dict[str, Any] = field(default_factory=dict)
     callbacks: Optional[Dict[str, Any]] = None
     logger: Optional[Dict[str, Any]] = None
+    profiler: Optional[Dict[str, Any]] = None
     paths: Dict[str, Any] = field(default_factory=dict)
     task_name: str = "train"
     seed: Optional[int] = 42
@@ -226,7 +227,7 @@ def check_config(cfg: DictConfig) -> None:
         check_backbone_name(typed.model.backbone)
     except ValueError as err:
         raise ConfigError(f"model.backbone: {err}") from None
-    for group in ("optimizer", "scheduler", "trainer"):
+    for group in ("optimizer", "scheduler", "trainer", "profiler"):
         check_target_node(group, cfg.get(group))
     for group in ("callbacks", "logger"):
         for name, node in (cfg.get(group) or {}).items():

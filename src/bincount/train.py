@@ -165,8 +165,9 @@ def train(cfg: DictConfig) -> float | None:
     model.example_input_array = torch.zeros(1, 3, datamodule.img_size, datamodule.img_size)
     loggers = build_loggers(cfg)
     # In a SageMaker job, num_nodes/devices come from the SM_* variables (empty dict elsewhere).
+    profiler = instantiate(cfg.profiler) if cfg.get("profiler") else None  # profiler=simple|advanced|pytorch
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False,
-                                     **lightning_cluster_args())
+                                     profiler=profiler, **lightning_cluster_args())
     for logger in trainer.loggers:
         logger.log_hyperparams(_plain(cfg))  # the full resolved config, not only the model's hparams
 

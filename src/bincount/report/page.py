@@ -18,6 +18,7 @@ import numpy as np
 
 from bincount.report import charts
 from bincount.report.mistakes import collect
+from bincount.report.profile import PROFILE_DIR, summaries
 from bincount.report.rundata import RunData, load_run
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,12 @@ def render(run: RunData, folder: Path) -> str:
         sections.append(("worst mistakes", _mistakes(pred, run.data_root)))
     else:
         sections.append(("predictions", '<p class="muted">no predictions.csv (run with test=true)</p>'))
+    profiled = summaries(run.run_dir)
+    if profiled:
+        sections.append(("where the time went", "".join(
+            f"<p>{_e(PROFILE_DIR)}/{_e(name)}</p>" + (_table(["action", "mean s", "calls", "total s", "%"], rows)
+                                                      if rows else f"<pre>{_e(preview)}</pre>")
+            for name, rows, preview in profiled)))
     overrides = "".join(f"<li><code>{_e(o)}</code></li>" for o in run.overrides) or "<li>none</li>"
     sections.append(("config", f"<p>overrides:</p><ul>{overrides}</ul><pre>{_e(run.config_text)}</pre>"))
     nav = "".join(f'<a href="#s{i}">{_e(t)}</a>' for i, (t, _) in enumerate(sections))
