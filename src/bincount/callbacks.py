@@ -52,3 +52,34 @@ class StagedUnfreezing(BaseFinetuning):
             lr = optimizer.param_groups[0]["lr"] * self.lr_scale
             optimizer.add_param_group({"params": new, "lr": lr, "name": f"backbone_unfrozen_e{epoch}"})
             log.info("Epoch %d: unfroze the last %d backbone stages (%d tensors) at lr %.2e", epoch, n, len(new), lr)
+
+
+class StepTiming(L.Callback):
+    """Wall time of the first training steps apart from the steady state (``model.compile=true``).
+
+    Why: torch.compile spends its compilation inside the first step (and again whenever shapes change,
+    e.g. a smaller last batch), so an epoch time mixes the one-off cost with the speed it buys. Lightning's
+    Timer callback times stages, not steps, so this keeps per-step times for the first epoch.
+    """
+
+    def __init__(self, warmup_steps: int = 1) -> None:
+        self.warmup_steps, self.times, self._start = warmup_steps, [], 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import time
+
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        if trainer.current_epoch == 0:
+            self.times.append(time.perf_counter() - self._start)
+
+    def summary(self) -> dict[str, float]:
+        import statistics
+
+        if len(self.times) <= self.warmup_steps:
+            return {}
+        warm, steady = self.times[:self.warmup_steps], self.times[self.warmup_steps:]
+        return {"warmup_s": round(sum(warm), 3), "steady_step_s": round(statistics.median(steady), 4)}

@@ -106,6 +106,7 @@ class DataConfig:
     cache_dir: Optional[str] = None
     pin_memory: bool = False
     persistent_workers: bool = True
+    prefetch_factor: Optional[int] = None  # batches each loader worker keeps ready (torch's default: 2)
     s3: Optional[S3DataConfig] = None  # for data.root=s3://...; see conf/data/abid_s3.yaml
     reader: Optional[Dict[str, Any]] = None  # conf/reader/, checked by bincount.shards.stream.ReaderConfig
 
@@ -128,6 +129,8 @@ class ModelConfig:
     unfreeze_lr_scale: float = 0.1
     backbone_lr_scale: float = 1.0
     channels_last: bool = False
+    compile: bool = False  # torch.compile the LightningModule; warm-up reported apart (bincount.callbacks)
+    compile_backend: str = "inductor"
 
 
 @dataclass

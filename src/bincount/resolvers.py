@@ -23,7 +23,19 @@ def metric_mode(name: str) -> str:
     return "min" if any(leaf == k or leaf.startswith(k + "_") for k in LOWER_IS_BETTER) else "max"
 
 
+def loader_workers(reserve: int = 1, most: int = 16) -> int:
+    """Loader processes for this machine: its CPUs (``SM_NUM_CPUS`` inside SageMaker) minus ``reserve``
+    for the training process, at least 1 and at most ``most`` (more rarely helps one GPU)."""
+    import os
+
+    cpus = os.environ.get("SM_NUM_CPUS")
+    count = int(cpus) if cpus and cpus.isdigit() else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    return max(1, min(int(most), count - int(reserve)))
+
+
 def register_resolvers() -> None:
-    for name, fn in (("bincount_run_dir", bincount_run_dir), ("bincount_metric_mode", metric_mode)):
+    for name, fn in (("bincount_run_dir", bincount_run_dir), ("bincount_metric_mode", metric_mode),
+                     ("bincount_loader_workers", loader_workers)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bincount.bundle import write_run_bundle
-from bincount.callbacks import StagedUnfreezing
+from bincount.callbacks import StagedUnfreezing, StepTiming
 from bincount.config import ConfigError, check_config
 from bincount.data.datamodule import BinCountDataModule
 from bincount.manifest import ClassRange
@@ -166,8 +166,9 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg)
     # In a SageMaker job, num_nodes/devices come from the SM_* variables (empty dict elsewhere).
     profiler = instantiate(cfg.profiler) if cfg.get("profiler") else None  # profiler=simple|advanced|pytorch
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False,
-                                     profiler=profiler, **lightning_cluster_args())
+    timing = StepTiming()  # the first step apart from the rest: torch.compile's warm-up (model.compile=true)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg, bool(loggers)), timing],
+                                     logger=loggers or False, profiler=profiler, **lightning_cluster_args())
     for logger in trainer.loggers:
         logger.log_hyperparams(_plain(cfg))  # the full resolved config, not only the model's hparams
 
@@ -175,7 +176,11 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.resume:
         log.info("Resuming from %s" % resume_from if resume_from else "resume=true: no checkpoint yet, starting fresh")
     # weights_only: a checkpoint that carries pickled objects is refused, not run (torch>=2.6, lightning>=2.6)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    fit_model = model
+    if cfg.model.get("compile"):  # Lightning trains the compiled module and checkpoints the original's weights
+        fit_model = torch.compile(model, backend=cfg.model.get("compile_backend", "inductor"))
+    trainer.fit(fit_model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
+                weights_only=True)
     is_global_zero = trainer.is_global_zero
     _leave_process_group()
     if not is_global_zero:
@@ -191,7 +196,10 @@ def train(cfg: DictConfig) -> float | None:
         "global_steps": trainer.global_step,
         "duration_s": round(time.time() - started, 1),
         "data_quality": {**datamodule.data_quality(), **model.bad_sample_summary()},
+        "step_timing": {**timing.summary(), "compiled": bool(cfg.model.get("compile"))},
     })
+    if cfg.model.get("compile") and timing.summary():
+        log.info("torch.compile: first step %.1f s (compilation), then %.3f s a step", *timing.summary().values())
     metrics["objective"] = objective(metrics, cfg.optimized_metric)
     write_metrics_json(out / "metrics.json", metrics)
     write_predictions(out / "predictions.csv", model)

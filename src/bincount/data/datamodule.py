@@ -43,6 +43,7 @@ class BinCountDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         interpolation: str = "bilinear",
@@ -68,6 +69,7 @@ class BinCountDataModule(L.LightningDataModule):
         self.img_size, self.batch_size, self.num_workers = int(img_size), int(batch_size), int(num_workers)
         self.augment, self.bad_input, self.cache_dir = augment, bad_input, cache_dir
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers and num_workers > 0
+        self.prefetch_factor = int(prefetch_factor) if prefetch_factor and num_workers > 0 else None  # batches per worker
         self.mean, self.std, self.interpolation = tuple(mean), tuple(std), interpolation
         self._transform("train")  # fail on a bad augment or interpolation name now
         self.manifest: Manifest | None = None
@@ -167,7 +169,7 @@ class BinCountDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
             collate_fn=collate_skipping_bad, pin_memory=self.pin_memory, drop_last=drop_last,
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor,
         )
 
     def train_dataloader(self) -> DataLoader:
