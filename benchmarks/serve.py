@@ -115,6 +115,8 @@ def offline_predict(model_path: Path, folder: Path, n: int, batch_size: int, wor
         shutil.copytree(folder, twin)
     timed([str(folder)])  # imports warm in the page cache
     once, twice = timed([str(folder)]), timed([str(folder), str(twin)])
+    if twice - once < 0.05 * once:
+        print(f"warning: {n} images are too few to tell predict's rate from its start-up; use more --images")
     rate = n / max(twice - once, 1e-9)
     return rate, once - n / rate
 
