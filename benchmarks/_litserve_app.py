@@ -1,4 +1,4 @@
-"""LitServe over the same bundle, for ``benchmarks/serve.py`` only (``pip install -e ".[bench]"``).
+"""LitServe over the same bundle, for ``benchmarks/serve.py`` only (``pip install litserve==0.2.19``).
 
 Requests are JSON ``{"b64": "<image>"}`` on ``/invocations``: LitServe parses every non-form body as
 JSON, so the raw ``image/jpeg`` bodies of SageMaker's contract fail unless its private request

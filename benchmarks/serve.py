@@ -223,7 +223,7 @@ def main() -> int:
         args.backbone, args.img_size, args.images, args.seconds, args.clients = "test_resnet", 32, 32, 1.0, [1, 8]
     servers = [s for s in args.servers if s != "litserve" or importlib.util.find_spec("litserve")]
     if servers != args.servers:
-        print('litserve is not installed (pip install -e ".[bench]"): its rows are left out')
+        print('litserve is not installed (pip install litserve==0.2.19): its rows are left out')
 
     with tempfile.TemporaryDirectory(prefix="bincount-bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
