@@ -240,3 +240,24 @@ def test_s3_prefix_and_s3_model(trained, tiny_bucket, tmp_path, capsys):  # noqa
     s3_client(tiny_bucket.endpoint).put_object(Bucket="tiny-bins", Key="models/model.tar.gz", Body=archive.read_bytes())
     model = load_model("s3://tiny-bins/models/model.tar.gz", s3={"endpoint_url": tiny_bucket.endpoint})
     assert model.metadata["weights"]["sha256"] == json.loads(_bundle_files(trained)[BUNDLE_FILE])["weights"]["sha256"]
+
+
+def test_predictions_can_go_to_s3(trained, tiny_bucket, tmp_path, capsys):  # noqa: F811
+    local = tmp_path / "p.csv"
+    assert predict([trained["run"], tiny_bucket.url, "-o", local, "--endpoint-url", tiny_bucket.endpoint], capsys)[0] == 0
+    url = "s3://tiny-bins/out/run1/p.csv"
+    status, out, err = predict([trained["run"], tiny_bucket.url, "-o", url, "--endpoint-url", tiny_bucket.endpoint],
+                               capsys)
+    assert status == 0, err
+    assert f"-> {url}" in out and "s3://tiny-bins/out/run1/p.summary.json" in out
+    client = s3_client(tiny_bucket.endpoint)
+    uploaded = client.get_object(Bucket="tiny-bins", Key="out/run1/p.csv")["Body"].read()
+    assert uploaded == local.read_bytes()  # the same rows as a local run's CSV
+    summary = json.loads(client.get_object(Bucket="tiny-bins", Key="out/run1/p.summary.json")["Body"].read())
+    assert summary["metrics"]["n"] > 0
+
+
+@pytest.mark.parametrize("url", ["s3://tiny-bins", "s3://tiny-bins/out/p.txt", "s3://tiny-bins/../p.csv"])
+def test_an_s3_output_that_is_not_a_csv_key_is_refused_before_predicting(trained, url, capsys):
+    status, out, err = predict([trained["run"], "/nonexistent-input", "-o", url], capsys)
+    assert status == 2 and url.split("/")[-1] in err and "predicted" not in out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a bundle dir, a run dir, a model.tar.gz, or an s3:// URI of one")
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
                         help="image files, folders (recursive), ABID roots (bin-images/ + metadata/), s3:// prefixes")
-    parser.add_argument("-o", "--output", metavar="CSV", default="predictions.csv", help="the CSV (default: %(default)s)")
+    parser.add_argument("-o", "--output", metavar="CSV", default="predictions.csv", help="the CSV, or s3://bucket/prefix/name.csv (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: 32)")
     parser.add_argument("--num-workers", type=_count, default=2, metavar="N", help="loader processes (default: 2)")
     parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="Lightning accelerator (default: auto)")
@@ -66,7 +67,46 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
+def s3_output(url: str) -> tuple[str, str]:
+    """``s3://bucket/dir/p.csv`` -> (``s3://bucket/dir``, ``p.csv``); refused before any prediction runs."""
+    from bincount.s3.endpoint import parse_s3_url
+
+    base, _, name = url.rstrip("/").rpartition("/")
+    if base == "s3:/" or not name.endswith(".csv"):
+        raise argparse.ArgumentTypeError(f"-o {url}: an S3 output is a CSV key, e.g. s3://bucket/out/predictions.csv")
+    try:
+        parse_s3_url(base)
+    except S3Error as e:  # a bad bucket or prefix: a usage mistake, found before predicting
+        raise argparse.ArgumentTypeError(f"-o {url}: {e}") from None
+    return base, name
+
+
+def upload(local_csv: Path, summary_path: Path, url: str, s3: dict | None) -> None:
+    """Both files next to each other under ``url``'s prefix; the local copies stay if the upload fails."""
+    from bincount.s3.store import open_store
+
+    base, name = s3_output(url)
+    store = open_store(base, s3)
+    try:
+        store.write(name, local_csv.read_bytes())
+        store.write(summary_path.name, summary_path.read_bytes())
+    except Exception as e:
+        raise OSError(f"could not upload the predictions to {url} ({e}); they are kept in {local_csv.parent}") from None
+    shutil.rmtree(local_csv.parent, ignore_errors=True)
+
+
 def predict(args: argparse.Namespace) -> dict:
+    if str(args.output).startswith("s3://"):  # written here first (rows stream to disk), uploaded at the end
+        import tempfile
+
+        s3_output(args.output)
+        url = args.output
+        args.output = str(Path(tempfile.mkdtemp(prefix="bincount-predict-")) / s3_output(url)[1])
+        summary = predict(args)
+        s3 = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+        upload(Path(args.output), Path(summary["summary_json"]), url, s3)
+        base = url.rpartition("/")[0]
+        return {**summary, "csv": url, "summary_json": f"{base}/{Path(summary['summary_json']).name}"}
     import lightning as L
 
     from bincount.bundle import load_model
