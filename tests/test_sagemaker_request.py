@@ -155,6 +155,7 @@ def test_create_training_job_requests(fake_sagemaker, hydra_sweep_runner, tmp_pa
         assert req["ResourceConfig"]["InstanceCount"] == 2
         assert req["EnableManagedSpotTraining"] is True
         assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+        assert req["RetryStrategy"] == {"MaximumRetryAttempts": 2}  # capacity and internal errors, by default
         assert req["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/out"
         assert req["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/ckpt/")
         assert req["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"

@@ -179,7 +179,7 @@ class SageMakerBackend:
         if (self.code / "src").is_dir():
             env["PYTHONPATH"] = f"{CODE}/src"
         tags = {**p["tags"], "bincount:sweep": self.sweep, "bincount:job": str(spec.idx)}
-        return ModelTrainer(
+        trainer = ModelTrainer(
             sagemaker_session=self.session, role=p["role"], base_job_name=spec.base_name,
             training_image=self.image,
             source_code=SourceCode(source_dir=str(self.code), requirements=self._requirements(spec),
@@ -194,6 +194,11 @@ class SageMakerBackend:
             checkpoint_config=CheckpointConfig(s3_uri=self.checkpoint_uri(spec), local_path="/opt/ml/checkpoints"),
             environment=env, tags=[Tag(key=k, value=str(v)) for k, v in tags.items()],
         )
+        if p["max_retry_attempts"]:
+            from sagemaker.core.shapes import RetryStrategy
+
+            trainer = trainer.with_retry_strategy(RetryStrategy(maximum_retry_attempts=p["max_retry_attempts"]))
+        return trainer
 
     def describe(self, spec: JobSpec) -> str:
         return (f"job {spec.idx}: {self.p['instance_count']} x {self.p['instance_type']} image {self.image} "

@@ -41,6 +41,9 @@ class SageMakerLauncherConf:
     max_wait_s: Optional[int] = None
     # Warm pool: keep the instance this long after the job so the next job starts in seconds.
     keep_alive_s: int = 0
+    # SageMaker restarts a job that fails on an internal error or insufficient capacity, up to this many
+    # times (RetryStrategy; 0: never). A retry starts the container again and resumes from checkpoints.
+    max_retry_attempts: int = 2
     # s3://bucket/prefix: outputs go to <output_s3_uri>/<job>/output/output.tar.gz.
     output_s3_uri: Optional[str] = None
     # s3://bucket/prefix: checkpoints of job k go to <checkpoint_s3_uri>/<sweep id>/<k> (spot resume).
