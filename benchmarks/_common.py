@@ -12,6 +12,23 @@ import statistics
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "data" / "abid" / "sample"
+
+
+def bin_jpegs(folder: Path, n: int) -> list[Path]:
+    """``n`` JPEG paths: the real ABID sample's photos (``$BINCOUNT_ABID_SAMPLE`` or beside the clone),
+    repeated as needed, else noise JPEGs at ABID's 500x400 written into ``folder``."""
+    real = sorted((Path(os.environ.get("BINCOUNT_ABID_SAMPLE", SAMPLE)) / "bin-images").glob("*.jpg"))
+    if not real:
+        import numpy as np
+        from PIL import Image
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(min(n, 64)):
+            pixels = np.random.default_rng(i).integers(0, 255, (400, 500, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"noise{i:03d}.jpg", quality=90)
+        real = sorted(folder.glob("noise*.jpg"))
+    return [real[i % len(real)] for i in range(n)]
 
 
 def compose(overrides: list[str]):

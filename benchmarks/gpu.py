@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, machine, print_table
+from _common import bin_jpegs, machine, print_table
 
-SAMPLE = REPO.parent / "shared" / "data" / "abid" / "sample" / "bin-images"
 FULL = [("resnet50", 224, 128), ("efficientnet_b4", 380, 32)]  # the capstone reports' models and sizes
 QUICK = [("test_resnet", 32, 8)]
 SETTINGS = ["fp32", "bf16", "bf16+channels_last", "+compile"]
@@ -48,22 +47,6 @@ class Jpegs:
         from bincount.samples import decode_image_bytes
 
         return self.transform(decode_image_bytes(self.paths[i].read_bytes(), 40_000_000)), torch.tensor(i % 5)
-
-
-def jpeg_paths(folder: Path, n: int) -> list[Path]:
-    real = sorted(Path(os.environ.get("BINCOUNT_ABID_SAMPLE", SAMPLE.parent)).joinpath("bin-images").glob("*.jpg"))
-    if real:
-        return [real[i % len(real)] for i in range(n)]
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(min(n, 64)):
-        path = folder / f"{i}.jpg"
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (400, 500, 3), dtype=np.uint8)).save(path)
-        out.append(path)
-    return [out[i % len(out)] for i in range(n)]
 
 
 def measure(backbone: str, size: int, batch: int, setting: str, source: str, args, device) -> list:
@@ -88,7 +71,7 @@ def measure(backbone: str, size: int, batch: int, setting: str, source: str, arg
         fixed = (torch.randn(batch, 3, size, size, device=device), torch.randint(0, 5, (batch,), device=device))
         batches = iter(lambda: fixed, None)
     else:
-        data = Jpegs(jpeg_paths(Path(args.tmp) / "jpegs", batch * (args.steps + args.warmup)),
+        data = Jpegs(bin_jpegs(Path(args.tmp) / "jpegs", batch * (args.steps + args.warmup)),
                      build_transform(size, train=True, interpolation="bicubic"))
         loader = torch.utils.data.DataLoader(data, batch_size=batch, num_workers=args.workers, drop_last=True,
                                              pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
@@ -106,7 +89,7 @@ def measure(backbone: str, size: int, batch: int, setting: str, source: str, arg
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    times, started = [], time.perf_counter()
+    times = []
     for i, (images, labels) in enumerate(batches):
         if i >= args.warmup + args.steps:
             break
@@ -117,7 +100,6 @@ def measure(backbone: str, size: int, batch: int, setting: str, source: str, arg
     warmup_s = sum(times[:args.warmup])
     steady = statistics.median(times[args.warmup:]) if len(times) > args.warmup else float("nan")
     peak = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else "n/a (CPU)"
-    del started
     return [backbone, size, batch, setting, source, batch / steady, peak, f"{warmup_s:.1f}"]
 
 

@@ -22,8 +22,6 @@ import argparse
 import asyncio
 import base64
 import importlib.util
-import io
-import os
 import shutil
 import statistics
 import subprocess
@@ -32,9 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, machine, print_table
-
-SAMPLE = REPO.parent / "shared" / "data" / "abid" / "sample"
+from _common import bin_jpegs, machine, print_table
 
 
 def make_bundle(out: Path, backbone: str, img_size: int) -> Path:
@@ -50,23 +46,12 @@ def make_bundle(out: Path, backbone: str, img_size: int) -> Path:
 
 
 def make_images(folder: Path, n: int) -> list[Path]:
-    """Real ABID bin photos when the sample is here (their sizes and JPEG settings), else noise at 500x400."""
-    from PIL import Image
-
+    """``n`` distinct files (predict and the servers see each once), copied from :func:`bin_jpegs`."""
     folder.mkdir(parents=True, exist_ok=True)
-    sample = Path(os.environ.get("BINCOUNT_ABID_SAMPLE", SAMPLE)) / "bin-images"
-    real = sorted(sample.glob("*.jpg"))[:n] if sample.is_dir() else []
     out = []
-    for i in range(n):
-        path = folder / f"{i:05d}.jpg"
-        if real:
-            path.write_bytes(real[i % len(real)].read_bytes())
-        else:
-            import numpy as np
-
-            pixels = np.random.default_rng(i).integers(0, 255, (400, 500, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(path, quality=90)
-        out.append(path)
+    for i, source in enumerate(bin_jpegs(folder.parent / "sources", n)):
+        out.append(folder / f"{i:05d}.jpg")
+        out[-1].write_bytes(source.read_bytes())
     return out
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import statistics
+import time
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning
@@ -66,19 +68,13 @@ class StepTiming(L.Callback):
         self.warmup_steps, self.times, self._start = warmup_steps, [], 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        import time
-
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        import time
-
         if trainer.current_epoch == 0:
             self.times.append(time.perf_counter() - self._start)
 
     def summary(self) -> dict[str, float]:
-        import statistics
-
         if len(self.times) <= self.warmup_steps:
             return {}
         warm, steady = self.times[:self.warmup_steps], self.times[self.warmup_steps:]

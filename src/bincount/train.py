@@ -198,8 +198,10 @@ def train(cfg: DictConfig) -> float | None:
         "data_quality": {**datamodule.data_quality(), **model.bad_sample_summary()},
         "step_timing": {**timing.summary(), "compiled": bool(cfg.model.get("compile"))},
     })
-    if cfg.model.get("compile") and timing.summary():
-        log.info("torch.compile: first step %.1f s (compilation), then %.3f s a step", *timing.summary().values())
+    steps = metrics["step_timing"]
+    if steps["compiled"] and "warmup_s" in steps:
+        log.info("torch.compile: first step %.1f s (compilation), then %.3f s a step", steps["warmup_s"],
+                 steps["steady_step_s"])
     metrics["objective"] = objective(metrics, cfg.optimized_metric)
     write_metrics_json(out / "metrics.json", metrics)
     write_predictions(out / "predictions.csv", model)

@@ -72,15 +72,15 @@ def cost_line(plan: Plan) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bincount.deploy.endpoint import create, exists, session_for, wait_in_service
+    from bincount.deploy.endpoint import create, describe, session_for, wait_in_service
     from bincount.deploy.model_data import model_data_url
 
     check(args)
     session, region, client = session_for(args.region)
-    status = exists(args.endpoint_name, client)
-    if status is not None:
-        raise DeployError(f"endpoint {args.endpoint_name} already exists ({status}): `bincount undeploy "
-                          f"{args.endpoint_name}` first, or choose another --endpoint-name")
+    found = describe(args.endpoint_name, client)
+    if found is not None:
+        raise DeployError(f"endpoint {args.endpoint_name} already exists ({found['EndpointStatus']}): "
+                          f"`bincount undeploy {args.endpoint_name}` first, or choose another --endpoint-name")
     plan = Plan(endpoint_name=args.endpoint_name, image=args.image, model_data_url="", role_arn=args.role,
                 instance_type=None if args.serverless else args.instance_type, instance_count=args.instance_count,
                 serverless_memory_mb=args.memory_mb if args.serverless else None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from bincount.deploy.model_data import DeployError
@@ -34,7 +33,6 @@ class Plan:
     instance_count: int = 1
     serverless_memory_mb: int | None = None
     serverless_max_concurrency: int = 5
-    environment: dict[str, str] = field(default_factory=dict)
     stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S", time.gmtime()))
 
     @property
@@ -42,12 +40,12 @@ class Plan:
         return f"{self.endpoint_name}-{self.stamp}"
 
 
-def exists(endpoint_name: str, client: Any) -> str | None:
-    """The endpoint's status, or None when there is no such endpoint."""
+def describe(endpoint_name: str, client: Any) -> dict | None:
+    """DescribeEndpoint's answer, or None when there is no such endpoint."""
     from botocore.exceptions import ClientError
 
     try:
-        return client.describe_endpoint(EndpointName=endpoint_name)["EndpointStatus"]
+        return client.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as e:
         if e.response["Error"]["Code"] == "ValidationException" and "Could not find" in e.response["Error"]["Message"]:
             return None
@@ -64,43 +62,37 @@ def _variant(plan: Plan) -> dict[str, Any]:
     return variant
 
 
-def _kind(resource: Any) -> str:
-    return getattr(resource, "kind", type(resource).__name__)
-
-
 def create(plan: Plan, session: Any, region: str):
     """Create the model, its endpoint config and the endpoint; return the (still Creating) Endpoint."""
     from sagemaker.core.resources import Endpoint, Model
     from sagemaker.core.shapes import ContainerDefinition, Tag
 
     tags = [Tag(key=TAG, value=plan.endpoint_name)]
-    environment = dict(plan.environment)
-    if plan.serverless_memory_mb:  # the container's body limit follows the endpoint's (bincount.serve.container)
-        environment.setdefault("SAGEMAKER_MAX_PAYLOAD_IN_MB", str(SERVERLESS_PAYLOAD_MB))
-    made: list[Any] = []
+    # The container's body limit follows the endpoint's (bincount.serve.container reads this variable).
+    environment = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(SERVERLESS_PAYLOAD_MB)} if plan.serverless_memory_mb else None
+    made: list[tuple[str, Any]] = []  # (kind, delete) of what exists so far
     try:
-        made.append(Model.create(model_name=plan.resource_name, execution_role_arn=plan.role_arn, tags=tags,
-                                 primary_container=ContainerDefinition(image=plan.image,
-                                                                       model_data_url=plan.model_data_url,
-                                                                       environment=environment or None),
-                                 session=session, region=region))
+        model = Model.create(model_name=plan.resource_name, execution_role_arn=plan.role_arn, tags=tags,
+                             primary_container=ContainerDefinition(image=plan.image, model_data_url=plan.model_data_url,
+                                                                   environment=environment),
+                             session=session, region=region)
+        made.append(("Model", model.delete))
         # The config goes through the SDK's own client, not EndpointConfig.create: sagemaker-core 2.27
         # serializes ProductionVariantServerlessConfig.memory_size_in_mb as "MemorySizeInMb", which the
         # API refuses (tests/test_deploy.py::test_serverless_from_an_s3_archive shows it).
         client = Endpoint.get_sagemaker_client(session=session, region_name=region)
         client.create_endpoint_config(EndpointConfigName=plan.resource_name, ProductionVariants=[_variant(plan)],
                                       Tags=[{"Key": TAG, "Value": plan.endpoint_name}])
-        made.append(SimpleNamespace(delete=lambda: client.delete_endpoint_config(EndpointConfigName=plan.resource_name),
-                                    kind="EndpointConfig"))
+        made.append(("EndpointConfig", lambda: client.delete_endpoint_config(EndpointConfigName=plan.resource_name)))
         return Endpoint.create(endpoint_name=plan.endpoint_name, endpoint_config_name=plan.resource_name, tags=tags,
                                session=session, region=region)
     except BaseException:
-        for resource in reversed(made):  # nothing half-made stays behind
+        for kind, delete in reversed(made):  # nothing half-made stays behind
             try:
-                resource.delete()
-                log.warning("deleted %s %s again after the failure", _kind(resource), plan.resource_name)
+                delete()
+                log.warning("deleted %s %s again after the failure", kind, plan.resource_name)
             except Exception as e:  # noqa: BLE001 - the original failure is the one to raise
-                log.warning("could not delete %s %s: %s", _kind(resource), plan.resource_name, e)
+                log.warning("could not delete %s %s: %s", kind, plan.resource_name, e)
         raise
 
 
@@ -129,10 +121,11 @@ def remove(endpoint_name: str, client: Any) -> Removed:
     """Delete the endpoint, its config and the config's models (each once, each named)."""
     from botocore.exceptions import ClientError
 
-    if exists(endpoint_name, client) is None:
+    found = describe(endpoint_name, client)
+    if found is None:
         raise DeployError(f"there is no endpoint {endpoint_name!r} in this region (list them: "
                           "aws sagemaker list-endpoints)")
-    config_name = client.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
+    config_name = found["EndpointConfigName"]
     try:
         variants = client.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
     except ClientError:  # a config deleted by hand: the endpoint still goes

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a bundle dir, a run dir, a model.tar.gz, or an s3:// URI of one")
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
                         help="image files, folders (recursive), ABID roots (bin-images/ + metadata/), s3:// prefixes")
-    parser.add_argument("-o", "--output", metavar="CSV", default="predictions.csv", help="the CSV, or s3://bucket/prefix/name.csv (default: %(default)s)")
+    parser.add_argument("-o", "--output", metavar="CSV", default="predictions.csv",
+                        help="the CSV, or s3://bucket/prefix/name.csv (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: 32)")
     parser.add_argument("--num-workers", type=_count, default=2, metavar="N", help="loader processes (default: 2)")
     parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="Lightning accelerator (default: auto)")
@@ -99,13 +100,13 @@ def predict(args: argparse.Namespace) -> dict:
     if str(args.output).startswith("s3://"):  # written here first (rows stream to disk), uploaded at the end
         import tempfile
 
-        s3_output(args.output)
         url = args.output
-        args.output = str(Path(tempfile.mkdtemp(prefix="bincount-predict-")) / s3_output(url)[1])
-        summary = predict(args)
+        base, name = s3_output(url)
+        scratch = Path(tempfile.mkdtemp(prefix="bincount-predict-"))
+        local = argparse.Namespace(**{**vars(args), "output": str(scratch / name)})
+        summary = predict(local)
         s3 = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
-        upload(Path(args.output), Path(summary["summary_json"]), url, s3)
-        base = url.rpartition("/")[0]
+        upload(Path(local.output), Path(summary["summary_json"]), url, s3)
         return {**summary, "csv": url, "summary_json": f"{base}/{Path(summary['summary_json']).name}"}
     import lightning as L
 
