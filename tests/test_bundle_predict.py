@@ -261,3 +261,26 @@ def test_predictions_can_go_to_s3(trained, tiny_bucket, tmp_path, capsys):  # no
 def test_an_s3_output_that_is_not_a_csv_key_is_refused_before_predicting(trained, url, capsys):
     status, out, err = predict([trained["run"], "/nonexistent-input", "-o", url], capsys)
     assert status == 2 and url.split("/")[-1] in err and "predicted" not in out
+
+
+@pytest.mark.slow
+def test_predict_runs_as_a_sagemaker_job_over_an_s3_prefix(trained, tiny_bucket, tmp_path, capsys):  # noqa: F811
+    """``python predict.py +launch=sagemaker_local ...``: the container contract, S3 in and out (moto_server)."""
+    local = tmp_path / "p.csv"
+    assert predict([trained["run"], tiny_bucket.url, "-o", local, "--endpoint-url", tiny_bucket.endpoint], capsys)[0] == 0
+    archive = _tar(tmp_path / "model.tar.gz", _bundle_files(trained))
+    client = s3_client(tiny_bucket.endpoint)
+    client.put_object(Bucket="tiny-bins", Key="models/job/model.tar.gz", Body=archive.read_bytes())
+    url, sweep = "s3://tiny-bins/out/job/p.csv", tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), "+launch=sagemaker_local", "bundle=s3://tiny-bins/models/job/model.tar.gz",
+         f"inputs=[{tiny_bucket.url}]", f"output={url}", f"endpoint_url={tiny_bucket.endpoint}", "num_workers=0",
+         "progress=false", f"hydra.sweep.dir={sweep}", "hydra.launcher.poll_interval_s=0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert client.get_object(Bucket="tiny-bins", Key="out/job/p.csv")["Body"].read() == local.read_bytes()
+    state = json.loads((sweep / "0" / "sagemaker_job.json").read_text())
+    assert state["status"] == "Completed"
+    assert state["return_value"]["predicted"] == len(tiny_bucket.synthetic_ids) and state["return_value"]["csv"] == url
+    assert state["return_value"]["metrics"]["n"] > 0 and "bad" not in state["return_value"]
+    assert f"-> {url}" in (sweep / "0" / "sagemaker_job.log").read_text()  # the job's own log, fetched back

@@ -177,3 +177,53 @@ def test_entry_fails_in_seconds_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BINCOUNT_SM_PINS", str(plant(tmp_path, omegaconf=metadata.version("omegaconf"))))
     assert entry.main(["--script", "train.py", "--", "model=tiny"]) == 0 and len(started) == 1
     assert "pinned packages are installed at their pinned versions" in capsys.readouterr().out
+
+
+def composed_predict(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("predict", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("overrides, extras", [
+    (["bundle=logs/run", "inputs=[data/abid]"], []),
+    (["bundle=s3://b/m/model.tar.gz", "inputs=[data/abid]"], ["s3"]),
+    (["bundle=logs/run", "inputs=[data/abid,s3://b/abid/]"], ["s3"]),
+    (["bundle=logs/run", "inputs=s3://b/abid/"], ["s3"]),  # one input without the list brackets
+    (["bundle=logs/run", "inputs=[data/abid]", "output=s3://b/out/p.csv"], ["s3"]),
+])
+def test_predict_jobs_install_s3_for_any_s3_location(overrides, extras):
+    from bincount.sagemaker.extras import job_extras
+
+    assert job_extras(composed_predict(*overrides)) == extras
+
+
+def test_launcher_defaults_reach_only_the_apps_that_have_them():
+    from bincount.sagemaker.spec import extra_overrides
+
+    defaults = ["trainer=gpu", "resume=true"]
+    assert extra_overrides(["model=tiny"], defaults, composed("report=false")) == defaults
+    assert extra_overrides(["trainer=cpu"], defaults, composed("report=false")) == ["resume=true"]  # the user's wins
+    assert extra_overrides(["bundle=x"], defaults, composed_predict("bundle=x", "inputs=[y]")) == []
+
+
+def test_predict_dry_run_is_a_predict_job_with_s3_installed(aws, hydra_sweep_runner, tmp_path, monkeypatch, caplog):
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "predict.py")])
+    overrides = ["hydra/launcher=sagemaker", "hydra.launcher.dry_run=true", "hydra.launcher.region=us-east-1",
+                 f"hydra.launcher.source_dir={ROOT}", "hydra.launcher.payload=script", "hydra/sweeper=basic",
+                 "bundle=s3://bucket/models/model.tar.gz", "inputs=[s3://bucket/abid/]", "output=s3://bucket/out/p.csv"]
+    sweep = hydra_sweep_runner(calling_file=str(ROOT / "predict.py"), calling_module=None, task_function=None,
+                               config_path="conf", config_name="predict", overrides=overrides, temp_dir=tmp_path)
+    with caplog.at_level("INFO"), sweep:
+        assert len(sweep.returns[0]) == 1
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[dry run] job"))
+    assert "--script predict.py -- bundle=s3\\://bucket/models/model.tar.gz" in line
+    assert "extras [s3] install pip install -c _sagemaker_jobs/constraints.txt '.[s3]'" in line
+    assert "trainer=" not in line and "resume=" not in line, "train.py's launcher defaults are not predict's"

@@ -139,8 +139,8 @@ def predict(args: argparse.Namespace) -> dict:
     return summary
 
 
-def run(args: argparse.Namespace) -> int:
-    summary = predict(args)
+def report(summary: dict) -> None:
+    """The summary on stdout: counts, scores where the inputs carry true counts, every bad file."""
     print(plain(f"{summary['predicted']} of {summary['images']} images predicted -> {summary['csv']}"))
     metrics = summary.get("metrics")
     if metrics and metrics.get("n"):
@@ -153,4 +153,8 @@ def run(args: argparse.Namespace) -> int:
             print(plain(f"  {bad['name']}: {bad['reason']}"))
     print(plain(f"summary -> {summary['summary_json']}"))
     sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    report(predict(args))
     return 0

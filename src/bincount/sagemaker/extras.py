@@ -1,6 +1,7 @@
 """Which of the project's extras (pyproject.toml) a job's composed config needs installed in the container.
 
 - ``s3``: an ``s3://`` data root or shards root, or the ``objects``/``shards`` readers (litdata, boto3);
+  for ``predict.py``, an ``s3://`` bundle, input or output;
 - ``wandb``: a Weights & Biases logger among ``logger``;
 - ``sweep``: the job reports to an Optuna study (a pruned trial: ``hydra.job.env_set`` names it);
 - ``report``: ``report=true`` (the charts of report.html need matplotlib).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from bincount.sweep.pruning import ENV_TRIAL
 
@@ -49,11 +50,20 @@ def uses_wandb(config: DictConfig) -> bool:
     return False
 
 
+def predict_locations(config: DictConfig) -> list[Any]:
+    """``predict.py``'s bundle, output and inputs (one string or a list): where it reads and writes."""
+    inputs = _value(config, "inputs")
+    inputs = list(inputs) if isinstance(inputs, ListConfig) else [inputs]
+    return [_value(config, "bundle"), _value(config, "output"), *inputs]
+
+
 def job_extras(config: DictConfig) -> list[str]:
     """The extras of ``pip install '.[...]'`` this job's config needs, sorted (``[]``: the core only)."""
     extras = set()
     reader = _value(config, "data.reader.mode")
     if any(_is_s3(_value(config, k)) for k in ("data.root", "data.reader.shards")) or reader in STREAMING_READERS:
+        extras.add("s3")
+    if any(_is_s3(v) for v in predict_locations(config)):
         extras.add("s3")
     if uses_wandb(config):
         extras.add("wandb")

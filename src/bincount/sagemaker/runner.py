@@ -30,6 +30,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from bincount.sagemaker.callback import jsonable
 from bincount.sagemaker.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
 from bincount.sagemaker.prices import cost
 from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
@@ -213,7 +214,7 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes) -> dict[int, Jo
                     log.error("%s: %s", handle.name, e)
                     status, reason = "Failed", str(e)
                 save_state(spec, name=handle.name, status=status, reason=reason, elapsed_s=round(elapsed, 1),
-                           return_value=value if isinstance(value, (int, float, str, type(None))) else repr(value))
+                           return_value=jsonable(value))  # a pickle payload's object: its repr
                 results[idx] = make_return(spec, status, value, reason)
     except BaseException as e:  # Ctrl-C, SIGTERM, or a bug here: never leave paid jobs running
         log.warning("%s: stopping %d running job(s): %s", "Interrupted" if isinstance(e, (KeyboardInterrupt, _Stop))

@@ -150,14 +150,23 @@ def resolve_payload(p: dict, task_function: Any) -> str:
     return "script" if is_script and Path(script).is_file() else "pickle"
 
 
+_ABSENT = object()
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def extra_overrides(overrides: list[str], defaults: list[str]) -> list[str]:
-    """The launcher's ``job_overrides`` for keys the job does not set itself (the user's value wins)."""
+def extra_overrides(overrides: list[str], defaults: list[str], config: DictConfig | None = None) -> list[str]:
+    """The launcher's ``job_overrides`` for keys the job does not set itself (the user's value wins), and
+    only those the app has: ``trainer=gpu resume=true`` are train.py's, so ``predict.py`` gets none."""
     own = {_key(o) for o in overrides}
-    return [d for d in defaults if _key(d) not in own]
+    choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) if config is not None else None
+
+    def applies(key: str) -> bool:
+        return config is None or key in (choices or {}) or OmegaConf.select(config, key, default=_ABSENT) is not _ABSENT
+
+    return [d for d in defaults if _key(d) not in own and applies(_key(d))]
 
 
 def base_job_name(base: str, idx: int) -> str:
@@ -269,7 +278,7 @@ def code_summary(files: list[str]) -> str:
 
 def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, source_dir: Path) -> JobSpec:
     ctx, task_function = launcher.hydra_context, launcher.task_function
-    all_overrides = [*overrides, *extra_overrides(overrides, p["job_overrides"])]
+    all_overrides = [*overrides, *extra_overrides(overrides, p["job_overrides"], launcher.config)]
     config = ctx.config_loader.load_sweep_config(launcher.config, all_overrides)
     with open_dict(config):
         config.hydra.job.id = f"{p['base_job_name']}_{idx}"
