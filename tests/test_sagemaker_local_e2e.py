@@ -159,8 +159,10 @@ def test_config_hash_mismatch_fails_loudly(monkeypatch, tmp_path):
 def test_cluster_from_sagemaker_variables():
     from bincount.sagemaker.contract import Cluster, lightning_cluster_args
 
-    env = {"SM_HOST_COUNT": "2", "SM_CURRENT_HOST_RANK": "1", "SM_NUM_GPUS": "4", "SM_MASTER_ADDR": "algo-1",
-           "SM_MASTER_PORT": "7777", "TRAINING_JOB_NAME": "j"}
+    # What a v3 ModelTrainer job exports (container_drivers/scripts/environment.py); the host list is the truth.
+    env = {"SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-2", "SM_HOST_COUNT": "2",
+           "SM_CURRENT_HOST_RANK": "1", "SM_NUM_GPUS": "4", "SM_MASTER_ADDR": "algo-1", "SM_MASTER_PORT": "7777",
+           "TRAINING_JOB_NAME": "j"}
     assert lightning_cluster_args(env) == {"num_nodes": 2, "devices": 4}
     assert lightning_cluster_args({}) == {}, "local runs are unchanged"
     assert Cluster.from_env(env).torchrun() == ["python", "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=4", "--node_rank=1",

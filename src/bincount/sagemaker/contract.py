@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from bincount.sagemaker.network import RESOURCE_CONFIG, Cluster
 
 CONTAINER_ROOT = Path("/opt/ml")
 RESULT_FILE = "result.json"  # written by the job: status, return value, error
@@ -57,55 +60,28 @@ class Layout:
             d.mkdir(parents=True, exist_ok=True)
         return self
 
-    def env(self, job_name: str, hosts: int = 1, rank: int = 0, num_gpus: int = 0) -> dict[str, str]:
+    def env(self, job_name: str, hosts: int = 1, rank: int = 0, num_gpus: int = 0, interface: str = "lo",
+            instance_type: str = "local") -> dict[str, str]:
         """The variables SageMaker's v3 drivers export (the subset a training script reads)."""
         names = [f"algo-{i + 1}" for i in range(hosts)]
         return {
             "SM_MODEL_DIR": str(self.model), "SM_OUTPUT_DIR": str(self.output),
             "SM_OUTPUT_DATA_DIR": str(self.output_data), "SM_CHECKPOINT_DIR": str(self.checkpoints),
             "SM_CHANNEL_CODE": str(self.code), "SM_INPUT_CONFIG_DIR": str(self.config),
-            "SM_CURRENT_HOST": names[rank], "SM_HOSTS": ",".join(f'"{n}"' for n in names).join("[]"),
-            "SM_HOST_COUNT": str(hosts), "SM_CURRENT_HOST_RANK": str(rank), "SM_MASTER_ADDR": names[0],
-            "SM_MASTER_PORT": "7777", "SM_NUM_GPUS": str(num_gpus), "SM_NUM_CPUS": str(os.cpu_count() or 1),
-            "SM_HPS": "{}", "TRAINING_JOB_NAME": job_name,
+            "SM_CURRENT_HOST": names[rank], "SM_HOSTS": json.dumps(sorted(names)),
+            "SM_HOST_COUNT": str(hosts), "SM_CURRENT_HOST_RANK": str(sorted(names).index(names[rank])),
+            "SM_MASTER_ADDR": "algo-1", "SM_MASTER_PORT": "7777", "SM_NETWORK_INTERFACE_NAME": interface,
+            "SM_CURRENT_INSTANCE_TYPE": instance_type, "SM_NUM_GPUS": str(num_gpus),
+            "SM_NUM_CPUS": str(os.cpu_count() or 1), "SM_HPS": "{}", "TRAINING_JOB_NAME": job_name,
         }
 
 
-def job_layout() -> Layout:
+def job_layout(env=os.environ) -> Layout:
     """The layout of the running job, found from its variables (the scratch root locally)."""
-    data = os.environ.get("SM_OUTPUT_DATA_DIR")
+    data = env.get("SM_OUTPUT_DATA_DIR")
     if not data:
         return Layout(Path("/"))
     return Layout(Path(data).parents[3]) if Path(data).parents[2].name == "opt" else Layout(Path("/"))
-
-
-@dataclass(frozen=True)
-class Cluster:
-    hosts: int
-    rank: int
-    gpus: int
-    master_addr: str
-    master_port: str
-
-    @classmethod
-    def from_env(cls, env=os.environ) -> "Cluster":
-        return cls(int(env.get("SM_HOST_COUNT", "1")), int(env.get("SM_CURRENT_HOST_RANK", "0")),
-                   int(env.get("SM_NUM_GPUS", "0")), env.get("SM_MASTER_ADDR", "127.0.0.1"),
-                   env.get("SM_MASTER_PORT", "7777"))
-
-    @property
-    def distributed(self) -> bool:
-        """Several hosts need torchrun; several GPUs on one host are Lightning's own DDP launch."""
-        return self.hosts > 1
-
-    def torchrun(self, python: str = "python") -> list[str]:
-        """torchrun across the job's hosts, one process per GPU (SageMaker's command mode starts none).
-
-        ``python -m torch.distributed.run`` is torchrun without relying on PATH.
-        """
-        return [python, "-m", "torch.distributed.run", f"--nnodes={self.hosts}", f"--nproc_per_node={max(self.gpus, 1)}",
-                f"--node_rank={self.rank}", f"--master_addr={self.master_addr}",
-                f"--master_port={self.master_port}"]
 
 
 def lightning_cluster_args(env=os.environ) -> dict:
@@ -114,9 +90,9 @@ def lightning_cluster_args(env=os.environ) -> dict:
     Lightning checks ``num_nodes * devices`` against torchrun's WORLD_SIZE, so both come from the
     ``SM_*`` variables rather than from the user's config.
     """
-    if "SM_HOST_COUNT" not in env or "TRAINING_JOB_NAME" not in env:
+    if "TRAINING_JOB_NAME" not in env or not ({"SM_HOSTS", "SM_HOST_COUNT"} & set(env)):
         return {}
-    cluster = Cluster.from_env(env)
+    cluster = Cluster.from_env(env, job_layout(env).config / RESOURCE_CONFIG)
     args: dict = {"num_nodes": cluster.hosts}
     if cluster.gpus > 0:
         args["devices"] = cluster.gpus

@@ -3,7 +3,8 @@
 It runs in the container (or the local backend's scratch tree) around the real training process:
 reads secrets by name from AWS Secrets Manager, links the job's checkpoint directory to
 ``/opt/ml/checkpoints`` (synced to S3, so a restarted spot job finds its last checkpoint), starts
-``python SCRIPT OVERRIDES`` (``torchrun`` across hosts when there are several), copies the
+``python SCRIPT OVERRIDES`` (``torchrun`` across hosts when there are several, with the rendezvous and the
+NCCL/EFA environment of ``bincount.sagemaker.network``), copies the
 run directory to ``/opt/ml/output/data`` and, on failure, writes a short reason to
 ``/opt/ml/output/failure``, which SageMaker shows as the job's FailureReason. Before any of that it checks
 that pip installed the versions the launcher pinned for the job (``bincount.sagemaker.pins``).
@@ -23,7 +24,8 @@ import sys
 from pathlib import Path
 
 from bincount.sagemaker.contract import (ENV_CKPT_SUBDIR, ENV_INSTALLED, ENV_JOB_DIR, ENV_PINS, ENV_RESULT_KEY,
-                                         ENV_SECRETS, RESULT_FILE, Cluster, job_layout)
+                                         ENV_SECRETS, RESULT_FILE, job_layout)
+from bincount.sagemaker.network import ENV_NETWORK, RESOURCE_CONFIG, Cluster, ClusterError, network_env
 from bincount.sagemaker.pins import PinMismatch, check_installed
 
 CALLBACK = "+hydra.callbacks.bincount_sagemaker._target_=bincount.sagemaker.callback.JobCallback"
@@ -74,6 +76,32 @@ def link_checkpoints(job_dir: Path, subdir: str | None, target: Path) -> None:
     if not link.exists() and not link.is_symlink():
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(target.absolute(), target_is_directory=True)
+
+
+def find_cluster(layout) -> Cluster:
+    try:
+        return Cluster.from_env(os.environ, layout.config / RESOURCE_CONFIG)
+    except ClusterError as e:
+        raise JobSetupError(str(e)) from None
+
+
+def cluster_env(cluster: Cluster, env: dict[str, str]) -> dict[str, str]:
+    """What torchrun's processes need on several hosts: the NCCL/EFA variables the job does not set itself."""
+    if not cluster.distributed:
+        return {}
+    try:
+        kind, added, kept = network_env(cluster, env.get(ENV_NETWORK, "auto"), env)
+    except ClusterError as e:
+        raise JobSetupError(str(e)) from None
+
+    def pairs(d: dict[str, str]) -> str:
+        return " ".join(f"{k}={v}" for k, v in sorted(d.items()))
+
+    print(f"[bincount.sagemaker] host {cluster.current} (rank {cluster.rank} of {','.join(cluster.names)}), "
+          f"rendezvous {cluster.master_addr}:{cluster.master_port}; network {kind} on {cluster.instance_type}: "
+          f"{pairs(added) or 'nothing to add'}{'; kept from the job environment: ' + pairs(kept) if kept else ''}",
+          flush=True)
+    return added
 
 
 def child_command(args: argparse.Namespace, cluster: Cluster, job_dir: Path) -> list[str]:
@@ -141,22 +169,24 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--pickle", help="a pickled task (payload=pickle)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    layout, cluster = job_layout(), Cluster.from_env()
+    layout, cluster = job_layout(), None
     job_dir = Path(os.environ.get(ENV_JOB_DIR, "outputs/job"))
     subdir = os.environ.get(ENV_CKPT_SUBDIR) or None
     rc, tail = 1, []
     try:
         check_pins()  # seconds, before anything is linked, read or started
+        cluster = find_cluster(layout)
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / RESULT_FILE).unlink(missing_ok=True)  # a result of an earlier attempt is not this one's
         link_checkpoints(job_dir, subdir, layout.checkpoints)
         env = {**os.environ, **read_secrets(os.environ.get(ENV_SECRETS, ""))}
+        env.update(cluster_env(cluster, env))
         if not args.pickle:  # only the pickle payload signs a result with the sweep's key
             env.pop(ENV_RESULT_KEY, None)
         rc, tail = run_child(child_command(args, cluster, job_dir), env)
     except JobSetupError as e:
         tail = [f"JobSetupError: {e}"]
-    if cluster.rank == 0:
+    if cluster is None or cluster.rank == 0:
         collect_outputs(job_dir, subdir, layout)
     if rc != 0:
         reason = failure_reason(job_dir, rc, tail)

@@ -28,6 +28,7 @@ from bincount.secrets import check, check_overrides as check_secrets, split_over
 from bincount.sagemaker.callback import config_sha
 from bincount.sagemaker.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_SECRETS
 from bincount.sagemaker.extras import job_extras
+from bincount.sagemaker.network import ENV_NETWORK, ClusterError, resolve_network
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ def validate(p: dict) -> None:
         if missing:
             raise LauncherConfigError(f"hydra.launcher.{missing[0]} is required for backend=sagemaker "
                                       "(see docs/sagemaker.md: IAM role ARN and s3://bucket/prefix)")
+    try:  # the network of a multi-host job (bincount.sagemaker.network): efa on a type without EFA is refused
+        resolve_network(p["network"], p["instance_type"])
+    except ClusterError as e:
+        raise LauncherConfigError(f"hydra.launcher.{e}") from None
     if p["backend"] == "sagemaker":
         check_aws_names(p)
 
@@ -284,7 +289,7 @@ def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, 
         config.hydra.job.id = f"{p['base_job_name']}_{idx}"
         config.hydra.job.num = idx
     local_dir, rel_dir = job_dirs(config, source_dir)
-    env = {ENV_JOB_DIR: rel_dir, **{k: str(v) for k, v in p["environment"].items()}}
+    env = {ENV_JOB_DIR: rel_dir, ENV_NETWORK: p["network"], **{k: str(v) for k, v in p["environment"].items()}}
     if p["checkpoint_subdir"]:
         env[ENV_CKPT_SUBDIR] = p["checkpoint_subdir"]
     if p["secrets"]:

@@ -34,6 +34,10 @@ class SageMakerLauncherConf:
     region: Optional[str] = None
     instance_type: str = "ml.g5.xlarge"
     instance_count: int = 1
+    # Several hosts: how NCCL reaches the others (bincount.sagemaker.network). auto: EFA on the types that have
+    # it (ml.p4d.24xlarge, ml.p5.48xlarge, ml.g5.48xlarge, ...), NCCL's own TCP elsewhere; efa: refused on a type
+    # without EFA; tcp: TCP even where EFA exists. A variable set in `environment` is never replaced.
+    network: str = "auto"
     volume_size_gb: int = 50
     max_runtime_s: int = 4 * 3600
     spot: bool = False
