@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
+import re
 import os
 import signal
 import socket
@@ -135,6 +137,24 @@ def test_ping_and_one_image_answer(server, images, expected, bundle):
     Image.open(images[3]).save(png, format="PNG")
     r = httpx.post(url + "/invocations", content=png.getvalue(), headers={"content-type": "image/png"})
     assert r.status_code == 200 and r.json()["probabilities"].keys() == expected[3]["probabilities"].keys()
+
+
+def test_server_timing_says_where_a_requests_time_went(server, images):
+    url, _ = server
+    for body, kind, most in [(images[0].read_bytes(), "image/jpeg", 1),
+                             (json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()}
+                                                        for p in images[:4]]}).encode(), "application/json", 4)]:
+        start = time.perf_counter()
+        r = httpx.post(url + "/invocations", content=body, headers={"content-type": kind}, timeout=30)
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        assert r.status_code == 200, r.text
+        metrics = [m.strip() for m in r.headers["server-timing"].split(",")]
+        assert [m.split(";")[0] for m in metrics] == ["read", "decode", "queue", "model"]
+        durations = {m.split(";")[0]: float(m.split("dur=")[1].split(";")[0]) for m in metrics}
+        assert durations["model"] > 0 and all(d >= 0 for d in durations.values())
+        assert sum(durations.values()) <= elapsed_ms  # the server's parts fit inside what the client waited
+        batch = int(re.search(r'desc="batch of (\d+)"', metrics[-1]).group(1))
+        assert 1 <= batch <= most
 
 
 def test_served_answers_equal_predicts(server, images, bundle, tmp_path, capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -95,9 +96,18 @@ async def _tensor(state: State, instance: Instance, where: str) -> Any:
     return await run_in_threadpool(decode, data, state.model.transform, state.model.max_pixels, where)
 
 
+def server_timing(read_ms: float, decode_ms: float, timings: list[dict]) -> str:
+    """The W3C ``Server-Timing`` header: where this request's time went on the server (the slowest image's
+    queue and model time for several), so a client can tell server time from the network's."""
+    worst = max(timings, key=lambda t: t.get("queue_ms", 0) + t.get("model_ms", 0))
+    return (f"read;dur={read_ms:.2f}, decode;dur={decode_ms:.2f}, queue;dur={worst.get('queue_ms', 0):.2f}, "
+            f'model;dur={worst.get("model_ms", 0):.2f};desc="batch of {worst.get("batch", 0)}"')
+
+
 async def invocations(request: Request) -> Response:
     state: State = request.app.state.bincount
     limits = state.settings.limits
+    start = time.perf_counter()
     kind = media_type(request.headers.get("content-type"))
     body = await read_body(request.stream(), request.headers.get("content-length"), limits.max_body_bytes)
     instances, several = parse_instances(kind, body, limits.max_instances)
@@ -105,12 +115,16 @@ async def invocations(request: Request) -> Response:
         raise ServeError(503, "loading", "the model is still loading; retry when GET /ping answers 200")
     names = [f"instances[{i}]" if several else "the image" for i in range(len(instances))]
     batcher = state.batcher
+    timings: list[dict] = [{} for _ in instances]
+    read = time.perf_counter()
     with batcher.arriving(len(instances)) as ticket:  # a waiting batch waits for these while they decode
         tensors = await asyncio.gather(*(_tensor(state, inst, name) for inst, name in zip(instances, names)))
-        futures = [batcher.submit(t, ticket) for t in tensors]
+        decoded = time.perf_counter()
+        futures = [batcher.submit(t, ticket, timing) for t, timing in zip(tensors, timings)]
     answers = await asyncio.gather(*futures)
     answers = [{**a, "model": state.identity} for a in answers]
-    return JSONResponse({"predictions": answers} if several else answers[0])
+    header = server_timing((read - start) * 1000, (decoded - read) * 1000, timings)
+    return JSONResponse({"predictions": answers} if several else answers[0], headers={"Server-Timing": header})
 
 
 async def _serve_error(request: Request, exc: Exception) -> Response:

@@ -49,15 +49,16 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name="bincount-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, tensor: Any, ticket: list[int] | None = None) -> asyncio.Future:
+    def submit(self, tensor: Any, ticket: list[int] | None = None, timing: dict | None = None) -> asyncio.Future:
         """Queue one preprocessed image (3xHxW); the future gets its answer row. Call on the event loop.
 
         ``ticket`` (from :meth:`arriving`) is counted down only after the image is queued, so a batch
-        that waits for announced images never sees one as neither arriving nor queued.
+        that waits for announced images never sees one as neither arriving nor queued. ``timing``, if
+        given, gets this image's ``queue_ms`` and ``model_ms`` and its ``batch`` size (``Server-Timing``).
         """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((tensor, future, loop))
+        self._queue.put((tensor, future, loop, time.perf_counter(), timing))
         if ticket is not None:
             with self._lock:
                 ticket[0] -= 1
@@ -124,14 +125,18 @@ class Batcher:
             batch, stop = self._take()
             if not batch:
                 continue
+            start = time.perf_counter()
             try:
-                answers: list[Any] = rows(self.model.predict(torch.stack([t for t, _, _ in batch])), self.counts)
+                answers: list[Any] = rows(self.model.predict(torch.stack([item[0] for item in batch])), self.counts)
             except Exception as e:  # e.g. out of memory: these requests fail, the server goes on
                 log.error("a batch of %d failed: %s: %s", len(batch), type(e).__name__, e)
                 answers = [e] * len(batch)
+            model_ms = (time.perf_counter() - start) * 1000
             self.batches += 1
             self.images += len(batch)
-            for (_, future, loop), answer in zip(batch, answers):
+            for (_, future, loop, queued, timing), answer in zip(batch, answers):
+                if timing is not None:
+                    timing.update(queue_ms=(start - queued) * 1000, model_ms=model_ms, batch=len(batch))
                 loop.call_soon_threadsafe(_resolve, future, answer)
 
 
