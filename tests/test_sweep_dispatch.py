@@ -50,13 +50,14 @@ class SleepyLauncher(Launcher):
         return results
 
 
-def run_loop(tmp_path, mode: str, n_jobs: int, n_trials: int, fail: bool = False, max_failure_rate: float = 0.5):
+def run_loop(tmp_path, mode: str, n_jobs: int, n_trials: int, fail: bool = False, max_failure_rate: float = 0.5,
+             validate=None):
     sweep = OptunaSweep(sampler=None, pruner=None, direction="maximize", study_name="d", storage=None,
                         n_trials=n_trials, n_jobs=n_jobs, dispatch=mode, max_failure_rate=max_failure_rate,
                         params={}, enqueue_trials=[])
     sweep.launcher = SleepyLauncher(fail=fail)
     sweep.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    sweep.validate_batch_is_legal = lambda batch: None  # no Hydra config to compose against here
+    sweep.validate_batch_is_legal = validate or (lambda batch: None)  # no Hydra config to compose against here
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize", study_name="d",
                                 sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
     space = parse_space(None, ["x=interval(0,1)"], OverridesParser.create())
@@ -98,3 +99,22 @@ def test_a_rerun_continues_to_n_trials_and_no_further(tmp_path):
     assert len(study.trials) == 3 and [n for k, n, _ in events if k == "start"] == [2]
     study, events = run_loop(tmp_path, "batch", n_jobs=1, n_trials=3)
     assert len(study.trials) == 3 and events == [], "the study is complete: nothing is launched"
+
+
+def test_batch_checks_each_trial_composes_and_async_leaves_it_to_the_launch(tmp_path):
+    checked = []
+
+    def validate(batch):
+        checked.append(batch)
+        if float(batch[0][0].split("=")[1]) > 0.5:
+            raise ValueError("no such choice")
+
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "async").mkdir()
+    study, events = run_loop(tmp_path / "batch", "batch", n_jobs=1, n_trials=4, validate=validate, max_failure_rate=1)
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed and all(t.user_attrs["fail_reason"] == "config does not compose: no such choice" for t in failed)
+    assert {n for k, n, _ in events if k == "start"} == {t.number for t in study.trials if t.state.name == "COMPLETE"}
+    checked.clear()
+    study, _ = run_loop(tmp_path / "async", "async", n_jobs=2, n_trials=3, validate=validate)
+    assert checked == [] and len(study.trials) == 3, "the concurrent launcher composes each trial itself"

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from bincount.sagemaker.callback import jsonable
 from bincount.sagemaker.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
 from bincount.sagemaker.prices import cost
+from bincount.sweep.compose import COMPOSE_LOCK
 from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
                                      resolve_payload, select_code, validate)
 
@@ -157,7 +158,8 @@ def _raise_stop(signum, _frame):
     raise _Stop(f"signal {signum}")
 
 
-def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes) -> dict[int, JobReturn]:
+def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
+             cancelled: threading.Event | None = None) -> dict[int, JobReturn]:
     results: dict[int, JobReturn] = {}
     pending, running = deque(), {}
     for spec in specs:
@@ -169,6 +171,7 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes) -> dict[int, Jo
         else:
             pending.append(spec)
     last_shown: dict[int, tuple[str, float]] = {}
+    stop = cancelled or threading.Event()
     old = signal.signal(signal.SIGTERM, _raise_stop) if threading.current_thread() is threading.main_thread() else None
     try:
         while pending or running:
@@ -187,7 +190,8 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes) -> dict[int, Jo
                 log.info("%s: log %s", handle.name, backend.log_location(handle))
                 save_state(spec, name=handle.name, status="InProgress")
                 running[spec.idx] = (spec, handle)
-            time.sleep(p["poll_interval_s"])
+            if stop.wait(p["poll_interval_s"]):  # the poll interval, or at once on cancel()
+                raise _Stop("the sweep was cancelled")
             for idx, (spec, handle) in list(running.items()):
                 try:
                     status, reason = backend.poll(handle)
@@ -234,6 +238,18 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes) -> dict[int, Jo
 
 
 def launch_sweep(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Compose, stage and submit under the compose lock (an asynchronous sweep launches from several threads),
+    then run the jobs outside it."""
+    with COMPOSE_LOCK:
+        prepared = prepare(launcher, job_overrides, initial_job_idx)
+    if isinstance(prepared, list):  # a dry run: nothing to wait for
+        return prepared
+    backend, specs, p, key = prepared
+    results = run_jobs(backend, specs, p, key, getattr(launcher, "cancelled", None))
+    return [results[s.idx] for s in specs]
+
+
+def prepare(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
     p = launcher.params
     config: DictConfig = launcher.config
     validate(p)
@@ -260,5 +276,4 @@ def launch_sweep(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
             log.info("[dry run] %s", backend.describe(spec))
         backend.close()
         return [make_return(s, "Completed", None) for s in specs]
-    results = run_jobs(backend, specs, p, key)
-    return [results[s.idx] for s in specs]
+    return backend, specs, p, key

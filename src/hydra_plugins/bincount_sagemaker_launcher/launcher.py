@@ -7,6 +7,7 @@ imported only inside ``launch()``; ``python train.py --help`` and local runs nev
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Optional, Sequence
 
 from hydra.core.utils import JobReturn
@@ -18,12 +19,17 @@ log = logging.getLogger(__name__)
 
 
 class SageMakerLauncher(Launcher):
+    # Jobs run elsewhere (SageMaker, or local subprocesses): ``launch`` may be called from several threads at
+    # once, so an asynchronous sweep keeps n_jobs trials in flight (bincount.sweep.sweeper).
+    supports_concurrent_launch = True
+
     def __init__(self, **params: Any) -> None:
         # Hydra passes the launcher node's fields; keep them as a plain dict (no interpolations left).
         self.params = OmegaConf.to_container(OmegaConf.create(params), resolve=True)
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
+        self.cancelled = threading.Event()  # set by cancel(); every launch in flight stops its jobs
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
@@ -33,3 +39,8 @@ class SageMakerLauncher(Launcher):
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         return launch_sweep(self, job_overrides, initial_job_idx)
+
+    def cancel(self) -> None:
+        """Stop the jobs of every launch in flight (the sweeper calls it on Ctrl-C in an asynchronous sweep,
+        where the interrupt reaches only the main thread); each launch returns once its jobs are stopped."""
+        self.cancelled.set()
