@@ -155,10 +155,12 @@ def test_create_training_job_requests(fake_sagemaker, hydra_sweep_runner, tmp_pa
         assert req["ResourceConfig"]["InstanceCount"] == 2
         assert req["EnableManagedSpotTraining"] is True
         assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
-        assert req["RetryStrategy"] == {"MaximumRetryAttempts": 2}  # capacity and internal errors, by default
+        assert req["RetryStrategy"] == {"MaximumRetryAttempts": 2}  # internal errors, by default
         assert req["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/out"
         assert req["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/ckpt/")
         assert req["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+        channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in req["InputDataConfig"]}
+        assert all(uri.startswith(f"s3://{BUCKET}/out/") for uri in channels.values()), channels  # the role's prefix
         assert not req.get("HyperParameters"), "overrides travel in the command, never as hyperparameters"
         args = req["_args"]
         assert args[:3] == ["--script", "train.py", "--"]
@@ -213,3 +215,24 @@ def test_job_reads_secrets_by_name_inside_the_job(aws, moto_endpoint, monkeypatc
     with pytest.raises(JobSetupError, match="'bincount/missing' for HF_TOKEN: ResourceNotFoundException") as e:
         read_secrets("HF_TOKEN=bincount/missing")
     assert "s3cr3t" not in str(e.value)
+
+
+def test_a_bucket_in_another_region_is_refused_before_the_upload(fake_sagemaker, hydra_sweep_runner, tmp_path,
+                                                                  monkeypatch):
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    boto3.client("s3", region_name="eu-west-2").create_bucket(
+        Bucket="bincount-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
+    overrides = ["hydra/launcher=sagemaker", f"hydra.launcher.role={ROLE}", "hydra.launcher.region=us-east-1",
+                 "hydra.launcher.output_s3_uri=s3://bincount-eu/out", f"hydra.launcher.source_dir={ROOT}",
+                 "hydra.launcher.payload=script", "hydra/sweeper=basic", "model=tiny", "optimizer.lr=1e-4"]
+    sweep = hydra_sweep_runner(calling_file=str(ROOT / "train.py"), calling_module=None, task_function=None,
+                               config_path="conf", config_name="train", overrides=overrides, temp_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"bucket bincount-eu \(hydra.launcher.output_s3_uri\) is in eu-west-2, the "
+                                         r"jobs would run in us-east-1.*hydra.launcher.region=eu-west-2"):
+        with sweep:
+            pass
+    assert fake_sagemaker.requests == [], "no job was created"
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="bincount-eu"), "nothing was uploaded"

@@ -198,12 +198,16 @@ def test_an_override_with_a_control_character_is_refused_before_anything_runs(ba
     ("hydra.launcher.role=admin", "IAM role ARN 'admin' is not valid"),
     ("hydra.launcher.instance_type=g5.xlarge", "instance type 'g5.xlarge' is not valid"),
     ("hydra.launcher.output_s3_uri=bucket/prefix", "hydra.launcher.output_s3_uri: 'bucket/prefix' is not an S3 URL"),
+    ("hydra.launcher.instance_type=ml.g5.xlarg", "hydra.launcher.instance_type: instance type 'ml.g5.xlarg' is not a "
+     "SageMaker training instance type; did you mean ml.g5.xlarge"),  # well-formed, but no such type
+    ("hydra.launcher.instance_type=ml.t2.medium", "instance type 'ml.t2.medium' is not a SageMaker training"),  # endpoints only
+    ("hydra.launcher.role=null hydra.launcher.dry_run=false", "hydra.launcher.role is not set: export SAGEMAKER_ROLE_ARN"),
 ])
 def test_malformed_aws_names_are_refused_before_anything_runs(override, needle, hydra_sweep_runner, tmp_path):
     from bincount.sagemaker.spec import LauncherConfigError
 
     sweep = sweep_of(hydra_sweep_runner, tmp_path / "sweep", [*REMOTE, "hydra.launcher.dry_run=true",
-                                                               f"hydra.launcher.source_dir={APP}", override])
+                                                               f"hydra.launcher.source_dir={APP}", *override.split()])
     with pytest.raises(LauncherConfigError, match=re.escape(needle)):
         with sweep:
             pass

@@ -51,7 +51,7 @@ def check(args: argparse.Namespace) -> None:
     resource_name("endpoint name", args.endpoint_name, max_len=MAX_ENDPOINT_NAME)
     role_arn(args.role)
     if not args.serverless:
-        instance_type(args.instance_type)
+        instance_type(args.instance_type, use="endpoint")
     if not args.image:
         raise DeployError("no image: build the Dockerfile, push it to ECR and pass --image URI or set "
                           "BINCOUNT_SERVE_IMAGE (docs/serving.md)")

@@ -30,8 +30,27 @@ def role_arn(value: str | None) -> str:
                  "SAGEMAKER_ROLE_ARN)", max_len=2048)
 
 
-def instance_type(value: str) -> str:
-    return check("instance type", value, INSTANCE_TYPE, "ml.m5.large or ml.g5.xlarge")
+# botocore's SageMaker API model lists every instance type each API accepts (the enum AWS validates against).
+SHAPES = {"training": "TrainingInstanceType", "endpoint": "ProductionVariantInstanceType"}
+
+
+def instance_type(value: str, use: str = "training") -> str:
+    """A well-formed name that the SageMaker API accepts for ``use`` (a typo such as ml.g5.xlarg is refused
+    with the close matches); where botocore is not installed, the form only."""
+    check("instance type", value, INSTANCE_TYPE, "ml.m5.large or ml.g5.xlarge")
+    try:
+        import botocore.session
+    except ImportError:
+        return value
+    known = botocore.session.get_session().get_service_model("sagemaker").shape_for(SHAPES[use]).enum
+    if value not in known:
+        import difflib
+
+        close = difflib.get_close_matches(value, known, n=3, cutoff=0.8)
+        raise AwsNameError(f"instance type {value!r} is not a SageMaker {use} instance type"
+                           f"{'; did you mean ' + ', '.join(close) + '?' if close else ''} (all {len(known)} "
+                           f"{use} types: botocore's SageMaker model, shape {SHAPES[use]})")
+    return value
 
 
 def resource_name(kind: str, value: str, max_len: int = 63) -> str:

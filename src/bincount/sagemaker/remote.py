@@ -85,6 +85,22 @@ def split_s3(uri: str) -> tuple[str, str]:
     return u.netloc, u.path.strip("/")
 
 
+def check_bucket_region(s3, bucket: str, region: str) -> None:
+    """A job's S3 locations must be in its region: refused here, before the code upload, naming both regions.
+    Where the user may not ask (no s3:GetBucketLocation), AWS answers for itself when the job is created."""
+    try:
+        where = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"  # None: us-east-1
+    except Exception as e:  # noqa: BLE001 - AccessDenied, NoSuchBucket: said once, the launch goes on
+        code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
+        log.warning("could not check the region of bucket %s (%s); SageMaker needs it in %s", bucket, code, region)
+        return
+    where = {"EU": "eu-west-1"}.get(where, where)  # the legacy name S3 still returns for eu-west-1
+    if where != region:
+        raise ValueError(f"bucket {bucket} (hydra.launcher.output_s3_uri) is in {where}, the jobs would run in {region}: "
+                         f"SageMaker needs a job's S3 locations in its region; use a bucket in {region} or "
+                         f"hydra.launcher.region={where}")
+
+
 @dataclass
 class RemoteJob:
     name: str
@@ -97,8 +113,14 @@ class SageMakerBackend:
 
         self.p, self.sweep = p, sweep_key(sweep_dir)
         self.boto = boto_session or make_boto_session(p["region"])
-        bucket, _ = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
-        self.session = Session(boto_session=self.boto, default_bucket=bucket)
+        if not (p["region"] or self.boto.region_name):  # before the SDK's Session, whose message names neither
+            raise ValueError("no AWS region: set hydra.launcher.region=<region> (e.g. us-east-1) or AWS_DEFAULT_REGION")
+        bucket, prefix = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
+        if not p["dry_run"]:  # a dry run asks AWS nothing
+            check_bucket_region(self.boto.client("s3"), bucket, p["region"] or self.boto.region_name)
+        # The SDK uploads the code channel and its drivers under the default bucket and prefix: inside
+        # output_s3_uri, so a role scoped to that prefix (docs/sagemaker.md, IAM) can read them.
+        self.session = Session(boto_session=self.boto, default_bucket=bucket, default_bucket_prefix=prefix or None)
         self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", files)
         self.project = project_name(self.code / "pyproject.toml") if (self.code / "pyproject.toml").is_file() else None
         self.constraints = self._constraints()
@@ -108,8 +130,6 @@ class SageMakerBackend:
         from sagemaker.core import image_uris
 
         region = self.p["region"] or self.boto.region_name
-        if not region:
-            raise ValueError("no AWS region: set hydra.launcher.region=<region> (e.g. us-east-1) or AWS_DEFAULT_REGION")
         return image_uris.retrieve(framework="pytorch", region=region,
                                    version=self.p["framework_version"], instance_type=self.p["instance_type"],
                                    image_scope="training")

@@ -102,8 +102,11 @@ def validate(p: dict) -> None:
     if p["backend"] == "sagemaker" and not p["dry_run"]:
         missing = [k for k in ("role", "output_s3_uri") if not p.get(k)]
         if missing:
-            raise LauncherConfigError(f"hydra.launcher.{missing[0]} is required for backend=sagemaker "
-                                      "(see docs/sagemaker.md: IAM role ARN and s3://bucket/prefix)")
+            env = {"role": "SAGEMAKER_ROLE_ARN", "output_s3_uri": "BINCOUNT_SM_S3"}
+            raise LauncherConfigError(
+                f"hydra.launcher.{missing[0]} is not set: export {env[missing[0]]} (or pass hydra.launcher."
+                f"{missing[0]}=...); backend=sagemaker needs both {' and '.join(env.values())}: the jobs' IAM role ARN "
+                "and the s3://bucket/prefix for code, outputs and checkpoints (docs/sagemaker.md, Set-up)")
     try:  # the network of a multi-host job (bincount.sagemaker.network): efa on a type without EFA is refused
         resolve_network(p["network"], p["instance_type"])
     except ClusterError as e:
@@ -117,18 +120,14 @@ def check_aws_names(p: dict) -> None:
     from bincount.s3.endpoint import S3Error, parse_s3_url
     from bincount.sagemaker.names import AwsNameError, instance_type, role_arn
 
-    try:
-        if p.get("role"):
-            role_arn(p["role"])
-        instance_type(p["instance_type"])
-        for key in ("output_s3_uri", "checkpoint_s3_uri"):
-            if p.get(key):
-                try:
-                    parse_s3_url(p[key])
-                except S3Error as e:
-                    raise AwsNameError(f"hydra.launcher.{key}: {e}") from None
-    except AwsNameError as e:
-        raise LauncherConfigError(f"{e} (hydra.launcher.role / instance_type / output_s3_uri)") from None
+    checks = [("role", role_arn), ("instance_type", instance_type), ("output_s3_uri", parse_s3_url),
+              ("checkpoint_s3_uri", parse_s3_url)]
+    for key, check_one in checks:
+        if key == "instance_type" or p.get(key):
+            try:
+                check_one(p[key])
+            except (AwsNameError, S3Error) as e:
+                raise LauncherConfigError(f"hydra.launcher.{key}: {e}") from None
 
 
 def check_overrides(config: DictConfig, job_overrides, p: dict) -> None:

@@ -45,8 +45,9 @@ class SageMakerLauncherConf:
     max_wait_s: Optional[int] = None
     # Warm pool: keep the instance this long after the job so the next job starts in seconds.
     keep_alive_s: int = 0
-    # SageMaker restarts a job that fails on an internal error or insufficient capacity, up to this many
-    # times (RetryStrategy; 0: never). A retry starts the container again and resumes from checkpoints.
+    # SageMaker restarts a job that fails on an internal error, up to this many times (RetryStrategy; 0: never;
+    # AWS's API reference promises InternalServerError only, not capacity errors). A retry starts the
+    # container again and resumes from checkpoints.
     max_retry_attempts: int = 2
     # s3://bucket/prefix: outputs go to <output_s3_uri>/<job>/output/output.tar.gz.
     output_s3_uri: Optional[str] = None
