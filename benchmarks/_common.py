@@ -15,10 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "abid" / "sample"
 
 
+def sample_dir() -> Path | None:
+    """The real ABID sample (``$BINCOUNT_ABID_SAMPLE``, else beside the clone), or None when it is not there."""
+    path = Path(os.environ.get("BINCOUNT_ABID_SAMPLE", SAMPLE))
+    return path if (path / "bin-images").is_dir() and (path / "metadata").is_dir() else None
+
+
 def bin_jpegs(folder: Path, n: int) -> list[Path]:
     """``n`` JPEG paths: the real ABID sample's photos (``$BINCOUNT_ABID_SAMPLE`` or beside the clone),
     repeated as needed, else noise JPEGs at ABID's 500x400 written into ``folder``."""
-    real = sorted((Path(os.environ.get("BINCOUNT_ABID_SAMPLE", SAMPLE)) / "bin-images").glob("*.jpg"))
+    sample = sample_dir()
+    real = sorted((sample / "bin-images").glob("*.jpg")) if sample else []
     if not real:
         import numpy as np
         from PIL import Image

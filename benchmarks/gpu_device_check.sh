@@ -9,7 +9,9 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
-  .venv/bin/pip install -q -c constraints.txt -e ".[serve]" 2>&1 | tail -3
+  # s3, moto[server], pytest: gpu.py's shards-s3 rows (litdata shards on the tests' local moto_server helper);
+  # without them those rows say why and the rest of the table still runs
+  .venv/bin/pip install -q -c constraints.txt -e ".[serve,s3]" "moto[server]" pytest 2>&1 | tail -3
 fi
 . .venv/bin/activate
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; print(torch.cuda.get_device_name(0))"

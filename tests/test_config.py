@@ -28,6 +28,7 @@ def compose_cfg(*overrides: str):
     ["head=coral", "optimizer=sgd", "scheduler=onecycle"],
     ["head=regression", "scheduler=step", "trainer=ddp"],
     ["data=abid_sample", "head=mlp_bn", "scheduler=plateau"],
+    ["data.interpolation=bilinear", "data.decode=gpu", "data.decode_device=cpu"],
 ])
 def test_valid_configs_pass(overrides):
     check_config(compose_cfg(*overrides))
@@ -41,6 +42,8 @@ def test_valid_configs_pass(overrides):
     (["head.name=mpl"], ["mpl", "'mlp'", "coral"]),
     (["+head.hiden=3"], ["hiden", "dropout"]),
     (["data.augment=heavy"], ["heavy", "light"]),
+    (["data.interpolation=lanczos"], ["lanczos", "bicubic"]),
+    (["data.decode=nvjpeg"], ["nvjpeg", "cpu, gpu"]),
     (["model.freeze.policy=some"], ["some", "all_but_last"]),
     (["data.classes.min_count=6"], ["data.classes", "6"]),
     (["data.classes.overflow=wrap"], ["wrap", "clip"]),

@@ -109,6 +109,8 @@ class DataConfig:
     prefetch_factor: Optional[int] = None  # batches each loader worker keeps ready (torch's default: 2)
     s3: Optional[S3DataConfig] = None  # for data.root=s3://...; see conf/data/abid_s3.yaml
     reader: Optional[Dict[str, Any]] = None  # conf/reader/, checked by bincount.shards.stream.ReaderConfig
+    decode: str = "cpu"  # cpu | gpu: where JPEGs are decoded (bincount.data.gpu_decode)
+    decode_device: Optional[str] = None  # data.decode=gpu only; null: the trainer's device (cuda); cpu: for tests
 
 
 @dataclass
@@ -201,11 +203,12 @@ def check_target_node(key: str, node: Any) -> None:
         raise ConfigError(f"{key}: {node['_target_']} has no argument {unknown[0]!r}."
                           f"{_choices_hint(str(unknown[0]), [p for p in params if p != 'self'])}")
 
-    from bincount.data.transforms import AUGMENT_CHOICES, INTERPOLATIONS
+
 def check_config(cfg: DictConfig) -> None:
     """Every check that can run before data is read or a model is built (a second or two)."""
     from bincount.manifest import ClassRange
-    from bincount.data.transforms import AUGMENT_CHOICES
+    from bincount.data.gpu_decode import check_decode
+    from bincount.data.transforms import AUGMENT_CHOICES, INTERPOLATIONS
     from bincount.models.backbone import FREEZE_BN, FREEZE_POLICIES, check_backbone_name
     from bincount.models.heads import HEADS
 
@@ -218,6 +221,10 @@ def check_config(cfg: DictConfig) -> None:
     if typed.data.interpolation is not None:
         _check_choice("data.interpolation", typed.data.interpolation, list(INTERPOLATIONS))
     _check_choice("data.bad_input", typed.data.bad_input, ("skip", "fail"))
+    try:
+        check_decode(typed.data.decode, typed.data.decode_device)  # data.decode=gpu without CUDA: refused here
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     _check_choice("model.freeze.policy", typed.model.freeze.policy, FREEZE_POLICIES)
     _check_choice("model.freeze.bn", typed.model.freeze.bn, FREEZE_BN)
     head = dict(typed.head)

@@ -10,6 +10,8 @@ server all decode untrusted bytes and must refuse the same things the same way.
   enough pixels for a 1.2 GB tensor, and PIL's own guard only warns below 179 megapixels.
 - A skipped sample is ``{"bad": (id, reason)}``; :func:`collate_skipping_bad` moves it into the
   batch's ``bad`` list, so the count survives DataLoader worker processes and reaches the logs.
+- ``data.decode=gpu`` leaves the pixels to the GPU (:mod:`bincount.data.gpu_decode`): the workers keep
+  the checks that need no pixel (:func:`encoded_image`) and pass the bytes on.
 
 torch and torchvision are imported where a tensor is made: ``bincount pack --help`` and the header
 checks need neither, and importing torch costs seconds.
@@ -26,6 +28,9 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+# data.decode: where bytes become pixels. cpu: in the loader workers (decode_image_bytes); gpu: the workers only
+# read and check headers, and the batch is decoded on the training device (bincount.data.gpu_decode).
+DECODE_CHOICES = ("cpu", "gpu")
 DEFAULT_MAX_PIXELS = 40_000_000  # ABID photos are well under 1 megapixel; a phone photo is ~12
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
@@ -158,11 +163,32 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tor
         raise BadImage(f"{prefix}cannot decode ({type(e).__name__}: {e})") from e
 
 
+def encoded_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """``data.decode=gpu``: the bytes as a 1-D uint8 tensor, once the header checks pass (BadImage if not).
+
+    The worker still refuses what it can without decoding a pixel (empty, truncated, an image bomb, not an
+    image), so those follow ``data.bad_input`` exactly as with ``data.decode=cpu``; only a JPEG whose
+    entropy-coded data is damaged is found later, by the decoder.
+    """
+    check_image_header(data, max_pixels)
+    import torch
+
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def load_image(data: bytes, max_pixels: int, decode: str) -> torch.Tensor:
+    """Pixels (``decode="cpu"``, uint8 3xHxW) or checked encoded bytes (``"gpu"``, uint8 1-D); BadImage on bad input."""
+    if decode not in DECODE_CHOICES:
+        raise ValueError(f"data.decode={decode!r} is not a valid choice; valid: {', '.join(DECODE_CHOICES)}")
+    return decode_image_bytes(data, max_pixels) if decode == "cpu" else encoded_image(data, max_pixels)
+
+
 def collate_skipping_bad(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack the good samples; list the bad ones as ``bad: [(id, reason), ...]``.
 
     An all-bad batch has ``image`` of shape (0, 3, 1, 1) and empty ``label``/``index``, so consumers
-    can check ``len(batch["label"]) == 0`` and still log ``batch["bad"]``.
+    can check ``len(batch["label"]) == 0`` and still log ``batch["bad"]``. Encoded images (1-D, from
+    ``data.decode=gpu``) stay a list: their lengths differ, and the GPU decoder takes a list.
     """
     import torch
 
@@ -176,8 +202,9 @@ def collate_skipping_bad(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "id": [],
             "bad": bad,
         }
+    images = [s["image"] for s in good]
     return {
-        "image": torch.stack([s["image"] for s in good]),
+        "image": images if images[0].dim() == 1 else torch.stack(images),
         "label": torch.tensor([s["label"] for s in good], dtype=torch.long),
         "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
         "id": [s["id"] for s in good],

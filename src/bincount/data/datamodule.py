@@ -3,7 +3,8 @@
 Every source is read through the same ABID layout and the same cached manifest, so a recipe that works
 on synthetic bins works unchanged on real data: only ``data.root`` (and ``data.synthetic``) differ.
 ``prepare_data`` does the once-per-machine work (rendering, the manifest); ``setup`` only reads the
-cached manifest, so DDP ranks agree on the splits without re-reading metadata.
+cached manifest, so DDP ranks agree on the splits without re-reading metadata. With ``data.decode=gpu``
+the workers pass encoded bytes and the batch hooks below decode them on the device (:mod:`.gpu_decode`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bincount.data.dataset import BinImageDataset
 from bincount.layout import BAD_INPUT_CHOICES, SPLITS, DataError
 from bincount.manifest import ClassRange, Manifest, build_manifest
 from bincount.samples import DEFAULT_MAX_PIXELS, collate_skipping_bad
+from bincount.data.gpu_decode import BatchDecoder, check_decode
 from bincount.data.transforms import build_transform
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class BinCountDataModule(L.LightningDataModule):
         reader: dict | None = None,
         s3: dict | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        decode: str = "cpu",
+        decode_device: str | None = None,
     ) -> None:
         super().__init__()
         if bad_input not in BAD_INPUT_CHOICES:
@@ -72,6 +76,9 @@ class BinCountDataModule(L.LightningDataModule):
         self.prefetch_factor = int(prefetch_factor) if prefetch_factor and num_workers > 0 else None  # batches per worker
         self.mean, self.std, self.interpolation = tuple(mean), tuple(std), interpolation
         self._transform("train")  # fail on a bad augment or interpolation name now
+        self.decode, self.decode_device = decode, check_decode(decode, decode_device)  # refuses gpu without CUDA
+        self.decoder = BatchDecoder(self._transform("train"), self._transform("val"), bad_input, max_pixels,
+                                    self.decode_device, locate=self._locate) if decode == "gpu" else None
         self.manifest: Manifest | None = None
         self.datasets: dict[str, BinImageDataset] = {}
         self._init_reader(str(root), reader, s3)
@@ -88,6 +95,7 @@ class BinCountDataModule(L.LightningDataModule):
             self.shards = ShardStreams(url, self.reader, self.class_range, s3=s3)
 
     def _transform(self, split: str):
+        """The split's transform; the workers apply it (``data.decode=cpu``), or the GPU decoder does (``gpu``)."""
         return build_transform(self.img_size, train=split == "train", augment=self.augment, mean=self.mean,
                                std=self.std, interpolation=self.interpolation)
 
@@ -118,20 +126,54 @@ class BinCountDataModule(L.LightningDataModule):
 
     # -- every process ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        self._check_decode_device()
         if self.shards is not None and self.manifest is None:
-            transforms = {name: self._transform(name) for name in SPLITS}
+            transforms = {name: self._worker_transform(name) for name in SPLITS}
             processes = getattr(self.trainer, "num_devices", 1) if self.trainer is not None else 1
             self.manifest, self.datasets = self.shards.setup(transforms, self.bad_input, self.num_workers, processes,
-                                                             seed=self.split_seed, max_pixels=self.max_pixels)
+                                                             seed=self.split_seed, max_pixels=self.max_pixels,
+                                                             decode=self.decode)
             self._check_fits_data(self.manifest)
         if self.manifest is None:
             self.manifest = self._build_manifest(progress=False)  # the cached file written by prepare_data
             self._check_fits_data(self.manifest)
         for name in SPLITS:
             if name not in self.datasets and self.manifest.split(name):
-                transform = self._transform(name)
-                self.datasets[name] = BinImageDataset(self.root, self.manifest.split(name), transform, self.bad_input,
-                                                      reader=self.store, max_pixels=self.max_pixels)
+                self.datasets[name] = BinImageDataset(self.root, self.manifest.split(name), self._worker_transform(name),
+                                                      self.bad_input, reader=self.store, max_pixels=self.max_pixels,
+                                                      decode=self.decode)
+
+    def _locate(self, key: str) -> str:
+        """Where an image key lives, for bad-input messages: a path, an ``s3://`` URL, or the shards holding it."""
+        if self.shards is not None:
+            return f"{key} (packed in {self.shards.url})"
+        return self.store.url(key) if self.store is not None else str(self.root / key)
+
+    def _worker_transform(self, split: str):
+        return self._transform(split) if self.decoder is None else None
+
+    def _check_decode_device(self) -> None:
+        """``data.decode=gpu`` with no ``data.decode_device`` decodes where the trainer trains: that must be CUDA."""
+        if self.decoder is None or self.decode_device is not None or self.trainer is None:
+            return
+        device = self.trainer.strategy.root_device
+        if device.type != "cuda":
+            raise DataError(f"data.decode=gpu decodes on the trainer's device, which is {device}, not CUDA: use "
+                            "trainer=gpu, or data.decode=cpu (data.decode_device=cpu runs this path on the CPU, for tests)")
+
+    # -- batches on the device (data.decode=gpu) ----------------------------------------------------
+    def transfer_batch_to_device(self, batch: Any, device, dataloader_idx: int) -> Any:
+        """The encoded bytes stay in host memory: torchvision's nvJPEG decode reads its inputs from the CPU."""
+        if self.decoder is None or not isinstance(batch, dict) or not isinstance(batch.get("image"), list):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        rest = super().transfer_batch_to_device({k: v for k, v in batch.items() if k != "image"}, device, dataloader_idx)
+        return {**rest, "image": batch["image"]}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``data.decode=gpu``: decode, transform (the train one while training) and normalize on the device."""
+        if self.decoder is None or not isinstance(batch, dict):
+            return batch
+        return self.decoder(batch, train=self.trainer is not None and self.trainer.training)
 
     def _check_fits_data(self, manifest: Manifest) -> None:
         """A class range the data cannot fill is a config error, found before the first step."""

@@ -4,7 +4,8 @@ Why the policy lives here: in the full bucket some images are missing or damaged
 must not kill a multi-hour run (``bad_input="skip"``) — yet it must not vanish silently either. A
 skipped sample is returned as ``{"bad": (id, reason)}`` (see :mod:`bincount.samples` for the decode
 rules and the collate function that carries it); ``bad_input="fail"`` raises :class:`DataError`
-naming the file instead.
+naming the file instead. With ``decode="gpu"`` (``data.decode=gpu``) a sample's ``image`` is the checked
+encoded bytes and the transform runs after the batch is decoded on the device (:mod:`bincount.data.gpu_decode`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.utils.data import Dataset
 from bincount.layout import DataError, check_bad_input
 from bincount.manifest import ManifestRow
 from bincount.s3.store import LocalStore
-from bincount.samples import DEFAULT_MAX_PIXELS, BadImage, decode_image_bytes
+from bincount.samples import DECODE_CHOICES, DEFAULT_MAX_PIXELS, BadImage, load_image
 
 Reader = Callable[[str], bytes]
 
@@ -29,7 +30,8 @@ class BinImageDataset(Dataset):
     """Samples ``{"image", "label", "index", "id"}`` from manifest rows; bad images per ``bad_input``.
 
     ``transform`` receives a uint8 3×H×W tensor (torchvision v2 style). ``reader(key) -> bytes`` reads
-    an image key such as ``bin-images/00001.jpg``; the default reads ``root/key`` from disk.
+    an image key such as ``bin-images/00001.jpg``; the default reads ``root/key`` from disk. ``decode="gpu"``
+    returns the encoded bytes instead of pixels, so it takes no transform (the GPU decoder applies it).
     """
 
     def __init__(
@@ -40,8 +42,14 @@ class BinImageDataset(Dataset):
         bad_input: str = "skip",
         reader: Reader | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        decode: str = "cpu",
     ) -> None:
         self.bad_input = check_bad_input(bad_input)
+        if decode not in DECODE_CHOICES:
+            raise ValueError(f"decode={decode!r} is not a valid choice; valid: {', '.join(DECODE_CHOICES)}")
+        if decode == "gpu" and transform is not None:
+            raise ValueError("decode='gpu' returns encoded bytes: the transform belongs to the GPU decoder, not here")
+        self.decode = decode
         self.max_pixels = max_pixels
         self.root = Path(root)
         self.rows = list(rows)
@@ -66,7 +74,7 @@ class BinImageDataset(Dataset):
     def _sample(self, i: int, reader: Reader) -> dict[str, Any]:
         row = self.rows[i]
         try:
-            image = decode_image_bytes(self._read(row.image, reader), self.max_pixels)
+            image = load_image(self._read(row.image, reader), self.max_pixels, self.decode)
         except BadImage as e:
             if self.bad_input == "fail":
                 where = self.reader.url(row.image) if hasattr(self.reader, "url") else self.root / row.image

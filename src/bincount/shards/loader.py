@@ -10,24 +10,28 @@ from __future__ import annotations
 from typing import Callable
 
 from bincount.layout import DataError, image_key
-from bincount.samples import DEFAULT_MAX_PIXELS, BadImage, collate_skipping_bad, decode_image_bytes
+from bincount.samples import DEFAULT_MAX_PIXELS, BadImage, collate_skipping_bad, load_image
 
 
 class ShardSample:
-    """litdata ``transform``: a packed item -> the DataModule's sample dict (decode, transform, skip/fail)."""
+    """litdata ``transform``: a packed item -> the DataModule's sample dict (decode, transform, skip/fail).
 
-    def __init__(self, transform: Callable | None, bad_input: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.transform, self.bad_input, self.max_pixels = transform, bad_input, max_pixels
+    ``decode="gpu"`` (``data.decode=gpu``): the checked encoded bytes, no transform (the GPU decoder's job).
+    """
+
+    def __init__(self, transform: Callable | None, bad_input: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 decode: str = "cpu") -> None:
+        self.transform, self.bad_input, self.max_pixels, self.decode = transform, bad_input, max_pixels, decode
 
     def __call__(self, item: dict) -> dict:
         key = image_key(item["id"])
         try:
-            image = decode_image_bytes(item["image"], self.max_pixels)
+            image = load_image(item["image"], self.max_pixels, self.decode)
         except BadImage as e:
             if self.bad_input == "fail":
                 raise DataError(f"{key} (packed): {e} (bad_input='fail'; 'skip' skips and reports)") from None
             return {"bad": (item["id"], f"{key}: {e}"), "index": int(item["index"])}
-        if self.transform is not None:
+        if self.transform is not None and self.decode == "cpu":
             image = self.transform(image)
         return {"image": image, "label": int(item["label"]), "index": int(item["index"]), "id": item["id"]}
 

@@ -201,13 +201,15 @@ class ShardStreams:
         return cache_budgets(parse_size(self.reader.cache_limit), {s: self.chunk_sizes(s) for s in splits},
                              workers, self.reader.max_pre_download, processes)
 
-    def setup(self, transforms: dict[str, Callable], bad_input: str, workers: int, processes: int, seed: int,
-              max_pixels: int = DEFAULT_MAX_PIXELS):
-        """(manifest, {split: StreamingDataset}); the cache budget is checked before any chunk is read."""
+    def setup(self, transforms: dict[str, Callable | None], bad_input: str, workers: int, processes: int, seed: int,
+              max_pixels: int = DEFAULT_MAX_PIXELS, decode: str = "cpu"):
+        """(manifest, {split: StreamingDataset}); the cache budget is checked before any chunk is read.
+
+        ``decode="gpu"``: samples carry the encoded bytes; the transforms are applied after the GPU decode."""
         manifest = self.manifest()
         budgets = self.budgets(workers, processes)
-        datasets = {s: self.dataset(s, ShardSample(transforms[s], bad_input, max_pixels), shuffle=s == "train", seed=seed,
-                                    budget=budgets[s]) for s in budgets}
+        datasets = {s: self.dataset(s, ShardSample(transforms[s], bad_input, max_pixels, decode), shuffle=s == "train",
+                                    seed=seed, budget=budgets[s]) for s in budgets}
         return manifest, datasets
 
     def dataset(self, split: str, sample: Callable[[dict], dict], shuffle: bool, seed: int, budget: int):
