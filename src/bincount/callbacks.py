@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning
@@ -79,3 +81,26 @@ class StepTiming(L.Callback):
             return {}
         warm, steady = self.times[:self.warmup_steps], self.times[self.warmup_steps:]
         return {"warmup_s": round(sum(warm), 3), "steady_step_s": round(statistics.median(steady), 4)}
+
+
+class EpochMetricFile(L.Callback):
+    """Each validation epoch's value of ``monitor`` in a small JSON file: ``{"metric", "values": {epoch: v}}``.
+
+    Why a file: a SageMaker job cannot reach the sweep's Optuna storage, but its checkpoint directory is
+    synced to S3 while it runs; the launcher reads this file there and asks the study's pruner for the job
+    (``bincount.sagemaker.pruning``). Written whole and renamed, so a reader never sees half a file.
+    """
+
+    def __init__(self, path: str | Path, monitor: str) -> None:
+        self.path, self.monitor = Path(path), monitor
+        self.values: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or not trainer.is_global_zero or value is None:
+            return
+        self.values[str(trainer.current_epoch)] = float(value)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"metric": self.monitor, "values": self.values}))
+        tmp.replace(self.path)

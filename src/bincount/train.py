@@ -10,6 +10,7 @@ checkpoint as a bundle: safetensors weights + ``bincount-model.json``, see :mod:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bincount.bundle import write_run_bundle
-from bincount.callbacks import StagedUnfreezing, StepTiming
+from bincount.callbacks import EpochMetricFile, StagedUnfreezing, StepTiming
 from bincount.config import ConfigError, check_config
 from bincount.data.datamodule import BinCountDataModule
 from bincount.manifest import ClassRange
@@ -29,7 +30,7 @@ from bincount.models.module import BinCounter
 from bincount.quiet import quiet_lightning
 from bincount.report import after_run
 from bincount.resume import last_checkpoint
-from bincount.sagemaker.contract import lightning_cluster_args
+from bincount.sagemaker.contract import ENV_PROGRESS, lightning_cluster_args
 from bincount.sweep.pruning import pruning_callbacks
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callba
     if cfg.model.get("unfreeze"):
         callbacks.append(StagedUnfreezing(_plain(cfg.model.unfreeze), lr_scale=cfg.model.unfreeze_lr_scale))
     callbacks += pruning_callbacks(cfg.optimized_metric)  # Optuna sweep trials on local launchers only
+    if os.environ.get(ENV_PROGRESS):  # a pruned trial in a SageMaker job: its launcher reads this file
+        callbacks.append(EpochMetricFile(os.environ[ENV_PROGRESS], cfg.optimized_metric))
     return callbacks
 
 

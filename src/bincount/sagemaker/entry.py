@@ -23,8 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bincount.sagemaker.contract import (ENV_CKPT_SUBDIR, ENV_INSTALLED, ENV_JOB_DIR, ENV_PINS, ENV_RESULT_KEY,
-                                         ENV_SECRETS, RESULT_FILE, job_layout)
+from bincount.sagemaker.contract import (ENV_CKPT_SUBDIR, ENV_INSTALLED, ENV_JOB_DIR, ENV_PINS, ENV_PROGRESS,
+                                         ENV_RESULT_KEY, ENV_SECRETS, PROGRESS_FILE, RESULT_FILE, job_layout)
 from bincount.sagemaker.network import ENV_NETWORK, RESOURCE_CONFIG, Cluster, ClusterError, network_env
 from bincount.sagemaker.pins import PinMismatch, check_installed
 
@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         link_checkpoints(job_dir, subdir, layout.checkpoints)
         env = {**os.environ, **read_secrets(os.environ.get(ENV_SECRETS, ""))}
         env.update(cluster_env(cluster, env))
+        if env.get(ENV_PROGRESS):  # synced to S3 with the checkpoints while the job runs
+            env[ENV_PROGRESS] = str(layout.checkpoints / PROGRESS_FILE)
         if not args.pickle:  # only the pickle payload signs a result with the sweep's key
             env.pop(ENV_RESULT_KEY, None)
         rc, tail = run_child(child_command(args, cluster, job_dir), env)

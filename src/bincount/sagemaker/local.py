@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bincount.sagemaker.contract import ENV_RESULT_KEY, Layout
+from bincount.sagemaker.contract import ENV_RESULT_KEY, MAX_PROGRESS_BYTES, PROGRESS_FILE, Layout
 from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
 
 
@@ -95,6 +95,18 @@ class LocalBackend:
             return None
         found = re.findall(r"Epoch (\d+)/(\d+)", tail)
         return f"epoch {int(found[-1][0]) + 1}/{int(found[-1][1]) + 1}" if found else None
+
+    def read_progress(self, job: LocalJob) -> bytes | None:
+        """The job's progress file, from its checkpoint dir (SageMaker syncs that dir to S3)."""
+        try:
+            with open(job.layout.checkpoints / PROGRESS_FILE, "rb") as f:
+                return f.read(MAX_PROGRESS_BYTES + 1)
+        except OSError:
+            return None
+
+    def billing(self, job: LocalJob, elapsed_s: float) -> tuple[float, float]:
+        """(training seconds, billable seconds): the process's run time, billed at the local price ($0)."""
+        return elapsed_s, elapsed_s
 
     def poll(self, job: LocalJob) -> tuple[str, str | None]:
         if job.proc.poll() is None and time.time() - job.started > self.p["max_runtime_s"]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bincount.sagemaker.contract import ENV_INSTALLED, ENV_PINS
+from bincount.sagemaker.contract import ENV_INSTALLED, ENV_PINS, MAX_PROGRESS_BYTES, PROGRESS_FILE
 from bincount.sagemaker.pins import job_constraints, parse_pins
 from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_code, sweep_key
 
@@ -105,6 +105,7 @@ def check_bucket_region(s3, bucket: str, region: str) -> None:
 class RemoteJob:
     name: str
     job: Any
+    checkpoints: str = ""  # the job's checkpoint S3 URI (its progress file is read there)
 
 
 class SageMakerBackend:
@@ -232,7 +233,7 @@ class SageMakerBackend:
         trainer = self.trainer(spec)
         trainer.train(wait=False, logs=False)
         job = trainer._latest_training_job  # the SDK keeps the created TrainingJob here
-        return RemoteJob(job.training_job_name, job)
+        return RemoteJob(job.training_job_name, job, self.checkpoint_uri(spec))
 
     def log_location(self, handle: RemoteJob) -> str:
         return (f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {handle.name}/algo-* "
@@ -242,6 +243,25 @@ class SageMakerBackend:
         """SageMaker's SecondaryStatus (Starting, Downloading, Training, Uploading), read by the last poll."""
         secondary = getattr(handle.job, "secondary_status", None)
         return str(secondary) if isinstance(secondary, str) and secondary else None
+
+    def read_progress(self, handle: RemoteJob) -> bytes | None:
+        """The job's progress file where SageMaker syncs its checkpoint dir (refused unread above the limit)."""
+        bucket, key = split_s3(f"{handle.checkpoints.rstrip('/')}/{PROGRESS_FILE}")
+        try:
+            obj = self.boto.client("s3").get_object(Bucket=bucket, Key=key)
+        except Exception:  # noqa: BLE001 - not written yet (no epoch done), or a blip: ask at the next poll
+            return None
+        if obj["ContentLength"] > MAX_PROGRESS_BYTES:
+            obj["Body"].close()
+            return None
+        return obj["Body"].read()
+
+    def billing(self, handle: RemoteJob, elapsed_s: float) -> tuple[float, float]:
+        """(training seconds, billable seconds) from the last DescribeTrainingJob; spot bills less than it ran."""
+        training = getattr(handle.job, "training_time_in_seconds", None)
+        billable = getattr(handle.job, "billable_time_in_seconds", None)
+        training = float(training) if isinstance(training, (int, float)) else elapsed_s
+        return training, float(billable) if isinstance(billable, (int, float)) else training
 
     def poll(self, handle: RemoteJob) -> tuple[str, str | None]:
         handle.job.refresh()

@@ -26,9 +26,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bincount.secrets import check, check_overrides as check_secrets, split_override
 from bincount.sagemaker.callback import config_sha
-from bincount.sagemaker.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_SECRETS
+from bincount.sagemaker.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_PROGRESS, ENV_SECRETS
 from bincount.sagemaker.extras import job_extras
 from bincount.sagemaker.network import ENV_NETWORK, ClusterError, resolve_network
+from bincount.sagemaker.pruning import split_trial
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,10 @@ def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, 
                                       "set hydra.launcher.source_dir to a directory that contains it") from None
         typed = OmegaConf.to_container(launcher.config.hydra.overrides.hydra, resolve=False)  # ${...} stays text
         hydra_overrides = [o for o in typed if not LAUNCH_ONLY.match(o)]
-        argv = [*entry, "--script", script_rel, "--", *all_overrides, *hydra_overrides]
+        job_args, trial = split_trial(all_overrides)  # a pruned trial: this launcher reports for the job
+        if trial:
+            env[ENV_PROGRESS] = "1"
+        argv = [*entry, "--script", script_rel, "--", *job_args, *hydra_overrides]
         env[ENV_CONFIG_SHA] = sha
         code = script.read_bytes()
     else:
@@ -316,5 +320,8 @@ def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, 
         argv = [*entry, "--pickle", f"{PICKLE_DIR}/job{idx}.pkl"]
         code = blob
     state_sha = hashlib.sha256(sha.encode() + code).hexdigest()
-    return JobSpec(idx, list(overrides), config, local_dir, rel_dir, argv, env, sha,
+    spec = JobSpec(idx, list(overrides), config, local_dir, rel_dir, argv, env, sha,
                    base_job_name(p["base_job_name"], idx), blob, state_sha, job_extras(config))
+    if payload == "script" and trial:
+        spec.extra["trial"] = trial
+    return spec

@@ -6,8 +6,9 @@ differ per trial and travel as ``hydra.job.env_set`` overrides. The storage URL 
 trial and may hold a database password, and an override is saved in ``.hydra/`` and ``multirun.yaml``
 and printed by the launcher: so the sweeper puts it in its own environment (``export_storage``),
 which in-process jobs share and local subprocess launchers pass on. The job reopens the study from
-the same storage and attaches optuna-integration's ``PyTorchLightningPruningCallback``. Only local
-launchers prune: a SageMaker job cannot reach the driver's sqlite file.
+the same storage and attaches optuna-integration's ``PyTorchLightningPruningCallback``. A SageMaker job
+cannot reach the driver's storage: its launcher reports for it (``bincount.sagemaker.pruning``), with the
+same variables read here from the job's overrides.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ import os
 from bincount.sweep.study import ENV_STORAGE, redact
 
 log = logging.getLogger(__name__)
+
+class JobPruned(RuntimeError):
+    """A job that its launcher stopped because the study's pruner said so (the sweeper records it as pruned,
+    as it does ``optuna.TrialPruned``); defined here so launchers need no Optuna import to say it."""
+
 
 ENV_STUDY = "BINCOUNT_OPTUNA_STUDY"
 ENV_TRIAL = "BINCOUNT_OPTUNA_TRIAL"
@@ -42,17 +48,18 @@ def env_overrides(study_name: str, trial_number: int, pruner: dict | None = None
     return [f"+hydra.job.env_set.{k}='{v}'" for k, v in values.items()]
 
 
-def trial_from_env():
-    """The running trial named by the environment, or None when this job is not a pruned sweep trial."""
-    if not os.environ.get(ENV_TRIAL):
+def trial_from_env(env=None):
+    """The running trial named by ``env`` (this process's environment by default), or None when it names none."""
+    env = os.environ if env is None else env
+    if not env.get(ENV_TRIAL):
         return None
     import optuna
     from hydra.utils import instantiate
 
-    pruner_cfg = json.loads(base64.urlsafe_b64decode(os.environ.get(ENV_PRUNER) or "e30=").decode())  # e30= is {}
+    pruner_cfg = json.loads(base64.urlsafe_b64decode(env.get(ENV_PRUNER) or "e30=").decode())  # e30= is {}
     pruner = instantiate(pruner_cfg) if pruner_cfg else None
-    study = optuna.load_study(study_name=os.environ[ENV_STUDY], storage=os.environ[ENV_STORAGE], pruner=pruner)
-    number = int(os.environ[ENV_TRIAL])
+    study = optuna.load_study(study_name=env[ENV_STUDY], storage=env[ENV_STORAGE], pruner=pruner)
+    number = int(env[ENV_TRIAL])
     frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if frozen is None or frozen.state != optuna.trial.TrialState.RUNNING:
         log.warning("Optuna trial %s is not running in study %s; no pruning for this job", number, study.study_name)

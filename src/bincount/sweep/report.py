@@ -48,6 +48,7 @@ class Trial:
     metrics: dict = field(default_factory=dict)
     job_dir: Path | None = None
     reason: str = ""
+    job: dict = field(default_factory=dict)  # the SageMaker launcher's sagemaker_job.json: billing, pruning
 
 
 def job_dirs(sweep_dir: Path) -> dict[int, Path]:
@@ -62,6 +63,37 @@ def job_dirs(sweep_dir: Path) -> dict[int, Path]:
 def _metrics(job_dir: Path | None) -> dict:
     path = job_dir / "metrics.json" if job_dir else None
     return json.loads(path.read_text()) if path and path.is_file() else {}
+
+
+def _job_state(job_dir: Path | None) -> dict:
+    path = job_dir / "sagemaker_job.json" if job_dir else None
+    try:
+        return json.loads(path.read_text()) if path and path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+JOB_COLUMNS = ("billable_s", "cost_usd", "spot_saved_usd", "pruned_after_epochs", "saved_s", "saved_usd")
+
+
+def billing_summary(trials: list[Trial]) -> str | None:
+    """One line: what the SageMaker jobs cost, what spot saved, what pruning saved (None without jobs)."""
+    jobs = [t.job for t in trials if t.job]
+    if not jobs:
+        return None
+
+    def total(key: str) -> float:
+        return sum(j.get(key) or 0 for j in jobs)
+
+    line = (f"SageMaker: {len(jobs)} jobs, {total('billable_s') / 60:.1f} billable instance-minutes, "
+            f"${total('cost_usd'):.2f}")
+    if total("spot_saved_usd"):
+        line += f" (spot saved ${total('spot_saved_usd'):.2f})"
+    pruned = [j for j in jobs if j.get("status") == "Pruned"]
+    if pruned:
+        line += (f"; pruning stopped {len(pruned)} jobs early, about {total('saved_s') / 60:.1f} instance-minutes "
+                 f"(${total('saved_usd'):.2f}) not spent")
+    return line
 
 
 def _overrides(job_dir: Path | None) -> list:
@@ -88,7 +120,7 @@ def from_study(sweep_dir: Path, info: dict, storage: str | None):
         end = t.datetime_complete
         duration = (end - t.datetime_start).total_seconds() if end and t.datetime_start else metrics.get("duration_s")
         trials.append(Trial(t.number, t.state.name, t.value, dict(t.params), list(t.user_attrs.get("overrides", [])),
-                            duration, metrics, job, t.user_attrs.get("fail_reason", "")))
+                            duration, metrics, job, t.user_attrs.get("fail_reason", ""), _job_state(job)))
     return study, trials
 
 
@@ -99,7 +131,7 @@ def from_job_dirs(sweep_dir: Path) -> list[Trial]:
         metrics, overrides = _metrics(job), _overrides(job)
         status = "COMPLETE" if "objective" in metrics else "INCOMPLETE"
         trials.append(Trial(number, status, metrics.get("objective"), {}, overrides, metrics.get("duration_s"),
-                            metrics, job, "" if metrics else "no metrics.json: failed or still running"))
+                            metrics, job, "" if metrics else "no metrics.json: failed or still running", _job_state(job)))
     varying = _varying(trials)
     for t in trials:
         t.params = {k: v for k, v in (o.split("=", 1) for o in t.overrides if "=" in o) if k in varying}
@@ -127,12 +159,15 @@ def best_trial(trials: list[Trial], direction: str) -> Trial | None:
 def write_csv(path: Path, trials: list[Trial]) -> None:
     params = sorted({k for t in trials for k in t.params})
     metrics = [k for k in KEY_METRICS if any(k in t.metrics for t in trials)]
+    jobs = [k for k in JOB_COLUMNS if any(t.job.get(k) is not None for t in trials)]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["number", "status", "objective", "duration_s", *params, *metrics, "overrides", "job_dir", "reason"])
+        w.writerow(["number", "status", "objective", "duration_s", *params, *metrics, *jobs, "overrides", "job_dir",
+                    "reason"])
         for t in trials:
             w.writerow([t.number, t.status, t.objective, t.duration_s, *(t.params.get(p) for p in params),
-                        *(t.metrics.get(m) for m in metrics), " ".join(t.overrides), t.job_dir or "", t.reason])
+                        *(t.metrics.get(m) for m in metrics), *(t.job.get(k) for k in jobs), " ".join(t.overrides),
+                        t.job_dir or "", t.reason or t.job.get("reason") or ""])
 
 
 def single_run_overrides(trial: Trial) -> list[str]:
@@ -189,5 +224,5 @@ def write_report(sweep_dir: Path, storage: str | None = None, console=None) -> P
         write_best_config(report_dir, best, metric, sweep_dir)
     plots.objective_plot(report_dir / "objective.png", trials, metric, direction)
     note = plots.importance_plot(report_dir / "importances.png", study, trials, direction)
-    print_table(trials, metric, best, report_dir, note, console=console)
+    print_table(trials, metric, best, report_dir, note, console=console, footer=billing_summary(trials))
     return report_dir

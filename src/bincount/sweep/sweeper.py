@@ -21,7 +21,7 @@ from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bincount.sweep.pruning import env_overrides, export_storage
+from bincount.sweep.pruning import JobPruned, env_overrides, export_storage
 from bincount.sweep.space import parse_space
 from bincount.sweep.study import (counted_trials, default_storage, open_study, recover_interrupted, resolve_direction,
                                   safe_url, write_sweep_info)
@@ -96,7 +96,7 @@ class OptunaSweep:
         write_sweep_info(sweep_dir, storage, self.study_name, direction, metric)
         recover_interrupted(study)
         self._enqueue(study, space)
-        prune = pruner is not None and self._local()
+        prune = pruner is not None and (self._local() or bool(getattr(self.launcher, "prunes_jobs", False)))
         export_storage(storage)  # for the jobs and the end-of-sweep report: never in an override
         log.info("Study %s (%s): %s %s, %d/%d trials done, up to %d in flight (%s dispatch)%s", self.study_name,
                  safe_url(storage), direction, metric, counted_trials(study), self.n_trials, self.n_jobs, mode,
@@ -224,7 +224,7 @@ class OptunaSweep:
         else:
             try:
                 value = result.return_value
-            except optuna.TrialPruned as err:
+            except (optuna.TrialPruned, JobPruned) as err:  # pruned in the job, or by its launcher
                 state, reason = TrialState.PRUNED, str(err)
             except Exception as err:
                 reason = f"{type(err).__name__}: {err}"

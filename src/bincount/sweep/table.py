@@ -22,7 +22,8 @@ def _fmt(value) -> str:
     return terminal(value)
 
 
-def print_table(trials: list, metric: str, best, report_dir: Path, note: str, console=None) -> None:
+def print_table(trials: list, metric: str, best, report_dir: Path, note: str, console=None,
+                footer: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -48,5 +49,7 @@ def print_table(trials: list, metric: str, best, report_dir: Path, note: str, co
         console.print(f"Best: trial {best.number}, {terminal(metric)} = {_fmt(best.objective)}; "
                       f"re-run: python train.py --config-dir {terminal(report_dir)} --config-name best_config",
                       highlight=False)
+    if footer:
+        console.print(terminal(footer), highlight=False)
     files = ", ".join(sorted(p.name for p in report_dir.iterdir() if p.is_file()))
     console.print(f"{terminal(note)}\nReport: {terminal(report_dir)} ({terminal(files)})", highlight=False)

@@ -77,6 +77,15 @@ class SuccessiveHalvingPrunerConf:
 
 
 @dataclass
+class ThresholdPrunerConf:
+    """Stop a trial whose value leaves [lower, upper] after n_warmup_steps epochs (e.g. val/acc below 0.3)."""
+    _target_: str = "optuna.pruners.ThresholdPruner"
+    lower: Optional[float] = None
+    upper: Optional[float] = None
+    n_warmup_steps: int = 0
+
+
+@dataclass
 class NopPrunerConf:
     _target_: str = "optuna.pruners.NopPruner"
 
@@ -112,7 +121,8 @@ for _name, _node in {"tpe": TPESamplerConf, "random": RandomSamplerConf, "cmaes"
                      "qmc": QMCSamplerConf, "gp": GPSamplerConf}.items():
     _cs.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="bincount")
 for _name, _node in {"median": MedianPrunerConf, "hyperband": HyperbandPrunerConf,
-                     "successive_halving": SuccessiveHalvingPrunerConf, "none": NopPrunerConf}.items():
+                     "successive_halving": SuccessiveHalvingPrunerConf, "threshold": ThresholdPrunerConf,
+                     "none": NopPrunerConf}.items():
     _cs.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="bincount")
 
 

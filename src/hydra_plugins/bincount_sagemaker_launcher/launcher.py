@@ -22,6 +22,9 @@ class SageMakerLauncher(Launcher):
     # Jobs run elsewhere (SageMaker, or local subprocesses): ``launch`` may be called from several threads at
     # once, so an asynchronous sweep keeps n_jobs trials in flight (bincount.sweep.sweeper).
     supports_concurrent_launch = True
+    # Pruned sweep trials: the job writes its metric per epoch where this launcher reads it, and the launcher
+    # reports to the study and stops the job the pruner stops (bincount.sagemaker.pruning).
+    prunes_jobs = True
 
     def __init__(self, **params: Any) -> None:
         # Hydra passes the launcher node's fields; keep them as a plain dict (no interpolations left).

@@ -1,0 +1,81 @@
+"""Early stopping of SageMaker sweep trials, decided on the launcher's machine.
+
+Why here: the study's storage (often a sqlite file on the laptop) is out of a job's reach, so the job
+only writes its validation metric per epoch (``bincount.callbacks.EpochMetricFile``) into its checkpoint
+directory, which SageMaker syncs to S3 while the job runs. Chosen over metric definitions parsed from the
+log: those reach CloudWatch, not DescribeTrainingJob, so reading them back per epoch needs another API and
+permission, while the checkpoint prefix is one the launcher already reads and writes. At each poll the
+launcher reads the file, reports new epochs to the trial and asks the study's pruner; a pruned job is
+stopped (StopTrainingJob) and its trial recorded as pruned, with the saving in the job's state.
+
+The trial comes in the job's overrides (``hydra.job.env_set``, as for local jobs: ``bincount.sweep.pruning``);
+the launcher takes those out of the job's command line and keeps them here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from bincount.sagemaker.contract import MAX_PROGRESS_BYTES
+
+log = logging.getLogger(__name__)
+ENV_SET = re.compile(r"^\+?hydra\.job\.env_set\.(BINCOUNT_OPTUNA_(?:STUDY|TRIAL|PRUNER))='?([^']*)'?$")
+
+
+def split_trial(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(the overrides without the trial's variables, the variables): the job must not try to reach the study."""
+    keep, trial = [], {}
+    for override in overrides:
+        m = ENV_SET.match(override)
+        if m:
+            trial[m.group(1)] = m.group(2)
+        else:
+            keep.append(override)
+    return keep, trial
+
+
+def parse_progress(data: bytes | None) -> dict[int, float]:
+    """``{epoch: value}`` from a job's progress file; written by the job, so anything malformed is nothing."""
+    if not data or len(data) > MAX_PROGRESS_BYTES:
+        return {}
+    try:
+        values = json.loads(data)["values"]
+        return {int(k): float(v) for k, v in values.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+class JobPruner:
+    """One running trial, reported to from the launcher; ``observe`` says when the study's pruner stops it."""
+
+    def __init__(self, trial_env: dict[str, str]) -> None:
+        import os
+
+        from bincount.sweep.pruning import trial_from_env
+
+        self.trial = trial_from_env({**os.environ, **trial_env})  # the storage URL is in the sweeper's env
+        self.reported: set[int] = set()
+        self.last: tuple[int, float] | None = None
+
+    def observe(self, progress: dict[int, float]) -> str | None:
+        """Report the epochs not yet reported; the reason to stop, if the pruner says so."""
+        if self.trial is None:
+            return None
+        for step in sorted(s for s in progress if s not in self.reported):
+            value = progress[step]
+            self.trial.report(value, step)
+            self.reported.add(step)
+            self.last = (step, value)
+            if self.trial.should_prune():
+                return f"pruned by the study's pruner after epoch {step + 1} (value {value:.6g})"
+        return None
+
+
+def saving(elapsed_s: float, epochs_done: int, max_epochs: Any) -> float | None:
+    """Seconds of the job not run: the rest of its epochs at the pace so far (None without max_epochs)."""
+    if not isinstance(max_epochs, int) or max_epochs <= 0 or epochs_done <= 0 or epochs_done >= max_epochs:
+        return None
+    return elapsed_s * (max_epochs / epochs_done - 1)
