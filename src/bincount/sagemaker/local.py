@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bincount.sagemaker.contract import ENV_RESULT_KEY, MAX_PROGRESS_BYTES, PROGRESS_FILE, Layout
+from bincount.sagemaker.contract import ENV_RESULT_KEY, MAX_PROGRESS_BYTES, PROGRESS_FILE, RESULT_FILE, Layout
 from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
 
 
@@ -30,11 +30,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class OrphanProcess:
+    """A job process started by an earlier, dead launcher (its parent is gone, so no exit code): it ended well
+    if it left a result and no failure, as the container contract says."""
+
+    def __init__(self, pid: int, layout: Layout) -> None:
+        self.pid, self.layout = pid, layout
+
+    def alive(self) -> bool:
+        """Running, and still the job's entry process (a reused PID is some other program)."""
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return b"bincount.sagemaker.entry" in cmdline and state not in ("Z", "X")
+
+    def poll(self) -> int | None:
+        if self.alive():
+            return None
+        return 1 if self.layout.failure.is_file() else 0 if (self.layout.output_data / RESULT_FILE).is_file() else 1
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.time() + (timeout or 0)
+        while self.poll() is None:
+            if timeout is not None and time.time() > deadline:
+                raise subprocess.TimeoutExpired("job", timeout)
+            time.sleep(0.1)
+        return self.poll()
+
+
 @dataclass
 class LocalJob:
     name: str
     spec: JobSpec
-    proc: subprocess.Popen
+    proc: subprocess.Popen | OrphanProcess
     layout: Layout
     started: float
     log_file: object
@@ -81,6 +111,18 @@ class LocalBackend:
         proc = subprocess.Popen([python, *argv[1:]], cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         return LocalJob(name, spec, proc, layout, time.time(), log_file)
+
+    def handle_state(self, job: LocalJob) -> dict:
+        """What a later launch needs to re-attach to this job: its process."""
+        return {"pid": job.proc.pid}
+
+    def attach(self, spec: JobSpec, saved: dict) -> LocalJob | None:
+        """The job process an earlier launch started (still running, or finished with its outputs in place)."""
+        layout = Layout(self.root / f"job{spec.idx}")
+        proc = OrphanProcess(int(saved.get("pid") or 0), layout)
+        if not proc.alive() and not (layout.output_data / RESULT_FILE).is_file() and not layout.failure.is_file():
+            return None
+        return LocalJob(saved["name"], spec, proc, layout, float(saved.get("started") or time.time()), None)
 
     def log_location(self, job: LocalJob) -> str:
         return str(job.layout.ml / "job.log")
@@ -137,7 +179,8 @@ class LocalBackend:
 
     def fetch(self, job: LocalJob, local_dir: Path) -> None:
         """``/opt/ml/output/data`` -> the local job dir (what the real backend does with output.tar.gz)."""
-        job.log_file.close()
+        if job.log_file is not None:  # None: re-attached, the log is the earlier launch's file
+            job.log_file.close()
         local_dir.mkdir(parents=True, exist_ok=True)
         if job.layout.output_data.is_dir() and job.layout.output_data.resolve() != local_dir.resolve():
             shutil.copytree(job.layout.output_data, local_dir, dirs_exist_ok=True)

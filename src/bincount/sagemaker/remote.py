@@ -235,6 +235,26 @@ class SageMakerBackend:
         job = trainer._latest_training_job  # the SDK keeps the created TrainingJob here
         return RemoteJob(job.training_job_name, job, self.checkpoint_uri(spec))
 
+    def handle_state(self, handle: RemoteJob) -> dict:
+        return {}  # the job's name (recorded by the runner) and its tags find it again
+
+    def attach(self, spec: JobSpec, saved: dict) -> RemoteJob | None:
+        """The training job an earlier launch created for this sweep's job ``spec.idx``: its name from the state
+        file, and its tags (``bincount:sweep``, ``bincount:job``) checked, so a job of another sweep is never taken."""
+        from sagemaker.core.resources import TrainingJob
+
+        try:
+            job = TrainingJob.get(training_job_name=saved["name"], session=self.boto, region=self.boto.region_name)
+        except Exception as e:  # noqa: BLE001 - a ResourceNotFound: it was never created, or is long deleted
+            log.info("%s: not found (%s)", saved["name"], type(e).__name__)
+            return None
+        tags = self.boto.client("sagemaker").list_tags(ResourceArn=job.training_job_arn).get("Tags", [])
+        found = {t["Key"]: t["Value"] for t in tags}
+        if found.get("bincount:sweep") != self.sweep or found.get("bincount:job") != str(spec.idx):
+            log.warning("%s: its tags %s are not this sweep's job %d; not re-attached", saved["name"], found, spec.idx)
+            return None
+        return RemoteJob(job.training_job_name, job, self.checkpoint_uri(spec))
+
     def log_location(self, handle: RemoteJob) -> str:
         return (f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {handle.name}/algo-* "
                 f"(aws logs tail /aws/sagemaker/TrainingJobs --log-stream-name-prefix {handle.name} --follow)")

@@ -167,6 +167,28 @@ def read_result(spec: JobSpec, key: bytes) -> tuple[str, Any, str | None]:
     return ("Completed" if status == "COMPLETED" else "Failed"), value, error if isinstance(error, str) else None
 
 
+def reattach(backend, spec: JobSpec):
+    """The job an earlier launch of this sweep started for ``spec`` (same config and code), if it is still
+    running or has finished since: a relaunch after the launcher died collects it instead of paying again."""
+    state = spec.local_dir / STATE_FILE
+    saved = json.loads(state.read_text()) if state.is_file() else {}
+    if saved.get("status") != "InProgress" or saved.get("state_sha") != spec.state_sha or not saved.get("name"):
+        return None
+    try:
+        handle = backend.attach(spec, saved)
+    except Exception as e:  # noqa: BLE001 - cannot tell: a new job is safer than a lost trial
+        log.warning("job %d: could not re-attach to %s (%s: %s); launching it again", spec.idx, saved["name"],
+                    type(e).__name__, e)
+        return None
+    if handle is None:
+        log.info("job %d: %s from an earlier launch is gone; launching it again", spec.idx, saved["name"])
+        return None
+    spec.extra["name"], spec.extra["started"] = handle.name, float(saved.get("started") or time.time())
+    log.info("%s: re-attached (started by an earlier launch of this sweep); log %s", handle.name,
+             backend.log_location(handle))
+    return handle
+
+
 def previous_completion(spec: JobSpec) -> dict | None:
     state = spec.local_dir / STATE_FILE
     if not state.is_file():
@@ -218,6 +240,10 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
         while pending or running:
             while pending and len(running) < p["max_parallel_jobs"]:
                 spec = pending.popleft()
+                handle = reattach(backend, spec)
+                if handle is not None:
+                    running[spec.idx] = (spec, handle)
+                    continue
                 write_local_stubs(spec)
                 try:
                     handle = backend.submit(spec)
@@ -229,7 +255,8 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
                     continue
                 spec.extra["name"], spec.extra["started"] = handle.name, time.time()
                 log.info("%s: log %s", handle.name, backend.log_location(handle))
-                save_state(spec, name=handle.name, status="InProgress")
+                save_state(spec, name=handle.name, status="InProgress", started=spec.extra["started"],
+                           **backend.handle_state(handle))
                 running[spec.idx] = (spec, handle)
             if stop.wait(p["poll_interval_s"]):  # the poll interval, or at once on cancel()
                 raise _Stop("the sweep was cancelled")

@@ -153,3 +153,48 @@ def write_sweep_info(sweep_dir: Path, storage: str, study_name: str, direction: 
 def read_sweep_info(sweep_dir: Path) -> dict | None:
     path = sweep_dir / SWEEP_INFO
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def running_trials(study) -> list:
+    """Trials a killed driver left RUNNING, as Trial objects to launch again under the same numbers: a launcher
+    that re-attaches (``reattaches = True``) finds their jobs still running, or finished, and collects them."""
+    import optuna
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if stale:
+        log.info("Study %s: %d trial(s) left running by an earlier driver (%s): re-attaching", study.study_name,
+                 len(stale), ", ".join(str(t.number) for t in stale))
+    return [optuna.trial.Trial(study, t._trial_id) for t in stale]
+
+
+def warm_start(study, sweep_dir: Path, distributions: dict) -> int:
+    """Seed an empty ``study`` with the finished trials of the study in ``sweep_dir`` (its ``sweep.json``).
+
+    Only trials whose parameters all lie in this search space are copied (a trial from another space would
+    mislead the sampler); each keeps its value and is marked ``warm_start_from``. Returns how many.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    info = read_sweep_info(Path(sweep_dir))
+    if not info:
+        raise StudyConfigError(f"hydra.sweeper.warm_start={sweep_dir}: no {SWEEP_INFO} there (a bincount_optuna "
+                               "sweep dir has one)")
+    if study.get_trials(deepcopy=False):
+        log.info("Study %s already has trials: warm_start=%s is not applied again", study.study_name, sweep_dir)
+        return 0
+    old = optuna.load_study(study_name=info["study_name"], storage=report_storage(info["storage"], None))
+    copied = skipped = 0
+    for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        fits = set(t.params) == set(distributions) and all(distributions[k]._contains(
+            distributions[k].to_internal_repr(v)) for k, v in t.params.items())
+        if not fits:
+            skipped += 1
+            continue
+        study.add_trial(optuna.trial.create_trial(params=t.params, distributions=distributions, value=t.value,
+                                                  user_attrs={"warm_start_from": f"{sweep_dir}#{t.number}"}))
+        copied += 1
+    log.info("Study %s: warm start from %s: %d trial(s) copied, %d outside this search space skipped",
+             study.study_name, sweep_dir, copied, skipped)
+    return copied

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from bincount.sweep.pruning import JobPruned, env_overrides, export_storage
 from bincount.sweep.space import parse_space
 from bincount.sweep.study import (counted_trials, default_storage, open_study, recover_interrupted, resolve_direction,
-                                  safe_url, write_sweep_info)
+                                  running_trials, safe_url, warm_start, write_sweep_info)
 
 log = logging.getLogger(__name__)
 DISPATCH = ("auto", "async", "batch")
@@ -33,10 +33,11 @@ STORAGE_KEY = "hydra.sweeper.storage"
 
 class OptunaSweep:
     def __init__(self, sampler: Any, pruner: Any, direction: str, study_name: str, storage: str | None, n_trials: int,
-                 n_jobs: int, dispatch: str, max_failure_rate: float, params: Any, enqueue_trials: Any) -> None:
+                 n_jobs: int, dispatch: str, max_failure_rate: float, params: Any, enqueue_trials: Any,
+                 warm_start: str | None = None) -> None:
         self.sampler, self.pruner, self.direction, self.study_name = sampler, pruner, direction, study_name
         self.storage, self.n_trials, self.n_jobs, self.dispatch = storage, n_trials, n_jobs, dispatch
-        self.max_failure_rate = max_failure_rate
+        self.max_failure_rate, self.warm_start = max_failure_rate, warm_start
         self.params = dict(params or {})
         self.enqueue = [dict(OmegaConf.to_container(p) if isinstance(p, DictConfig) else p) for p in enqueue_trials or []]
 
@@ -94,14 +95,18 @@ class OptunaSweep:
         study = open_study(storage, self.study_name, direction, _instance(self.sampler), pruner, space.fixed,
                            list(space.distributions))
         write_sweep_info(sweep_dir, storage, self.study_name, direction, metric)
-        recover_interrupted(study)
+        if self.warm_start:
+            warm_start(study, Path(self.warm_start), space.distributions)
+        resumed = running_trials(study) if getattr(self.launcher, "reattaches", False) else []
+        if not resumed:
+            recover_interrupted(study)
         self._enqueue(study, space)
         prune = pruner is not None and (self._local() or bool(getattr(self.launcher, "prunes_jobs", False)))
         export_storage(storage)  # for the jobs and the end-of-sweep report: never in an override
         log.info("Study %s (%s): %s %s, %d/%d trials done, up to %d in flight (%s dispatch)%s", self.study_name,
                  safe_url(storage), direction, metric, counted_trials(study), self.n_trials, self.n_jobs, mode,
                  ", pruning" if prune else "")
-        returns = self._loop(study, space, mode, prune, metric)
+        returns = self._loop(study, space, mode, prune, metric, resumed)
         best = _best(study)
         if best is not None:
             log.info("Best: trial %d, %s = %.6g, %s", best.number, metric, best.value, best.params)
@@ -134,7 +139,7 @@ class OptunaSweep:
                                      f"valid: {sorted(space.distributions)}")
             study.enqueue_trial(params, skip_if_exists=True)
 
-    def _loop(self, study, space, mode: str, prune: bool, metric: str) -> list:
+    def _loop(self, study, space, mode: str, prune: bool, metric: str, resumed: list | None = None) -> list:
         batch_size, slots = (1, self.n_jobs) if mode == "async" else (self.n_jobs, 1)
         limit, failures, returns = self.max_failure_rate * self.n_trials, 0, []
         in_flight: dict[Future, list] = {}
@@ -146,7 +151,9 @@ class OptunaSweep:
                     n = min(batch_size, self.n_trials - counted_trials(study) - pending)
                     if n <= 0:
                         break
-                    trials = [study.ask(space.distributions) for _ in range(n)]
+                    resumed = resumed or []  # an earlier driver's running trials first, under their own numbers
+                    trials = [resumed.pop(0) for _ in range(min(n, len(resumed)))] or \
+                        [study.ask(space.distributions) for _ in range(n)]
                     jobs, failures = self._compose(study, trials, space, prune, failures, check=mode != "async")
                     if jobs:
                         in_flight[_submit(pool, self._launch, jobs)] = [t for t, _ in jobs]

@@ -113,6 +113,8 @@ class BincountOptunaSweeperConf:
     params: Optional[Dict[str, str]] = None
     # Trials to evaluate first in a new study (e.g. a report's tuned values): [{key: value}, ...].
     enqueue_trials: Optional[List[Dict[str, Any]]] = None
+    # Another sweep dir whose finished trials seed this study when it is new (those in this search space).
+    warm_start: Optional[str] = None
 
 
 _cs = ConfigStore.instance()

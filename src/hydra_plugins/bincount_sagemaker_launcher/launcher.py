@@ -25,6 +25,9 @@ class SageMakerLauncher(Launcher):
     # Pruned sweep trials: the job writes its metric per epoch where this launcher reads it, and the launcher
     # reports to the study and stops the job the pruner stops (bincount.sagemaker.pruning).
     prunes_jobs = True
+    # A relaunch of a sweep whose launcher died finds the jobs it started (state file + tags) and collects them,
+    # so the sweeper hands it the study's RUNNING trials again under their numbers (bincount.sweep.study).
+    reattaches = True
 
     def __init__(self, **params: Any) -> None:
         # Hydra passes the launcher node's fields; keep them as a plain dict (no interpolations left).
