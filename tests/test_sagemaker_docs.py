@@ -50,6 +50,7 @@ SERVICES = ("sagemaker", "sagemaker-runtime", "s3", "secretsmanager", "logs", "i
 # A boto3 client call: the receiver names a client (``client``, ``s3_client``, ``self.client``, ``s3``, ``sm``).
 CLIENT_CALL = re.compile(r"\b(\w*(?:client|s3|sm|sagemaker|secrets|logs|iam)\w*)\.([a-z][a-z0-9_]*)\(", re.I)
 PAGINATOR = re.compile(r"get_paginator\(\s*[\"'](\w+)[\"']")
+CHAINED_CALL = re.compile(r"\.client\(\s*[\"'][\w-]+[\"'][^)]*\)\.([a-z][a-z0-9_]*)\(")  # boto.client("x").op(
 TRANSFER = {"upload_file": ("s3", "PutObject"), "upload_fileobj": ("s3", "PutObject"),
             "download_file": ("s3", "GetObject"), "download_fileobj": ("s3", "GetObject")}
 # S3 operations authorised under another action name (the Service Authorization Reference).
@@ -163,7 +164,8 @@ def scanned_operations(files) -> dict[tuple[str, str], set[str]]:
     index, found = operation_index(), {}
     for path in files:
         text = code_text(path)
-        names = {m.group(2) for m in CLIENT_CALL.finditer(text)} | set(PAGINATOR.findall(text))
+        names = {m.group(2) for m in CLIENT_CALL.finditer(text)} | set(PAGINATOR.findall(text)) | \
+            set(CHAINED_CALL.findall(text))
         ops = [op for name in names if "_" in name for op in index.get(name, [])]
         ops += [TRANSFER[name] for name in names if name in TRANSFER]
         for op in ops:
