@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
-from test_sagemaker_request import BUCKET, ROLE, aws, fake_sagemaker, moto_endpoint  # noqa: F401,E402
+from test_sagemaker_request import BUCKET, NEWEST, ROLE, aws, fake_sagemaker, moto_endpoint  # noqa: F401,E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_STACK_LINE = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-[^=]*|cuda-[^=]*)==", re.M)
@@ -87,9 +87,9 @@ def test_dry_run_logs_the_extras_and_the_install_command(aws, hydra_sweep_runner
     assert "extras [report,s3,wandb] install pip install -c _sagemaker_jobs/constraints.txt '.[report,s3,wandb]'" \
         in lines[1]
     pinned = [line for line in constraints.splitlines() if IMAGE_STACK_LINE.match(line)]
-    assert pinned == ["torch==2.6.*"], "only the image's own torch (framework_version), so pip never replaces it"
+    assert pinned == [f"torch=={NEWEST}.*"], "only the image's own torch (framework_version), so pip never replaces it"
     assert "\nlitdata==" in constraints and "\nwandb==" in constraints
-    assert re.search(r"the image's own torch/CUDA stack \(\d+ packages\) is left to it, torch stays the image's 2\.6",
+    assert re.search(rf"the image's own torch/CUDA stack \(\d+ packages\) is left to it, torch stays the image's {NEWEST}",
                      caplog.text)
 
 

@@ -27,6 +27,9 @@ import boto3  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "bincount-test"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerBincount"
+# The newest PyTorch training image in the installed SDK's image config: the launcher's default.
+NEWEST = max(__import__("sagemaker.core.image_uris", fromlist=["_"]).config_for_framework("pytorch")["training"]
+             ["version_aliases"], key=lambda v: tuple(map(int, v.split("."))))
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +152,7 @@ def test_create_training_job_requests(fake_sagemaker, hydra_sweep_runner, tmp_pa
     by_lr = {next(a for a in r["_args"] if a.startswith("optimizer.lr=")): r for r in requests}
     assert sorted(by_lr) == ["optimizer.lr=0.0001", "optimizer.lr=0.0003"], "each job gets its own point of the sweep"
     for req in requests:
-        assert req["AlgorithmSpecification"]["TrainingImage"].endswith("/pytorch-training:2.6-gpu-py312")
+        assert f"/pytorch-training:{NEWEST}-gpu-py" in req["AlgorithmSpecification"]["TrainingImage"]
         assert req["RoleArn"] == ROLE
         assert req["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
         assert req["ResourceConfig"]["InstanceCount"] == 2
@@ -193,7 +196,8 @@ def test_dry_run_resolves_the_image_offline_and_launches_nothing(aws, hydra_swee
     before = len(boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"])
     with caplog.at_level("INFO"), sweep:
         assert len(sweep.returns[0]) == 1
-    assert "pytorch-training:2.6-gpu-py312" in caplog.text and "eu-west-1" in caplog.text
+    assert f"pytorch-training:{NEWEST}-gpu-py" in caplog.text and "eu-west-1" in caplog.text
+    assert "the newest PyTorch training image the installed SDK knows" in caplog.text
     assert len(boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]) == before
 
 

@@ -72,6 +72,15 @@ def project_name(pyproject: Path) -> str | None:
     return m.group(2) if m and "\n[" not in m.group(1) else None
 
 
+def newest_pytorch() -> str:
+    """The newest ``major.minor`` of the SDK's PyTorch training images (its image config, offline): a new SDK
+    release brings a new default image without a change here."""
+    from sagemaker.core import image_uris
+
+    aliases = image_uris.config_for_framework("pytorch")["training"]["version_aliases"]
+    return max(aliases, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
 def make_boto_session(region: str | None):
     import boto3
 
@@ -124,6 +133,7 @@ class SageMakerBackend:
         self.session = Session(boto_session=self.boto, default_bucket=bucket, default_bucket_prefix=prefix or None)
         self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", files)
         self.project = project_name(self.code / "pyproject.toml") if (self.code / "pyproject.toml").is_file() else None
+        self.framework_version = p["framework_version"] or newest_pytorch()
         self.constraints = self._constraints()
         self.image = p["image"] or self._default_image()
 
@@ -131,9 +141,12 @@ class SageMakerBackend:
         from sagemaker.core import image_uris
 
         region = self.p["region"] or self.boto.region_name
-        return image_uris.retrieve(framework="pytorch", region=region,
-                                   version=self.p["framework_version"], instance_type=self.p["instance_type"],
-                                   image_scope="training")
+        image = image_uris.retrieve(framework="pytorch", region=region, version=self.framework_version,
+                                    instance_type=self.p["instance_type"], image_scope="training")
+        if not self.p["framework_version"]:
+            log.info("Training image %s: the newest PyTorch training image the installed SDK knows (pin one with "
+                     "hydra.launcher.framework_version=2.9)", image)
+        return image
 
     def _constraints(self) -> str | None:
         """The job's constraints file in the code channel: ``constraints.txt`` without the image's torch stack."""
@@ -144,12 +157,12 @@ class SageMakerBackend:
             return None
         text, dropped = job_constraints(src.read_text())
         if not self.p["image"]:  # the SDK's image for framework_version: a torch that needs replacing is an error
-            text += f"{IMAGE_TORCH_NOTE}\ntorch=={self.p['framework_version']}.*\n"
+            text += f"{IMAGE_TORCH_NOTE}\ntorch=={self.framework_version}.*\n"
         (self.code / JOB_CONSTRAINTS).parent.mkdir(parents=True, exist_ok=True)
         (self.code / JOB_CONSTRAINTS).write_text(text)
         log.info("Job constraints %s: %d pins; the image's own torch/CUDA stack (%d packages) is left to it%s",
                  JOB_CONSTRAINTS, len(parse_pins(text)), len(dropped),
-                 "" if self.p["image"] else f", torch stays the image's {self.p['framework_version']}")
+                 "" if self.p["image"] else f", torch stays the image's {self.framework_version}")
         return JOB_CONSTRAINTS
 
     def requirement(self, spec: JobSpec) -> str | None:

@@ -94,9 +94,9 @@ def validate(p: dict) -> None:
     if p["requirements"] and not PLAIN_PATH.match(p["requirements"]):
         raise LauncherConfigError(f"hydra.launcher.requirements={CONTROL.sub('?', p['requirements'])[:80]!r}: a path "
                                   "relative to source_dir, of letters, digits, '.', '_', '-' and '/' (no '..')")
-    if not re.fullmatch(r"\d+(\.\d+){0,2}", str(p["framework_version"])):
+    if p["framework_version"] is not None and not re.fullmatch(r"\d+(\.\d+){0,2}", str(p["framework_version"])):
         raise LauncherConfigError(f"hydra.launcher.framework_version={CONTROL.sub('?', str(p['framework_version']))[:40]!r}"
-                                  ": a PyTorch version such as 2.6 or 2.6.0")
+                                  ": a PyTorch version such as 2.9 or 2.9.0, or null for the newest image the SDK knows")
     if p["spot"] and p["max_wait_s"] is not None and p["max_wait_s"] < p["max_runtime_s"]:
         raise LauncherConfigError(f"hydra.launcher.max_wait_s={p['max_wait_s']} must be >= max_runtime_s="
                                   f"{p['max_runtime_s']} (spot waits count against it)")

@@ -55,7 +55,8 @@ class SageMakerLauncherConf:
     checkpoint_s3_uri: Optional[str] = None
     # null: the SageMaker PyTorch training image for framework_version, resolved with the SDK.
     image: Optional[str] = None
-    framework_version: str = "2.6"
+    # The image's PyTorch (major.minor); null: the newest PyTorch training image the installed SDK knows.
+    framework_version: Optional[str] = None
     # Extra environment of the job. Secret-looking names (KEY, TOKEN, SECRET, PASS, PAT, ...) and values
     # (user:password@ URLs, AWS / W&B keys, ...) are refused, as in tags (bincount.secrets).
     environment: Dict[str, str] = field(default_factory=dict)
