@@ -73,7 +73,9 @@ SERVICE_SIDE = ("s3:GetObject", "s3:ListBucket", "s3:PutObject", "ecr:GetAuthori
                 "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "logs:CreateLogGroup",
                 "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams", "cloudwatch:PutMetricData")
 # Actions without resource-level permissions: the only ones a statement may grant on "*".
-STAR_RESOURCE_OK = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+STAR_RESOURCE_OK = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
+                    # the Service Authorization Reference lists no resource type for these two: "*" only
+                    "servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"}
 # sagemaker-core resources this code uses, and the variable names its instances have in the code.
 RESOURCES = ("TrainingJob", "Endpoint", "EndpointConfig", "Model")
 INSTANCE_NAMES = {"job": "TrainingJob", "endpoint": "Endpoint", "model": "Model"}

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from bincount.sagemaker.contract import ENV_INSTALLED, ENV_PINS, MAX_PROGRESS_BYTES, PROGRESS_FILE
 from bincount.sagemaker.pins import job_constraints, parse_pins
+from bincount.sagemaker.quotas import check_training_quota
 from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_code, sweep_key
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,10 @@ class SageMakerBackend:
             raise ValueError("no AWS region: set hydra.launcher.region=<region> (e.g. us-east-1) or AWS_DEFAULT_REGION")
         bucket, prefix = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
         if not p["dry_run"]:  # a dry run asks AWS nothing
-            check_bucket_region(self.boto.client("s3"), bucket, p["region"] or self.boto.region_name)
+            region = p["region"] or self.boto.region_name
+            check_bucket_region(self.boto.client("s3"), bucket, region)
+            check_training_quota(self.boto.client("service-quotas", region_name=region), region, p["instance_type"],
+                                 p["instance_count"], p["max_parallel_jobs"], p["spot"])
         # The SDK uploads the code channel and its drivers under the default bucket and prefix: inside
         # output_s3_uri, so a role scoped to that prefix (docs/sagemaker.md, IAM) can read them.
         self.session = Session(boto_session=self.boto, default_bucket=bucket, default_bucket_prefix=prefix or None)

@@ -1,0 +1,82 @@
+"""The training quota check before any upload (issue 16, bad input: a missing quota), against botocore's
+Stubber: the Service Quotas client is real (request and response shapes are validated by botocore), its
+answers are the ones a new account gives."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+boto3 = pytest.importorskip("boto3")
+from botocore.stub import Stubber  # noqa: E402
+
+from bincount.sagemaker import quotas  # noqa: E402
+
+ARN = "arn:aws:servicequotas:us-east-1:123456789012:sagemaker/L-1"
+
+
+def quota(name: str, value: float, code: str = "L-6BC08A5E") -> dict:
+    return {"ServiceCode": "sagemaker", "QuotaName": name, "QuotaCode": code, "QuotaArn": ARN, "Value": value}
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    quotas._CHECKED.clear()
+    yield
+    quotas._CHECKED.clear()
+
+
+def client_with(*responses):
+    client = boto3.client("service-quotas", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    stub = Stubber(client)
+    for operation, body in responses:
+        if isinstance(body, str):
+            stub.add_client_error(operation, service_error_code=body, http_status_code=403)
+        else:
+            stub.add_response(operation, body, {"ServiceCode": "sagemaker"})
+    stub.activate()
+    return client, stub
+
+
+def test_a_zero_quota_is_refused_with_the_request_command():
+    client, stub = client_with(("list_service_quotas", {"Quotas": [quota("ml.g5.xlarge for training job usage", 0)]}))
+    with pytest.raises(quotas.QuotaError, match=r"the quota 'ml.g5.xlarge for training job usage' is 0 in us-east-1, "
+                                                r"and one job needs 1: no job could start.*--quota-code L-6BC08A5E "
+                                                r"--desired-value 4"):
+        quotas.check_training_quota(client, "us-east-1", "ml.g5.xlarge", 1, 4, spot=False)
+    stub.assert_no_pending_responses()
+
+
+def test_spot_reads_the_spot_quota_and_a_small_one_warns(caplog):
+    client, _ = client_with(("list_service_quotas", {"Quotas": [quota("ml.g5.xlarge for training job usage", 0),
+                                                               quota("ml.g5.xlarge for spot training job usage", 2)]}))
+    with caplog.at_level(logging.WARNING):
+        quotas.check_training_quota(client, "us-east-1", "ml.g5.xlarge", 1, 4, spot=True)
+    assert "at most 2 of the 4 parallel jobs" in caplog.text
+
+
+def test_the_default_value_counts_when_no_quota_was_applied():
+    client, stub = client_with(("list_service_quotas", {"Quotas": []}),
+                               ("list_aws_default_service_quotas",
+                                {"Quotas": [quota("ml.p4d.24xlarge for training job usage", 0)]}))
+    with pytest.raises(quotas.QuotaError, match="ml.p4d.24xlarge for training job usage' is 0"):
+        quotas.check_training_quota(client, "us-east-1", "ml.p4d.24xlarge", 2, 1, spot=False)
+    stub.assert_no_pending_responses()
+
+
+def test_no_permission_warns_once_and_lets_aws_answer(caplog):
+    client, stub = client_with(("list_service_quotas", "AccessDeniedException"))
+    with caplog.at_level(logging.WARNING):
+        quotas.check_training_quota(client, "us-east-1", "ml.g5.xlarge", 1, 1, spot=False)
+        quotas.check_training_quota(client, "us-east-1", "ml.g5.xlarge", 1, 1, spot=False)  # asked once
+    assert caplog.text.count("could not read the quota 'ml.g5.xlarge for training job usage' "
+                             "(AccessDeniedException)") == 1
+    stub.assert_no_pending_responses()
+
+
+def test_enough_quota_passes_quietly(caplog):
+    client, _ = client_with(("list_service_quotas", {"Quotas": [quota("ml.g5.xlarge for training job usage", 8)]}))
+    with caplog.at_level(logging.WARNING):
+        quotas.check_training_quota(client, "us-east-1", "ml.g5.xlarge", 2, 4, spot=False)
+    assert caplog.text == ""
