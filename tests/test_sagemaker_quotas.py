@@ -80,3 +80,24 @@ def test_enough_quota_passes_quietly(caplog):
     with caplog.at_level(logging.WARNING):
         quotas.check_training_quota(client, "us-east-1", "ml.g5.xlarge", 2, 4, spot=False)
     assert caplog.text == ""
+
+
+P = {"instance_type": "ml.g5.xlarge", "instance_count": 1, "max_parallel_jobs": 4, "spot": False, "keep_alive_s": 300}
+
+
+def test_a_sweeps_warm_pool_states_its_cost_and_a_zero_quota(caplog):
+    client, _ = client_with(("list_service_quotas", {"Quotas": [quota("ml.g5.xlarge for training warm pool usage", 0,
+                                                                      "L-WARM")]}))
+    with caplog.at_level(logging.INFO):
+        assert quotas.warm_pool_seconds(client, "us-east-1", P) == 300
+    assert "stays up to 300 s after it ends" in caplog.text and "at most $0.12 a job (ml.g5.xlarge)" in caplog.text
+    assert "no instance is kept warm; ask for 4 (quota code L-WARM)" in caplog.text
+
+
+def test_spot_and_zero_ask_for_no_warm_pool(caplog):
+    client, stub = client_with()
+    with caplog.at_level(logging.INFO):
+        assert quotas.warm_pool_seconds(client, "us-east-1", {**P, "spot": True}) == 0
+        assert quotas.warm_pool_seconds(client, "us-east-1", {**P, "keep_alive_s": 0}) == 0
+    assert "none for spot jobs" in caplog.text
+    stub.assert_no_pending_responses()

@@ -157,6 +157,7 @@ def test_create_training_job_requests(fake_sagemaker, hydra_sweep_runner, tmp_pa
         assert req["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
         assert req["ResourceConfig"]["InstanceCount"] == 2
         assert req["EnableManagedSpotTraining"] is True
+        assert "KeepAlivePeriodInSeconds" not in req["ResourceConfig"], "SageMaker keeps no warm pool for spot"
         assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
         assert req["RetryStrategy"] == {"MaximumRetryAttempts": 2}  # internal errors, by default
         assert req["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/out"

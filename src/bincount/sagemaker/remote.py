@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from bincount.sagemaker.contract import ENV_INSTALLED, ENV_PINS, MAX_PROGRESS_BYTES, PROGRESS_FILE
 from bincount.sagemaker.pins import job_constraints, parse_pins
-from bincount.sagemaker.quotas import check_training_quota
+from bincount.sagemaker.quotas import check_training_quota, warm_pool_seconds
 from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_code, sweep_key
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,12 @@ class SageMakerBackend:
         if not p["dry_run"]:  # a dry run asks AWS nothing
             region = p["region"] or self.boto.region_name
             check_bucket_region(self.boto.client("s3"), bucket, region)
-            check_training_quota(self.boto.client("service-quotas", region_name=region), region, p["instance_type"],
-                                 p["instance_count"], p["max_parallel_jobs"], p["spot"])
+            quotas = self.boto.client("service-quotas", region_name=region)
+            check_training_quota(quotas, region, p["instance_type"], p["instance_count"], p["max_parallel_jobs"],
+                                 p["spot"])
+            self.keep_alive_s = warm_pool_seconds(quotas, region, p)
+        else:
+            self.keep_alive_s = 0 if p["spot"] else p["keep_alive_s"]
         # The SDK uploads the code channel and its drivers under the default bucket and prefix: inside
         # output_s3_uri, so a role scoped to that prefix (docs/sagemaker.md, IAM) can read them.
         self.session = Session(boto_session=self.boto, default_bucket=bucket, default_bucket_prefix=prefix or None)
@@ -224,7 +228,7 @@ class SageMakerBackend:
                                    command=" ".join(spec.argv[:3]), args=spec.argv[3:]),
             compute=Compute(instance_type=p["instance_type"], instance_count=p["instance_count"],
                             volume_size_in_gb=p["volume_size_gb"], enable_managed_spot_training=p["spot"],
-                            keep_alive_period_in_seconds=p["keep_alive_s"] or None),
+                            keep_alive_period_in_seconds=self.keep_alive_s or None),
             stopping_condition=StoppingCondition(
                 max_runtime_in_seconds=p["max_runtime_s"],
                 max_wait_time_in_seconds=(p["max_wait_s"] or p["max_runtime_s"] * 2) if p["spot"] else None),
@@ -241,7 +245,7 @@ class SageMakerBackend:
     def describe(self, spec: JobSpec) -> str:
         return (f"job {spec.idx}: {self.p['instance_count']} x {self.p['instance_type']} image {self.image} "
                 f"extras [{','.join(spec.extras)}] install {self.install_command(spec)} "
-                f"command {' '.join(spec.argv)} checkpoints {self.checkpoint_uri(spec)}")
+                f"command {' '.join(spec.argv)} checkpoints {self.checkpoint_uri(spec)} warm pool {self.keep_alive_s} s")
 
     def submit(self, spec: JobSpec) -> RemoteJob:
         if spec.pickle is not None:

@@ -85,6 +85,8 @@ def validate(p: dict) -> None:
         raise LauncherConfigError(f"hydra.launcher.payload={p['payload']!r}; valid: {list(PAYLOADS)}")
     if p["max_parallel_jobs"] < 1 or p["instance_count"] < 1:
         raise LauncherConfigError("hydra.launcher.max_parallel_jobs and instance_count must be >= 1")
+    if not 0 <= p["keep_alive_s"] <= 3600:
+        raise LauncherConfigError(f"hydra.launcher.keep_alive_s={p['keep_alive_s']}: 0 (no warm pool) to 3600 seconds")
     if not 0 <= p["max_retry_attempts"] <= 30:
         raise LauncherConfigError(f"hydra.launcher.max_retry_attempts={p['max_retry_attempts']}: 0 (never) to 30")
     # The job's environment is logged by the SDK's driver and, like tags, shown by DescribeTrainingJob.

@@ -43,8 +43,10 @@ class SageMakerLauncherConf:
     spot: bool = False
     # Spot only: total time including waiting for capacity (>= max_runtime_s).
     max_wait_s: Optional[int] = None
-    # Warm pool: keep the instance this long after the job so the next job starts in seconds.
-    keep_alive_s: int = 0
+    # Warm pool: keep each job's instance this long after it ends, so the sweep's next trial on it starts in
+    # seconds instead of minutes (billed while idle: at most keep_alive_s per job; 0-3600; the single-job preset
+    # +launch=sagemaker sets 0; spot jobs get none, SageMaker has no warm pools for spot).
+    keep_alive_s: int = 300
     # SageMaker restarts a job that fails on an internal error, up to this many times (RetryStrategy; 0: never;
     # AWS's API reference promises InternalServerError only, not capacity errors). A retry starts the
     # container again and resumes from checkpoints.
