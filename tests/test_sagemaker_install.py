@@ -3,6 +3,7 @@ constraints minus the image's torch/CUDA stack, and checked by the job before it
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from importlib import metadata
@@ -12,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
+import boto3  # noqa: E402
 from test_sagemaker_request import BUCKET, NEWEST, ROLE, aws, fake_sagemaker, moto_endpoint  # noqa: F401,E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,13 +84,25 @@ def test_dry_run_logs_the_extras_and_the_install_command(aws, hydra_sweep_runner
         assert len(sweep.returns[0]) == 2
         staged = Path(sweep.returns[0][0].working_dir).parents[0] / ".sagemaker" / "code"
         constraints = (staged / "_sagemaker_jobs" / "constraints.txt").read_text()
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[dry run] job")]
+        requests = [json.loads((Path(r.working_dir) / "create_training_job.json").read_text()) for r in sweep.returns[0]]
+    lines = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith("[dry run] job") and "CreateTrainingJob" not in r.getMessage()]
     assert "extras [s3,wandb] install pip install -c _sagemaker_jobs/constraints.txt '.[s3,wandb]' " in lines[0]
     assert "extras [report,s3,wandb] install pip install -c _sagemaker_jobs/constraints.txt '.[report,s3,wandb]'" \
         in lines[1]
     pinned = [line for line in constraints.splitlines() if IMAGE_STACK_LINE.match(line)]
     assert pinned == [f"torch=={NEWEST}.*"], "only the image's own torch (framework_version), so pip never replaces it"
     assert "\nlitdata==" in constraints and "\nwandb==" in constraints
+    # The SDK built each job's real request, validated by botocore, with nothing sent (moto saw nothing)
+    assert len(requests) == 2 and requests[0]["TrainingJobName"] != requests[1]["TrainingJobName"]
+    for req in requests:
+        assert f"/pytorch-training:{NEWEST}-gpu-py" in req["AlgorithmSpecification"]["TrainingImage"]
+        assert req["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 300, "a sweep's warm pool, by default"
+        assert req["RetryStrategy"] == {"MaximumRetryAttempts": 2} and not req.get("HyperParameters")
+        assert {c["ChannelName"] for c in req["InputDataConfig"]} == {"code", "sm_drivers"}
+        assert {"Key": "bincount:job", "Value": str(requests.index(req))} in req["Tags"]
+    assert boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=BUCKET), "no upload"
     assert re.search(rf"the image's own torch/CUDA stack \(\d+ packages\) is left to it, torch stays the image's {NEWEST}",
                      caplog.text)
 

@@ -8,6 +8,7 @@ overrides are command arguments (quoted by the SDK), not hyperparameters, and no
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -26,6 +27,7 @@ from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_co
 
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
+DRY_RUN_ROLE = "arn:aws:iam::000000000000:role/no-role-set"  # a dry run may omit the role; validate() requires it otherwise
 JOB_CONSTRAINTS = f"{PICKLE_DIR}/constraints.txt"  # the code channel's constraints.txt minus the image's stack
 IMAGE_TORCH_NOTE = ("# The image's torch (framework_version): pip fails rather than replace it if a package "
                     "wanted another")
@@ -138,7 +140,9 @@ class SageMakerBackend:
             self.keep_alive_s = 0 if p["spot"] else p["keep_alive_s"]
         # The SDK uploads the code channel and its drivers under the default bucket and prefix: inside
         # output_s3_uri, so a role scoped to that prefix (docs/sagemaker.md, IAM) can read them.
-        self.session = Session(boto_session=self.boto, default_bucket=bucket, default_bucket_prefix=prefix or None)
+        offline = getattr(self.boto, "bincount_offline", None)  # a dry run's session: telemetry off too
+        self.session = Session(boto_session=self.boto, default_bucket=bucket, default_bucket_prefix=prefix or None,
+                               sagemaker_config=offline.SDK_CONFIG if offline else None)
         self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", files)
         self.project = project_name(self.code / "pyproject.toml") if (self.code / "pyproject.toml").is_file() else None
         self.framework_version = p["framework_version"] or newest_pytorch()
@@ -222,7 +226,7 @@ class SageMakerBackend:
             env["PYTHONPATH"] = f"{CODE}/src"
         tags = {**p["tags"], "bincount:sweep": self.sweep, "bincount:job": str(spec.idx)}
         trainer = ModelTrainer(
-            sagemaker_session=self.session, role=p["role"], base_job_name=spec.base_name,
+            sagemaker_session=self.session, role=p["role"] or DRY_RUN_ROLE, base_job_name=spec.base_name,
             training_image=self.image,
             source_code=SourceCode(source_dir=str(self.code), requirements=self._requirements(spec),
                                    command=" ".join(spec.argv[:3]), args=spec.argv[3:]),
@@ -275,6 +279,16 @@ class SageMakerBackend:
             log.warning("%s: its tags %s are not this sweep's job %d; not re-attached", saved["name"], found, spec.idx)
             return None
         return RemoteJob(job.training_job_name, job, self.checkpoint_uri(spec))
+
+    def dry_run_request(self, spec: JobSpec) -> Path:
+        """``<job dir>/create_training_job.json``: the request the SDK builds for ``spec`` on the offline session
+        (validated by botocore against the API model), written instead of sent."""
+        offline = self.boto.bincount_offline
+        self.submit(spec)
+        path = spec.local_dir / "create_training_job.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(offline.requests[-1], indent=2, default=str) + "\n")
+        return path
 
     def log_location(self, handle: RemoteJob) -> str:
         return (f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {handle.name}/algo-* "

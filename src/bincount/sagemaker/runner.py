@@ -210,6 +210,10 @@ def make_backend(p: dict, sweep_dir: Path, source_dir: Path, files: list[str], k
         return LocalBackend(p, sweep_dir, source_dir, files, key)
     from bincount.sagemaker.remote import SageMakerBackend
 
+    if p["dry_run"]:  # the SDK builds each request as for real, against a session that answers offline
+        from bincount.sagemaker.offline import offline_session
+
+        return SageMakerBackend(p, sweep_dir, source_dir, files, boto_session=offline_session(p))
     return SageMakerBackend(p, sweep_dir, source_dir, files)
 
 
@@ -348,6 +352,9 @@ def prepare(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: i
         log.info("[dry run] code channel files: %s", ", ".join(files))
         for spec in specs:
             log.info("[dry run] %s", backend.describe(spec))
+            if hasattr(backend, "dry_run_request"):
+                log.info("[dry run] job %d: the CreateTrainingJob request the SDK built (not sent): %s", spec.idx,
+                         backend.dry_run_request(spec))
         backend.close()
         return [make_return(s, "Completed", None) for s in specs]
     return backend, specs, p, key
