@@ -101,3 +101,29 @@ def test_spot_and_zero_ask_for_no_warm_pool(caplog):
         assert quotas.warm_pool_seconds(client, "us-east-1", {**P, "keep_alive_s": 0}) == 0
     assert "none for spot jobs" in caplog.text
     stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("reason, fix", [
+    ("could not start: ClientError: An error occurred (ResourceLimitExceeded) when calling the CreateTrainingJob "
+     "operation: The account-level service limit 'ml.g5.xlarge for training job usage' is 0 Instances",
+     "request the quota it names"),
+    ("could not start: ClientError: An error occurred (ValidationException) when calling the CreateTrainingJob "
+     "operation: The instance type ml.p5.48xlarge is not supported in region eu-north-1",
+     "this region does not offer the instance type"),
+    ("could not start: ClientError: An error occurred (AccessDeniedException) when calling the CreateTrainingJob "
+     "operation: User: arn:aws:iam::1:user/a is not authorized to perform: iam:PassRole", "IAM: the minimal policies"),
+    ("CapacityError: Unable to provision requested ML compute capacity. Please retry using a different ML instance "
+     "type.", "retry later (rerun the same command"),
+    ("MaxRuntimeExceeded: the job ran past max_runtime_s", "raise hydra.launcher.max_runtime_s"),
+])
+def test_aws_only_errors_get_one_line_saying_what_to_change(reason, fix):
+    from bincount.sagemaker.hints import with_fix
+
+    assert with_fix(reason).startswith(reason + "; fix: ") and fix in with_fix(reason)
+
+
+def test_other_errors_pass_unchanged():
+    from bincount.sagemaker.hints import with_fix
+
+    reason = "ConfigError: optimizer.lr=-1 must be > 0"
+    assert with_fix(reason) == reason

@@ -241,3 +241,24 @@ def test_a_bucket_in_another_region_is_refused_before_the_upload(fake_sagemaker,
             pass
     assert fake_sagemaker.requests == [], "no job was created"
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="bincount-eu"), "nothing was uploaded"
+
+
+def test_each_poll_reads_the_secondary_status_the_status_line_shows():
+    """What ``job.refresh()`` (DescribeTrainingJob) leaves on sagemaker-core's TrainingJob, poll by poll."""
+    from bincount.sagemaker import remote
+
+    steps = [("InProgress", "Starting"), ("InProgress", "Downloading"), ("InProgress", "Training"),
+             ("Stopping", "Stopping"), ("InProgress", "Uploading"), ("Completed", "Completed")]
+
+    class Job:
+        polls, failure_reason = -1, None
+
+        def refresh(self):
+            self.polls += 1
+            self.training_job_status, self.secondary_status = steps[self.polls]
+
+    backend, handle = object.__new__(remote.SageMakerBackend), remote.RemoteJob("bincount-0-x", Job())
+    seen = [(*backend.poll(handle), backend.progress(handle)) for _ in steps]
+    assert seen == [("InProgress", None, "Starting"), ("InProgress", None, "Downloading"),
+                    ("InProgress", None, "Training"), ("InProgress", None, "Stopping"),
+                    ("InProgress", None, "Uploading"), ("Completed", None, "Completed")]

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bincount.sagemaker.callback import jsonable
 from bincount.sagemaker.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
+from bincount.sagemaker.hints import with_fix
 from bincount.sagemaker.prices import cost, hourly
 from bincount.sweep.compose import COMPOSE_LOCK
 from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
@@ -252,7 +253,7 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
                 try:
                     handle = backend.submit(spec)
                 except Exception as e:  # noqa: BLE001 - e.g. a quota error: this job fails, the sweep goes on
-                    reason = f"could not start: {type(e).__name__}: {e}"[:1000]
+                    reason = with_fix(f"could not start: {type(e).__name__}: {str(e)[:700]}")
                     log.error("job %d %s", spec.idx, reason)
                     save_state(spec, name=spec.base_name, status="Failed", reason=reason)
                     results[spec.idx] = make_return(spec, "Failed", None, reason)
@@ -291,6 +292,8 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
                 except OutputRefused as e:
                     log.error("%s: %s", handle.name, e)
                     status, reason = "Failed", str(e)
+                if status in ("Failed", "Stopped") and reason and not spec.extra.get("pruned"):
+                    reason = with_fix(reason)  # AWS's FailureReason, and what to change here
                 extra = billing_state(*backend.billing(handle, elapsed), p)
                 if spec.extra.get("pruned"):  # stopped by prune_if_asked: the trial is pruned, not failed
                     status, reason = "Pruned", spec.extra["pruned"]
