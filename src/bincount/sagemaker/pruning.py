@@ -19,7 +19,10 @@ import logging
 import re
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from bincount.sagemaker.contract import MAX_PROGRESS_BYTES
+from bincount.sagemaker.prices import billing_state
 
 log = logging.getLogger(__name__)
 ENV_SET = re.compile(r"^\+?hydra\.job\.env_set\.(BINCOUNT_OPTUNA_(?:STUDY|TRIAL|PRUNER))='?([^']*)'?$")
@@ -79,3 +82,28 @@ def saving(elapsed_s: float, epochs_done: int, max_epochs: Any) -> float | None:
     if not isinstance(max_epochs, int) or max_epochs <= 0 or epochs_done <= 0 or epochs_done >= max_epochs:
         return None
     return elapsed_s * (max_epochs / epochs_done - 1)
+
+
+def prune_if_asked(backend, spec, handle) -> None:
+    """Report the job's new epochs to its trial; stop the job if the study's pruner says so."""
+    try:
+        pruner = spec.extra.get("pruner") or spec.extra.setdefault("pruner", JobPruner(spec.extra["trial"]))
+        verdict = pruner.observe(parse_progress(backend.read_progress(handle)))
+    except Exception as e:  # noqa: BLE001 - the study is unreachable: the job runs on, unpruned
+        log.warning("%s: cannot ask the pruner (%s: %s); the job runs unpruned", handle.name, type(e).__name__, e)
+        spec.extra.pop("trial")
+        return
+    if verdict and not spec.extra.get("pruned"):
+        log.info("%s: %s; stopping it", handle.name, verdict)
+        spec.extra["pruned"] = verdict
+        backend.stop(handle)
+
+
+def pruned_state(spec, elapsed: float, p: dict) -> dict:
+    """What a pruned job's state records: where it stopped and what stopping saved (the sweep report sums it)."""
+    last = spec.extra["pruner"].last
+    epochs = last[0] + 1 if last else 0
+    saved = saving(elapsed, epochs, OmegaConf.select(spec.config, "trainer.max_epochs", default=None))
+    return {"pruned_after_epochs": epochs, "last_value": last[1] if last else None,
+            "saved_s": round(saved, 1) if saved is not None else None,
+            "saved_usd": billing_state(saved, saved, p)["cost_usd"] if saved else None}

@@ -33,7 +33,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from bincount.sagemaker.callback import jsonable
 from bincount.sagemaker.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
 from bincount.sagemaker.hints import with_fix
-from bincount.sagemaker.prices import cost, hourly
+from bincount.sagemaker.prices import billing_state, cost
+from bincount.sagemaker.pruning import prune_if_asked, pruned_state
 from bincount.sweep.compose import COMPOSE_LOCK
 from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
                                      resolve_payload, select_code, validate)
@@ -48,43 +49,6 @@ STATUS_EVERY_S = 300  # a status line per job when it (or its progress) changes,
 def status_line(name: str, status: str, elapsed: float, p: dict) -> str:
     m, s = divmod(int(elapsed), 60)
     return f"{name:<48} {status:<11} {m:>3}m{s:02d}s  ~{cost(p['instance_type'], p['instance_count'], elapsed)}"
-
-
-def prune_if_asked(backend, spec: JobSpec, handle) -> None:
-    """Report the job's new epochs to its trial; stop the job if the study's pruner says so."""
-    from bincount.sagemaker.pruning import JobPruner, parse_progress
-
-    try:
-        pruner = spec.extra.get("pruner") or spec.extra.setdefault("pruner", JobPruner(spec.extra["trial"]))
-        verdict = pruner.observe(parse_progress(backend.read_progress(handle)))
-    except Exception as e:  # noqa: BLE001 - the study is unreachable: the job runs on, unpruned
-        log.warning("%s: cannot ask the pruner (%s: %s); the job runs unpruned", handle.name, type(e).__name__, e)
-        spec.extra.pop("trial")
-        return
-    if verdict and not spec.extra.get("pruned"):
-        log.info("%s: %s; stopping it", handle.name, verdict)
-        spec.extra["pruned"] = verdict
-        backend.stop(handle)
-
-
-def billing_state(training_s: float, billable_s: float, p: dict) -> dict:
-    """What a finished job cost at the price table's rate, and what spot saved (the sweep report sums both)."""
-    price = hourly(p["instance_type"])
-    usd = (lambda s: round(price * p["instance_count"] * s / 3600, 4)) if price is not None else (lambda s: None)
-    return {"training_s": round(training_s, 1), "billable_s": round(billable_s, 1), "cost_usd": usd(billable_s),
-            "spot_saved_usd": usd(training_s - billable_s) if billable_s < training_s else None}
-
-
-def pruned_state(spec: JobSpec, elapsed: float, p: dict) -> dict:
-    """What a pruned job's state records: where it stopped and what stopping saved (the sweep report sums it)."""
-    from bincount.sagemaker.pruning import saving
-
-    last = spec.extra["pruner"].last
-    epochs = last[0] + 1 if last else 0
-    saved = saving(elapsed, epochs, OmegaConf.select(spec.config, "trainer.max_epochs", default=None))
-    return {"pruned_after_epochs": epochs, "last_value": last[1] if last else None,
-            "saved_s": round(saved, 1) if saved is not None else None,
-            "saved_usd": billing_state(saved, saved, p)["cost_usd"] if saved else None}
 
 
 def make_return(spec: JobSpec, status: str, value: Any = None, reason: str | None = None) -> JobReturn:
