@@ -75,7 +75,7 @@ SERVICE_SIDE = ("s3:GetObject", "s3:ListBucket", "s3:PutObject", "ecr:GetAuthori
 # Actions without resource-level permissions: the only ones a statement may grant on "*".
 STAR_RESOURCE_OK = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
                     # the Service Authorization Reference lists no resource type for these two: "*" only
-                    "servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas"}
+                    "servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas", "sagemaker:Search"}
 # sagemaker-core resources this code uses, and the variable names its instances have in the code.
 RESOURCES = ("TrainingJob", "Endpoint", "EndpointConfig", "Model")
 INSTANCE_NAMES = {"job": "TrainingJob", "endpoint": "Endpoint", "model": "Model"}
@@ -166,9 +166,10 @@ def scanned_operations(files) -> dict[tuple[str, str], set[str]]:
     index, found = operation_index(), {}
     for path in files:
         text = code_text(path)
-        names = {m.group(2) for m in CLIENT_CALL.finditer(text)} | set(PAGINATOR.findall(text)) | \
-            set(CHAINED_CALL.findall(text))
+        names = {m.group(2) for m in CLIENT_CALL.finditer(text)} | set(PAGINATOR.findall(text))
+        chained = set(CHAINED_CALL.findall(text))  # certainly client calls: one-word operations (search) count too
         ops = [op for name in names if "_" in name for op in index.get(name, [])]
+        ops += [op for name in chained for op in index.get(name, [])]
         ops += [TRANSFER[name] for name in names if name in TRANSFER]
         for op in ops:
             found.setdefault(op, set()).add(path.relative_to(ROOT).as_posix())

@@ -262,3 +262,46 @@ def test_each_poll_reads_the_secondary_status_the_status_line_shows():
     assert seen == [("InProgress", None, "Starting"), ("InProgress", None, "Downloading"),
                     ("InProgress", None, "Training"), ("InProgress", None, "Stopping"),
                     ("InProgress", None, "Uploading"), ("Completed", None, "Completed")]
+
+
+def test_a_relaunch_finds_by_its_tag_a_job_whose_state_was_never_written(fake_sagemaker, hydra_sweep_runner,
+                                                                           tmp_path, monkeypatch, caplog):
+    """A launcher killed between CreateTrainingJob and writing the job's state: the job exists in SageMaker, the
+    sweep dir does not say so. The relaunch searches by the job's trial tag and collects it (moto_server's Search)."""
+    from bincount.resolvers import register_resolvers
+
+    register_resolvers()
+    fake_sagemaker.output = lr_output
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train.py")])
+    overrides = ["hydra/launcher=sagemaker", f"hydra.launcher.role={ROLE}", "hydra.launcher.region=us-east-1",
+                 f"hydra.launcher.output_s3_uri=s3://{BUCKET}/out", f"hydra.launcher.source_dir={ROOT}",
+                 "hydra.launcher.payload=script", "hydra.launcher.poll_interval_s=0.1", "hydra/sweeper=basic",
+                 "model=tiny", "optimizer.lr=1e-4,3e-4"]
+
+    import hydra.test_utils.test_utils as harness
+
+    monkeypatch.setattr(harness, "shutil", SimpleNamespace(rmtree=lambda *a, **k: None))  # keep the sweep dir
+
+    def launch(then):
+        sweep = hydra_sweep_runner(calling_file=str(ROOT / "train.py"), calling_module=None, task_function=None,
+                                   config_path="conf", config_name="train", overrides=overrides,
+                                   temp_dir=tmp_path / "sweep")
+        with sweep:
+            assert [r.return_value for r in sweep.returns[0]] == pytest.approx([0.1, 0.3])
+            jobs = [Path(r.working_dir) for r in sweep.returns[0]]
+            names = [json.loads((j / "sagemaker_job.json").read_text())["name"] for j in jobs]
+            then(jobs)
+        return names
+
+    def forget(jobs):  # as if killed right after CreateTrainingJob, before writing the jobs' state
+        for job in jobs:
+            (job / "sagemaker_job.json").unlink()
+
+    first = launch(forget)
+    with caplog.at_level("INFO"):
+        again = launch(lambda jobs: None)
+    assert len(fake_sagemaker.requests) == 2, "no job was created again"
+    assert caplog.text.count("re-attached (started by an earlier launch of this sweep)") == 2
+    assert again == first, "the same two jobs, collected"
+    tags = {t["Key"]: t["Value"] for t in fake_sagemaker.requests[0]["Tags"]}
+    assert tags["bincount:trial"].startswith(f"{tags['bincount:sweep']}/{tags['bincount:job']}/")

@@ -27,6 +27,7 @@ from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_co
 
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
+TRIAL_TAG = "bincount:trial"  # <sweep>/<job>/<config and code sha>: a relaunch finds its job by it
 DRY_RUN_ROLE = "arn:aws:iam::000000000000:role/no-role-set"  # a dry run may omit the role; validate() requires it otherwise
 JOB_CONSTRAINTS = f"{PICKLE_DIR}/constraints.txt"  # the code channel's constraints.txt minus the image's stack
 IMAGE_TORCH_NOTE = ("# The image's torch (framework_version): pip fails rather than replace it if a package "
@@ -224,7 +225,7 @@ class SageMakerBackend:
             env[ENV_PINS], env[ENV_INSTALLED] = self.constraints, self.requirement(spec)
         if (self.code / "src").is_dir():
             env["PYTHONPATH"] = f"{CODE}/src"
-        tags = {**p["tags"], "bincount:sweep": self.sweep, "bincount:job": str(spec.idx)}
+        tags = {**p["tags"], "bincount:sweep": self.sweep, "bincount:job": str(spec.idx), TRIAL_TAG: self.trial_tag(spec)}
         trainer = ModelTrainer(
             sagemaker_session=self.session, role=p["role"] or DRY_RUN_ROLE, base_job_name=spec.base_name,
             training_image=self.image,
@@ -289,6 +290,26 @@ class SageMakerBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(offline.requests[-1], indent=2, default=str) + "\n")
         return path
+
+    def trial_tag(self, spec: JobSpec) -> str:
+        """One tag naming the sweep, the job and its config and code: what ``find`` searches for."""
+        return f"{self.sweep}/{spec.idx}/{spec.state_sha[:16]}"
+
+    def find(self, spec: JobSpec) -> RemoteJob | None:
+        """The newest training job tagged for ``spec`` (same sweep, job number, config and code), for a relaunch
+        that has no state file for it: a launcher killed between CreateTrainingJob and writing its state."""
+        from sagemaker.core.resources import TrainingJob
+
+        found = self.boto.client("sagemaker").search(
+            Resource="TrainingJob", SortBy="CreationTime", SortOrder="Descending", MaxResults=1,
+            SearchExpression={"Filters": [{"Name": f"Tags.{TRIAL_TAG}", "Operator": "Equals",
+                                           "Value": self.trial_tag(spec)}]}).get("Results", [])
+        if not found:
+            log.info("job %d: no training job is tagged %s=%s; launching it", spec.idx, TRIAL_TAG, self.trial_tag(spec))
+            return None
+        name = found[0]["TrainingJob"]["TrainingJobName"]
+        job = TrainingJob.get(training_job_name=name, session=self.boto, region=self.boto.region_name)
+        return RemoteJob(job.training_job_name, job, self.checkpoint_uri(spec))
 
     def log_location(self, handle: RemoteJob) -> str:
         return (f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {handle.name}/algo-* "

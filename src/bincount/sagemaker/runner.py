@@ -137,16 +137,21 @@ def reattach(backend, spec: JobSpec):
     running or has finished since: a relaunch after the launcher died collects it instead of paying again."""
     state = spec.local_dir / STATE_FILE
     saved = json.loads(state.read_text()) if state.is_file() else {}
-    if saved.get("status") != "InProgress" or saved.get("state_sha") != spec.state_sha or not saved.get("name"):
+    # An earlier launch wrote the job's .hydra/ (just before CreateTrainingJob) but no state: it may have been
+    # killed in between, so the job may exist; its tag says (never asked on a first launch)
+    unrecorded = not saved and (spec.local_dir / ".hydra").is_dir() and hasattr(backend, "find")
+    if not unrecorded and (saved.get("status") != "InProgress" or saved.get("state_sha") != spec.state_sha
+                           or not saved.get("name")):
         return None
+    what = "a job tagged for it" if unrecorded else saved["name"]
     try:
-        handle = backend.attach(spec, saved)
+        handle = backend.find(spec) if unrecorded else backend.attach(spec, saved)
     except Exception as e:  # noqa: BLE001 - cannot tell: a new job is safer than a lost trial
-        log.warning("job %d: could not re-attach to %s (%s: %s); launching it again", spec.idx, saved["name"],
-                    type(e).__name__, e)
+        log.warning("job %d: could not re-attach to %s (%s: %s); launching it", spec.idx, what, type(e).__name__, e)
         return None
     if handle is None:
-        log.info("job %d: %s from an earlier launch is gone; launching it again", spec.idx, saved["name"])
+        if not unrecorded:
+            log.info("job %d: %s from an earlier launch is gone; launching it again", spec.idx, what)
         return None
     spec.extra["name"], spec.extra["started"] = handle.name, float(saved.get("started") or time.time())
     log.info("%s: re-attached (started by an earlier launch of this sweep); log %s", handle.name,
