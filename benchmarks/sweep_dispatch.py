@@ -1,6 +1,6 @@
 """Sweep dispatch on the SageMaker launcher: ``async`` against ``batch``, the same trials in one run.
 
-    python benchmarks/sweep_dispatch.py                 # 24 trials, median 6 s, n_jobs=3: about 3 minutes
+    python benchmarks/sweep_dispatch.py                 # 48 trials, median 6 s, n_jobs=3: about 7 minutes
     python benchmarks/sweep_dispatch.py --quick         # 9 trials, median 2 s (tests/test_sagemaker_async.py)
 
 A real Optuna study drives ``benchmarks/sweep_app/sleep_app.py``, whose job sleeps for its trial's
@@ -78,7 +78,7 @@ def run(mode: str, sweep_dir: Path, lengths: list[float], n_jobs: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--trials", type=int, default=48)
     parser.add_argument("--n-jobs", type=int, default=3)
     parser.add_argument("--median-s", type=float, default=6.0, help="median job length (log-normal)")
     parser.add_argument("--quick", action="store_true", help="9 trials, median 2 s")
