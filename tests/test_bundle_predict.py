@@ -284,3 +284,17 @@ def test_predict_runs_as_a_sagemaker_job_over_an_s3_prefix(trained, tiny_bucket,
     assert state["return_value"]["predicted"] == len(tiny_bucket.synthetic_ids) and state["return_value"]["csv"] == url
     assert state["return_value"]["metrics"]["n"] > 0 and "bad" not in state["return_value"]
     assert f"-> {url}" in (sweep / "0" / "sagemaker_job.log").read_text()  # the job's own log, fetched back
+
+
+@pytest.mark.parametrize("overrides, message, status", [
+    (["bundle=nowhere", "inputs=[x]", "batch_size=0"], "predict.py: error: batch_size: expected a positive integer, "
+                                                       "got '0'", 2),
+    (["bundle=nowhere", "inputs=[x]", "bad_input=maybe"], "predict.py: error: bad_input: invalid choice: 'maybe'", 2),
+    (["inputs=[x]"], "predict.py: error: set bundle (e.g. bundle=logs/train/runs/RUN", 2),
+    (["bundle=nowhere", "inputs=[x]"], "predict.py: error: model nowhere does not exist", 1),
+])
+def test_predict_py_names_a_bad_value_by_its_key_in_one_line(overrides, message, status, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "predict.py"), *overrides, f"paths.log_dir={tmp_path}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == status and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
