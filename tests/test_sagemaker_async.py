@@ -58,9 +58,20 @@ def test_ctrl_c_stops_every_job_of_an_async_sweep(tmp_path):
     while states().count("InProgress") < 3:
         assert time.time() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else ""
         time.sleep(0.2)
+    pids = [json.loads(p.read_text())["pid"] for p in sorted(sweep_dir.glob("*/sagemaker_job.json"))]
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=90)
     assert states() == ["Stopped"] * 3, out[-3000:]
     assert "Interrupted" in out
-    leftovers = subprocess.run(["pgrep", "-f", f"hydra.run.dir=.*{sweep_dir.name}"], capture_output=True, text=True)
-    assert leftovers.stdout.strip() == "", "no job process outlives the sweep"
+    alive = [pid for pid in pids if job_process_alive(pid)]
+    assert alive == [], "no job process outlives the sweep"
+
+
+def job_process_alive(pid: int) -> bool:
+    """Still this sweep's job (the container entry), not exited and not a PID the system gave to another program."""
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return b"bincount.sagemaker.entry" in cmdline and state not in ("Z", "X")
