@@ -67,10 +67,10 @@ def offline_session(p: dict):
     """The dry run's boto3 session for launcher params ``p`` (region from them or the environment)."""
     import boto3
 
-    from bincount.sagemaker.remote import split_s3
+    from bincount.sagemaker.remote import NO_REGION, split_s3
 
     region = p["region"] or boto3.Session().region_name
     if not region:
-        raise ValueError("no AWS region: set hydra.launcher.region=<region> (e.g. us-east-1) or AWS_DEFAULT_REGION")
+        raise ValueError(NO_REGION)
     bucket, _ = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
     return OfflineAWS(region, bucket).session

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 log = logging.getLogger(__name__)
-_CHECKED: dict[tuple[str, str, bool], float | None] = {}  # (region, type, spot) -> the quota, once per process
+_CHECKED: dict[tuple[str, str], tuple[float, str] | None] = {}  # (region, quota name) -> (value, code), once
 
 
 class QuotaError(ValueError):
@@ -37,25 +37,28 @@ def find_quota(client, name: str) -> tuple[float, str] | None:
     return None
 
 
+def cached_quota(client, region: str, name: str) -> tuple[float, str] | None:
+    """``find_quota`` once per process and quota (every launch of an async sweep asks); None if unreadable."""
+    key = (region, name)
+    if key not in _CHECKED:
+        try:
+            _CHECKED[key] = find_quota(client, name)
+        except Exception as e:  # noqa: BLE001 - no permission, or no Service Quotas here: AWS will answer later
+            code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
+            log.warning("could not read the quota %r (%s); if it is too small, CreateTrainingJob will say so", name,
+                        code)
+            _CHECKED[key] = None
+        else:
+            if _CHECKED[key] is None:
+                log.info("no quota named %r in %s's Service Quotas; not checked", name, region)
+    return _CHECKED[key]
+
+
 def check_training_quota(client, region: str, instance_type: str, instance_count: int, parallel: int,
                          spot: bool) -> None:
-    key = (region, instance_type, spot)
-    if key in _CHECKED:
-        found = _CHECKED[key]
-        if found is not None and found < instance_count:
-            raise QuotaError(f"the quota {quota_name(instance_type, spot)!r} is {found:g} in {region}")
-        return
     name = quota_name(instance_type, spot)
-    try:
-        found = find_quota(client, name)
-    except Exception as e:  # noqa: BLE001 - no permission, or no Service Quotas here: AWS will answer later
-        code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
-        log.warning("could not read the quota %r (%s); if it is too small, CreateTrainingJob will say so", name, code)
-        _CHECKED[key] = None
-        return
-    _CHECKED[key] = found[0] if found else None
+    found = cached_quota(client, region, name)
     if found is None:
-        log.info("no quota named %r in %s's Service Quotas; not checked", name, region)
         return
     value, code = found
     ask = (f"aws service-quotas request-service-quota-increase --region {region} --service-code sagemaker "
@@ -87,10 +90,7 @@ def warm_pool_seconds(client, region: str, p: dict) -> int:
              "seconds instead of minutes; billed while idle, at most %s a job (%s); hydra.launcher.keep_alive_s=0 "
              "turns it off", seconds, most, p["instance_type"])
     name = f"{p['instance_type']} for training warm pool usage"
-    try:
-        found = find_quota(client, name)
-    except Exception:  # noqa: BLE001 - unknown: SageMaker keeps the instance if the quota allows
-        return seconds
+    found = cached_quota(client, region, name)  # unknown: SageMaker keeps the instance if the quota allows
     if found is not None and found[0] < p["instance_count"]:
         log.warning("the quota %r is %g in %s: the jobs run, but no instance is kept warm; ask for %d (quota code "
                     "%s) to make the next trial start in seconds", name, found[0], region,

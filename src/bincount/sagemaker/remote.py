@@ -27,6 +27,7 @@ from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_co
 
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
+NO_REGION = "no AWS region: set hydra.launcher.region=<region> (e.g. us-east-1) or AWS_DEFAULT_REGION"
 TRIAL_TAG = "bincount:trial"  # <sweep>/<job>/<config and code sha>: a relaunch finds its job by it
 DRY_RUN_ROLE = "arn:aws:iam::000000000000:role/no-role-set"  # a dry run may omit the role; validate() requires it otherwise
 JOB_CONSTRAINTS = f"{PICKLE_DIR}/constraints.txt"  # the code channel's constraints.txt minus the image's stack
@@ -128,7 +129,7 @@ class SageMakerBackend:
         self.p, self.sweep = p, sweep_key(sweep_dir)
         self.boto = boto_session or make_boto_session(p["region"])
         if not (p["region"] or self.boto.region_name):  # before the SDK's Session, whose message names neither
-            raise ValueError("no AWS region: set hydra.launcher.region=<region> (e.g. us-east-1) or AWS_DEFAULT_REGION")
+            raise ValueError(NO_REGION)
         bucket, prefix = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
         if not p["dry_run"]:  # a dry run asks AWS nothing
             region = p["region"] or self.boto.region_name

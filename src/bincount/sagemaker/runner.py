@@ -135,8 +135,7 @@ def read_result(spec: JobSpec, key: bytes) -> tuple[str, Any, str | None]:
 def reattach(backend, spec: JobSpec):
     """The job an earlier launch of this sweep started for ``spec`` (same config and code), if it is still
     running or has finished since: a relaunch after the launcher died collects it instead of paying again."""
-    state = spec.local_dir / STATE_FILE
-    saved = json.loads(state.read_text()) if state.is_file() else {}
+    saved = saved_state(spec)
     # An earlier launch wrote the job's .hydra/ (just before CreateTrainingJob) but no state: it may have been
     # killed in between, so the job may exist; its tag says (never asked on a first launch)
     unrecorded = not saved and (spec.local_dir / ".hydra").is_dir() and hasattr(backend, "find")
@@ -159,11 +158,14 @@ def reattach(backend, spec: JobSpec):
     return handle
 
 
-def previous_completion(spec: JobSpec) -> dict | None:
+def saved_state(spec: JobSpec) -> dict:
+    """What an earlier launch recorded for this job (``{}``: nothing)."""
     state = spec.local_dir / STATE_FILE
-    if not state.is_file():
-        return None
-    saved = json.loads(state.read_text())
+    return json.loads(state.read_text()) if state.is_file() else {}
+
+
+def previous_completion(spec: JobSpec) -> dict | None:
+    saved = saved_state(spec)
     return saved if saved.get("status") == "Completed" and saved.get("state_sha") == spec.state_sha else None
 
 
