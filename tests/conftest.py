@@ -21,6 +21,19 @@ from bincount.resolvers import register_resolvers
 # Tests compose conf/ in process (hydra.compose); train.py registers the same resolvers before composing.
 register_resolvers()
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _state_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Sweeps' result keys go to the user's state directory ($XDG_STATE_HOME): a temporary one in tests,
+    inherited by the subprocesses the tests start."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
+
 SAMPLE_ENV = "BINCOUNT_ABID_SAMPLE"
 # Where the README says the sample sits: ../shared/data/abid/sample beside the clone.
 DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "abid" / "sample"

@@ -24,7 +24,7 @@ MAX_LINES = 400
 
 # Lowest first; a package may import from its own layer and the ones below it.
 LAYERS = [
-    {"bincount.layout", "bincount.samples", "bincount.text", "bincount.secrets"},  # contracts
+    {"bincount.layout", "bincount.samples", "bincount.text", "bincount.secrets", "bincount.untrusted_tar"},  # contracts
     {"bincount.s3"},  # storage
     {"bincount.manifest"},  # the index of a dataset
     {"bincount.shards"},  # packing and streaming
@@ -33,7 +33,7 @@ LAYERS = [
     {"bincount.config", "bincount.resolvers", "bincount.resume", "bincount.loggers", "bincount.wandb_logger",
      "bincount.report", "bincount.compare", "bincount.sweep", "bincount.sagemaker", "bincount.serve",
      "bincount.deploy", "bincount.bundle", "bincount.predict", "bincount.train", "bincount.quiet", "bincount.cli",
-     "hydra_plugins.bincount_optuna_sweeper", "hydra_plugins.bincount_sagemaker_launcher",
+     "bincount.secrets_config", "hydra_plugins.bincount_optuna_sweeper", "hydra_plugins.bincount_sagemaker_launcher",
      "bincount"},  # runs and tools; ``bincount`` itself is the facade (a lazy ``bincount.load_model``)
 ]
 # Which extras a package's imports may come from, beyond the core dependencies.

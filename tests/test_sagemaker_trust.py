@@ -50,9 +50,20 @@ def test_crafted_result_pkl_from_a_remote_job_is_refused_and_never_run(fake_sage
     fake_sagemaker.output = lambda req: {"result.json": json.dumps({"status": "COMPLETED", "return_value": 1}),
                                          "result.pkl": pickle.dumps(Touch(marker)), "result.pkl.hmac": "0" * 64}
     with pytest.raises(RuntimeError, match="failed: refused result.pkl of job 0: its HMAC does not match this sweep's key"):
-        with sweep_of(hydra_sweep_runner, tmp_path / "sweep", [*REMOTE, f"hydra.launcher.source_dir={APP}"]):
+        with sweep_of(hydra_sweep_runner, tmp_path / "sweep", [*REMOTE, f"hydra.launcher.source_dir={APP}",
+                                                               "hydra.launcher.payload=pickle"]):
             pass
     assert not marker.exists(), "the crafted pickle ran on the launching machine"
+
+
+def test_a_pickled_task_whose_payload_was_not_asked_for_by_name_reads_json(fake_sagemaker, hydra_sweep_runner, tmp_path):
+    """payload=auto picks pickle for a task that is not a script; its result still comes back as JSON."""
+    marker = tmp_path / "pwned"
+    fake_sagemaker.output = lambda req: {"result.json": json.dumps({"status": "COMPLETED", "return_value": 7}),
+                                         "result.pkl": pickle.dumps(Touch(marker))}
+    with sweep_of(hydra_sweep_runner, tmp_path / "sweep", [*REMOTE, f"hydra.launcher.source_dir={APP}"]) as sweep:
+        assert sweep.returns[0][0].return_value == 7
+    assert not marker.exists()
 
 
 def test_script_mode_reads_results_as_json_only(fake_sagemaker, hydra_sweep_runner, tmp_path, monkeypatch, caplog):
@@ -73,7 +84,8 @@ def test_script_mode_reads_results_as_json_only(fake_sagemaker, hydra_sweep_runn
     with caplog.at_level("WARNING"), sweep:
         assert sweep.returns[0][0].return_value == 0.25
     assert not marker.exists()
-    assert "job 0: ignored result.pkl in its output (script-mode results are read from result.json only)" in caplog.text
+    assert ("job 0: ignored result.pkl in its output (results are read from result.json unless "
+            "hydra.launcher.payload=pickle)") in caplog.text
 
 
 def spec_in(tmp_path: Path, pickled: bool = True, rel_dir: str = "multirun/s/0"):
@@ -83,7 +95,8 @@ def spec_in(tmp_path: Path, pickled: bool = True, rel_dir: str = "multirun/s/0")
     local = tmp_path / "0"
     local.mkdir(exist_ok=True)
     (local / "result.json").write_text(json.dumps({"status": "COMPLETED", "return_value": "from json"}))
-    return JobSpec(0, [], config, local, rel_dir, [], {}, "sha", "job", b"task" if pickled else None, "state")
+    return JobSpec(0, [], config, local, rel_dir, [], {}, "sha", "job", b"task" if pickled else None, "state",
+                   pickled_result=pickled)
 
 
 def test_only_a_pickle_signed_with_the_sweeps_key_for_this_job_is_unpickled(tmp_path):
@@ -92,7 +105,10 @@ def test_only_a_pickle_signed_with_the_sweeps_key_for_this_job_is_unpickled(tmp_
 
     key = result_key(tmp_path / "sweep")
     assert result_key(tmp_path / "sweep") == key, "a relaunch keeps the sweep's key"
-    assert oct((tmp_path / "sweep" / ".sagemaker" / "result.key").stat().st_mode & 0o777) == "0o600"
+    from bincount.sagemaker.results import key_path
+
+    assert oct(key_path(tmp_path / "sweep").stat().st_mode & 0o777) == "0o600"
+    assert not (tmp_path / "sweep").exists(), "the key lives outside the sweep directory"
     spec = spec_in(tmp_path)
     blob = pickle.dumps({"an": "object"})
     (spec.local_dir / "result.pkl").write_bytes(blob)

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 pytest.importorskip("optuna")
 from bincount.sweep import pruning  # noqa: E402
-from bincount.sweep.study import ENV_STORAGE, redact, report_storage, safe_url, write_sweep_info  # noqa: E402
+from bincount.sweep.study import ENV_STORAGE, redact, safe_url, write_sweep_info  # noqa: E402
 from bincount.sweep.sweeper import OptunaSweep  # noqa: E402
 
 PASSWORD = "Planted-pw-8134"
@@ -71,12 +71,22 @@ def test_redact_hides_the_password_as_written_and_decoded():
     assert redact("no url here", "sqlite:///x.db") == "no url here"
 
 
-def test_report_takes_the_url_from_the_environment_only_for_its_own_study():
+def test_report_takes_the_url_from_the_environment_only_for_its_own_study(tmp_path):
+    from bincount.sweep.study import StudyConfigError
+    from bincount.sweep.warmstart import source_storage
+
     recorded = safe_url(URL)
-    assert report_storage(recorded, env={ENV_STORAGE: URL}) == URL
+    assert source_storage(tmp_path, recorded, env={ENV_STORAGE: URL}) == URL
     other = "postgresql://tuner:pw@elsewhere/optuna"
-    assert report_storage(recorded, env={ENV_STORAGE: other}) == recorded, "another study's URL is not used"
-    assert report_storage(recorded, "sqlite:///given.db", env={ENV_STORAGE: URL}) == "sqlite:///given.db"
+    with pytest.raises(StudyConfigError, match=r"^bincount sweep-report X: its sweep.json names the storage "
+                                               r"'postgresql://tuner:\*\*\*@127.0.0.1:1/optuna', which is not "
+                                               r".*--storage URL"):
+        source_storage(tmp_path, recorded, env={ENV_STORAGE: other}, asked_by="bincount sweep-report X",
+                       how_to_pass="--storage URL")  # another study's URL is not used, nor the recorded one opened
+    assert source_storage(tmp_path, recorded, "sqlite:///given.db", env={ENV_STORAGE: URL}) == "sqlite:///given.db"
+    (tmp_path / "optuna.db").write_bytes(b"")
+    own = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert source_storage(tmp_path, own, env={}) == own
 
 
 def test_sweep_report_error_shows_no_password(tmp_path, capsys, monkeypatch):

@@ -125,6 +125,7 @@ class ModelConfig:
     backbone: str = "???"
     pretrained: bool = False
     weights_file: Optional[str] = None
+    weights_remap: str = "false"  # false | true | auto: weights_file by name, by order, or by name else order
     drop_rate: float = 0.0
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     unfreeze: Optional[Dict[int, int]] = None
@@ -209,7 +210,7 @@ def check_config(cfg: DictConfig) -> None:
     from bincount.manifest import ClassRange
     from bincount.data.gpu_decode import check_decode
     from bincount.data.transforms import AUGMENT_CHOICES, INTERPOLATIONS
-    from bincount.models.backbone import FREEZE_BN, FREEZE_POLICIES, check_backbone_name
+    from bincount.models.backbone import FREEZE_BN, FREEZE_POLICIES, check_backbone_name, weights_remap_mode
     from bincount.models.heads import HEADS
 
     typed = check_schema(cfg)
@@ -227,6 +228,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(str(err)) from None
     _check_choice("model.freeze.policy", typed.model.freeze.policy, FREEZE_POLICIES)
     _check_choice("model.freeze.bn", typed.model.freeze.bn, FREEZE_BN)
+    try:
+        weights_remap_mode(typed.model.weights_remap)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     head = dict(typed.head)
     _check_choice("head.name", head.get("name"), HEADS)
     params = inspect.signature(HEADS[head["name"]].__init__).parameters

@@ -34,6 +34,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from bincount.text import csv_cell
+
 FLOAT_DIGITS = 6  # significant digits in metrics.json; more is noise for metrics over a test split
 PROB_DECIMALS = 6  # decimals of the probabilities in predictions.csv
 
@@ -211,7 +213,7 @@ def write_predictions_csv(path: str | Path, ids: Sequence[str], true_counts: Any
     lines: list[list[Any]] = [["id", "true_count", "pred_count", *(f"prob_{c}" for c in counts)]]
     for i in range(n):
         row_probs = (f"{p:.{PROB_DECIMALS}f}" for p in probs[i])
-        lines.append([str(ids[i]), int(true_counts[i]), int(pred_counts[i]), *row_probs])
+        lines.append([csv_cell(ids[i]), int(true_counts[i]), int(pred_counts[i]), *row_probs])
     return _atomic_write_text(path, _csv_text(lines))
 
 

@@ -20,6 +20,7 @@ checks need neither, and importing torch costs seconds.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,14 @@ _JPEG_EOI = b"\xff\xd9"
 _SOS = 0xDA
 _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length field
 _SOF_MARKERS = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start-of-frame: height and width live here
+# PIL names the file object it read in its errors ("cannot identify image file <_io.BytesIO object at 0x7f...>"):
+# a heap address, not the input. The caller names the input (a file, "instance 3"); the reason says what failed.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(e: BaseException) -> str:
+    """``Type: message`` of a decoder's exception, without object reprs."""
+    return f"{type(e).__name__}: {_OBJECT_REPR.sub('the image bytes', str(e))}"
 
 
 class BadImage(Exception):
@@ -108,7 +117,7 @@ def check_image_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Non
     except BadImage:
         raise
     except Exception as e:
-        raise BadImage(f"not an image ({type(e).__name__}: {e})") from e
+        raise BadImage(f"not an image ({_reason(e)})") from e
 
 
 def _open_pil(data: bytes, max_pixels: int):
@@ -160,7 +169,7 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tor
         raise
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
         prefix = f"corrupt JPEG ({jpeg_error}); " if jpeg_error else ""
-        raise BadImage(f"{prefix}cannot decode ({type(e).__name__}: {e})") from e
+        raise BadImage(f"{prefix}cannot decode ({_reason(e)})") from e
 
 
 def encoded_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:

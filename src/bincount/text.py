@@ -4,7 +4,8 @@ Why: a run directory's name, an override, a metric name, a failure reason or an 
 whoever could write that directory or bucket, and the tables that show them are read in a terminal or
 as Markdown. Unescaped, ``[link=http://x]y[/link]`` becomes a rich hyperlink, ``\\x1b]0;title\\x07``
 retitles the terminal (other escapes can rewrite what is on screen), and ``<img src=...>`` or
-``![](...)`` in a Markdown cell loads a page from elsewhere. Every table and message that shows such
+``![](...)`` in a Markdown cell loads a page from elsewhere, and a CSV cell starting with ``=`` runs as
+a formula when the file is opened in a spreadsheet. Every table, message and CSV cell that shows such
 text goes through one of these functions. Standard library only (rich is imported when used).
 """
 
@@ -36,3 +37,21 @@ def markdown(text: object) -> str:
     """``text`` for a Markdown table cell, heading or note: no control characters, HTML shown as text,
     and the characters that end a cell, start a link or a code span escaped; one line."""
     return _MARKDOWN.sub(r"\\\1", html.escape(plain(text), quote=False)).replace("\n", " ")
+
+
+# OWASP's "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula
+# (=HYPERLINK(...) sends data elsewhere, @SUM(...) and +/- start one too; a leading TAB is trimmed first;
+# CR is dropped before the check).
+_FORMULA_START = ("=", "+", "-", "@", "\t")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(text: object) -> str:
+    """``text`` for a CSV cell that holds a name (a file name, an id, an S3 key, a metric name): one
+    that a spreadsheet would run as a formula gets a leading ``'`` (OWASP's advice), so it shows as typed.
+    A number stays as it is (``-0.25`` is a value, not a formula). A carriage return is dropped: the csv
+    module does not quote it under ``lineterminator="\\n"``, so it would split the row."""
+    value = str(text).replace("\r", "")
+    if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value

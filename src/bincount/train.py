@@ -31,6 +31,8 @@ from bincount.quiet import quiet_lightning
 from bincount.report import after_run
 from bincount.resume import last_checkpoint
 from bincount.sagemaker.contract import ENV_PROGRESS, lightning_cluster_args
+from bincount.secrets import SecretError
+from bincount.secrets_config import check_resolved
 from bincount.sweep.pruning import pruning_callbacks
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ def build_model(cfg: DictConfig) -> BinCounter:
     m, classes = cfg.model, ClassRange(**cfg.data.classes)
     return BinCounter(
         backbone=m.backbone, num_classes=classes.num_classes, min_count=classes.min_count,
-        pretrained=m.pretrained, weights_file=m.weights_file, head=_plain(cfg.head), freeze=_plain(m.freeze),
+        pretrained=m.pretrained, weights_file=m.weights_file, weights_remap=m.get("weights_remap", "false"),
+        head=_plain(cfg.head), freeze=_plain(m.freeze),
         optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.get("scheduler")),
         backbone_lr_scale=m.backbone_lr_scale, drop_rate=m.drop_rate, channels_last=m.channels_last,
     )
@@ -155,6 +158,10 @@ def train(cfg: DictConfig) -> float | None:
     started = time.time()
     _route_lightning_logs_through_hydra()
     quiet_lightning()
+    try:  # the inner guard behind the leak_check callback: resolved_config.yaml, the loggers and check_config's
+        check_resolved(cfg)  # messages get cfg resolved
+    except SecretError as e:
+        raise ConfigError(str(e)) from None
     check_config(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bincount.text import markdown, plain, terminal
+from bincount.text import csv_cell, markdown, plain, terminal
 
 MISSING = "—"
 
@@ -126,7 +126,8 @@ def to_html(sections: list[Section], title: str) -> str:
 def to_csv(section: Section) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([plain(h) for h in section.headers])
     # plain(): ``bincount runs --format csv`` prints to the terminal; a control character is never data here.
-    writer.writerows([["" if c == MISSING else plain(c) for c in row] for row in section.rows])
+    # csv_cell(): run names and overrides come from run directories; numbers pass unchanged.
+    writer.writerow([csv_cell(plain(h)) for h in section.headers])
+    writer.writerows([["" if c == MISSING else csv_cell(plain(c)) for c in row] for row in section.rows])
     return buffer.getvalue()

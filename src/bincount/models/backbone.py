@@ -8,6 +8,11 @@ EfficientNet without per-architecture code.
 Offline (``HF_HUB_OFFLINE=1``, or the hub does not answer a short probe) the weights come from the local
 caches only, found through their public lookup functions; nothing mutates ``huggingface_hub``'s settings,
 and a miss fails within seconds with what to do instead.
+
+A local ``model.weights_file`` must match the model by name, unless ``model.weights_remap`` says to map it by
+order: a state dict saved by another implementation of the same architecture (``efficientnet_pytorch``'s
+``_conv_stem.weight`` for timm's ``conv_stem.weight``) then loads through timm's own ``remap_state_dict``,
+after shape checks that name the first tensor that does not fit.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ log = logging.getLogger(__name__)
 
 FREEZE_POLICIES = ("none", "all", "all_but_last")
 FREEZE_BN = ("frozen", "train")  # model.freeze.bn
+WEIGHTS_REMAP = ("false", "true", "auto")  # model.weights_remap: by name, by order, by name else by order
 HUB_HOST = ("huggingface.co", 443)
 
 
@@ -77,12 +83,26 @@ def _weights_help(name: str) -> str:
     )
 
 
+def weights_remap_mode(value: object) -> str:
+    """``model.weights_remap`` as one of :data:`WEIGHTS_REMAP`.
+
+    Why not a bool field: ``auto`` is a third state, and a Hydra override ``model.weights_remap=true``
+    arrives in the ``str`` schema field as ``"True"``, so booleans and any letter case are accepted.
+    """
+    mode = str(value).strip().lower()
+    if mode not in WEIGHTS_REMAP:
+        raise ValueError(f"model.weights_remap={value!r} is not a valid choice; valid: {', '.join(WEIGHTS_REMAP)}")
+    return mode
+
+
 def create_backbone(name: str, pretrained: bool = False, weights_file: str | None = None,
-                    drop_rate: float = 0.0, drop_path_rate: float | None = None) -> nn.Module:
+                    drop_rate: float = 0.0, drop_path_rate: float | None = None,
+                    weights_remap: str | bool = "false") -> nn.Module:
     """Create a feature extractor (``num_classes=0``) with weights from the hub, a local file, or none."""
     import timm
 
     check_backbone_name(name)
+    mode = weights_remap_mode(weights_remap)
     kwargs: dict = {"num_classes": 0, "drop_rate": drop_rate}
     if drop_path_rate is not None:
         kwargs["drop_path_rate"] = drop_path_rate
@@ -93,11 +113,93 @@ def create_backbone(name: str, pretrained: bool = False, weights_file: str | Non
                 f"model.weights_file={weights_file!r} does not exist. Point it at a .safetensors, .pth or "
                 f".bin state dict of {name!r}, or set model.weights_file=null."
             )
-        # timm's own local-file path: the same loader (and classifier filtering) as hub weights.
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        load_weights_file(model, path, mode)
+        return model
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     return _create_from_hub(name, kwargs)
+
+
+def load_weights_file(model: nn.Module, path: Path, mode: str = "false") -> None:
+    """Load a local state dict into ``model``, strictly: by name, or by order (``mode``, see WEIGHTS_REMAP).
+
+    timm's ``load_state_dict`` reads it (.safetensors without pickle; .pth/.bin with ``weights_only=True``;
+    a ``state_dict``/``model``/EMA wrapper and DDP/compile prefixes unwrapped). Strict, because timm's
+    pretrained loader turns strictness off when the classifier is dropped, and a file with foreign names then
+    "loads" nothing at all: the run would train from random weights with a warning in the log.
+    """
+    from timm.models import load_state_dict
+
+    state = load_state_dict(str(path), weights_only=True)
+    target = model.state_dict()
+    # The model is headless (num_classes=0): drop the checkpoint's classifier under the model's own names.
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    for prefix in (classifier,) if isinstance(classifier, str) else classifier:
+        for key in (f"{prefix}.weight", f"{prefix}.bias"):
+            if key not in target:
+                state.pop(key, None)
+    by_name = state.keys() == target.keys()
+    if mode == "false" and not by_name:
+        extra, missing = [k for k in state if k not in target], [k for k in target if k not in state]
+        raise PretrainedWeightsUnavailable(
+            f"model.weights_file={str(path)!r} does not match {_arch(model)!r} by name: {len(extra)} of its "
+            f"{len(state)} tensors are not in the model (e.g. {_first(extra)}) and {len(missing)} of the "
+            f"model's {len(target)} are missing (e.g. {_first(missing)}). "
+            "If it is this architecture saved under other names, set model.weights_remap=true "
+            "(maps tensors by order, with shape checks)."
+        )
+    # true: by order, as timm's load_checkpoint(remap=True); auto: by name when the names match (safer: an
+    # order that differs cannot slip through), else by order.
+    if mode == "true" or not by_name:
+        state = _remap_by_order(model, state, path)
+        log.info("model.weights_file=%s: %d tensors mapped by order onto %s", path, len(state), _arch(model))
+    model.load_state_dict(state, strict=True)
+
+
+def _first(keys: list[str]) -> str:
+    return ", ".join(map(repr, keys[:3])) or "none"
+
+
+def _arch(model: nn.Module) -> str:
+    return (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+
+
+def _remap_by_order(model: nn.Module, state: dict, path: Path) -> dict:
+    """``state`` renamed to the model's keys by order, through timm's ``remap_state_dict``.
+
+    Checked here first, because timm's version pairs the two lists with ``zip`` (a shorter list silently
+    truncates the other), reshapes tensors of equal size, and checks with ``assert`` (gone under ``python -O``).
+    A foreign checkpoint's classifier has foreign names (``_fc.weight``, ``_fc.bias``), so it cannot be dropped
+    by name as above; it is dropped by position instead: a headless timm model's state dict ends where the
+    classifier would start, so trailing extra tensors that are a ``[K, num_features]`` weight (and a ``[K]``
+    bias) are the classifier and go; anything else that does not line up is an error.
+    """
+    from timm.models import remap_state_dict
+
+    target = model.state_dict()
+    items = list(state.items())
+    extra = items[len(target):]
+    features = getattr(model, "num_features", None)
+    shapes = [tuple(getattr(v, "shape", ())) for _, v in extra]
+    dropped = (0 < len(shapes) <= 2 and len(shapes[0]) == 2 and shapes[0][1] == features
+               and shapes[1:] in ([], [shapes[0][:1]]))
+    if dropped:
+        items = items[:len(target)]
+    where = f"model.weights_file={str(path)!r} cannot be mapped by order onto {_arch(model)!r}"
+    for i, ((ka, va), (kb, vb)) in enumerate(zip(target.items(), items)):
+        if va.shape != getattr(vb, "shape", None):
+            raise PretrainedWeightsUnavailable(
+                f"{where}: tensor #{i} {kb!r} has shape {tuple(getattr(vb, 'shape', ()))} but the model's {ka!r} has "
+                f"{tuple(va.shape)}. It is not a state dict of this architecture (or not in its order)."
+            )
+    if len(items) != len(target):
+        first = items[len(target)][0] if len(items) > len(target) else list(target)[len(items)]
+        raise PretrainedWeightsUnavailable(
+            f"{where}: it has {len(items)} tensors{' less its classifier' if dropped else ''} and the model "
+            f"{len(target)}; the first unpaired one is {first!r}."
+        )
+    return remap_state_dict(dict(items), model, allow_reshape=False)
 
 
 def hub_offline() -> bool:
@@ -239,5 +341,6 @@ def num_trainable(module: nn.Module) -> int:
 
 __all__ = [
     "FREEZE_BN", "FREEZE_POLICIES", "PretrainedWeightsUnavailable", "apply_freeze", "backbone_stages", "cached_weights",
-    "check_backbone_name", "create_backbone", "hub_offline", "keep_frozen_batchnorm_in_eval", "num_trainable", "save_weights", "unfreeze_last_stages",
+    "check_backbone_name", "create_backbone", "hub_offline", "keep_frozen_batchnorm_in_eval", "load_weights_file",
+    "num_trainable", "save_weights", "unfreeze_last_stages", "WEIGHTS_REMAP", "weights_remap_mode",
 ]

@@ -38,6 +38,7 @@ class BinCounter(L.LightningModule):
         min_count: int = 1,
         pretrained: bool = False,
         weights_file: str | None = None,
+        weights_remap: str = "false",
         head: dict | None = None,
         freeze: dict | None = None,
         optimizer: dict | None = None,
@@ -50,12 +51,13 @@ class BinCounter(L.LightningModule):
         head, freeze, optimizer, scheduler = (_plain(x) for x in (head, freeze, optimizer, scheduler))
         self.save_hyperparameters(
             {"backbone": backbone, "num_classes": num_classes, "min_count": min_count, "pretrained": pretrained,
-             "weights_file": weights_file, "head": head, "freeze": freeze, "optimizer": optimizer,
-             "scheduler": scheduler, "backbone_lr_scale": backbone_lr_scale, "drop_rate": drop_rate,
-             "channels_last": channels_last},
+             "weights_file": weights_file, "weights_remap": weights_remap, "head": head, "freeze": freeze,
+             "optimizer": optimizer, "scheduler": scheduler, "backbone_lr_scale": backbone_lr_scale,
+             "drop_rate": drop_rate, "channels_last": channels_last},
             logger=False,  # train.py logs the whole resolved config; these kwargs would land beside it twice
         )
-        self.backbone = create_backbone(backbone, pretrained=pretrained, weights_file=weights_file, drop_rate=drop_rate)
+        self.backbone = create_backbone(backbone, pretrained=pretrained, weights_file=weights_file, drop_rate=drop_rate,
+                                        weights_remap=weights_remap)
         head = dict(head or {"name": "linear"})
         self.head = create_head(head.pop("name"), self.backbone.num_features, num_classes, **head)
         freeze = freeze or {}

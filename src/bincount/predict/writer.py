@@ -7,7 +7,8 @@ flushed at ``on_predict_batch_end``; only running sums for the scores and the li
 Scores (accuracy, RMSE, MAE, within one) are taken where the true count is known (ABID metadata),
 against the count the model can express: under ``overflow=clip`` a true 9 is the last class (>= max).
 Counts the model has no class for (below ``min_count``, or above it under ``drop``/``fail``) are
-predicted but not scored, and counted as ``unscored``.
+predicted but not scored, and counted as ``unscored``. File names and S3 keys are written through
+:func:`bincount.text.csv_cell`: a name like ``=HYPERLINK(...).jpg`` must not run when the CSV is opened.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from bincount.layout import DataError
 from bincount.metrics import PROB_DECIMALS
 from bincount.predict.inputs import Item
+from bincount.text import csv_cell
 
 
 def scored_count(true: int, classes: dict[str, Any]) -> int | None:
@@ -65,7 +67,7 @@ class CSVPredictionWriter(BasePredictionWriter):
         for j, index in enumerate(batch["index"].tolist()):
             item = self.items[index]
             truth = [] if not self.with_truth else ["" if item.true_count is None else item.true_count]
-            self._csv.writerow([item.name, *truth, pred[j], f"{expected[j]:.{PROB_DECIMALS}f}",
+            self._csv.writerow([csv_cell(item.name), *truth, pred[j], f"{expected[j]:.{PROB_DECIMALS}f}",
                                 f"{confidence[j]:.{PROB_DECIMALS}f}", *(f"{p:.{PROB_DECIMALS}f}" for p in probs[j])])
             self._score(item.true_count, pred[j])
         self.rows += len(pred)

@@ -8,11 +8,13 @@ survives a relaunch, as the checkpoint S3 URI does for a restarted spot job.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -22,6 +24,9 @@ from pathlib import Path
 
 from bincount.sagemaker.contract import ENV_RESULT_KEY, MAX_PROGRESS_BYTES, PROGRESS_FILE, RESULT_FILE, Layout
 from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
+from bincount.text import plain
+
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -103,7 +108,8 @@ class LocalBackend:
         env = {**os.environ, **spec.env, **layout.env(name, num_gpus=self.local["num_gpus"]),
                # no algo-1 host here: torchrun's rendezvous on loopback, on a free port
                "SM_MASTER_ADDR": "127.0.0.1", "SM_MASTER_PORT": str(free_port()),
-               ENV_RESULT_KEY: self.key.hex(),  # this machine's job: it may sign a pickled result
+               # this machine's job, and the user asked for pickled results: it may sign one
+               **({ENV_RESULT_KEY: self.key.hex()} if spec.pickled_result else {}),
                "PYTHONPATH": os.pathsep.join([*src, os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)}
         # The scratch code channel has no data/: share the launch directory's dataset and caches.
         env.setdefault("BINCOUNT_DATA_DIR", str(Path.cwd() / "data"))
@@ -182,9 +188,64 @@ class LocalBackend:
         if job.log_file is not None:  # None: re-attached, the log is the earlier launch's file
             job.log_file.close()
         local_dir.mkdir(parents=True, exist_ok=True)
+        skipped: list[str] = []
         if job.layout.output_data.is_dir() and job.layout.output_data.resolve() != local_dir.resolve():
-            shutil.copytree(job.layout.output_data, local_dir, dirs_exist_ok=True)
-        shutil.copy2(job.layout.ml / "job.log", local_dir / "sagemaker_job.log")
+            skipped += copy_tree_no_links(job.layout.output_data, local_dir)
+        skipped += copy_tree_no_links(job.layout.ml, local_dir, only={"job.log": "sagemaker_job.log"})
+        if skipped:
+            log.warning("Job %s: not copied from its output (links are never followed, only regular files and "
+                        "directories are copied): %s", job.name, ", ".join(plain(s) for s in skipped))
 
     def close(self) -> None:
         pass
+
+
+def copy_tree_no_links(src: Path, dst: Path, only: dict[str, str] | None = None) -> list[str]:
+    """Copy ``src``'s regular files and directories into ``dst``; return what was skipped (links, FIFOs,
+    devices, sockets), as paths relative to ``src``. ``only``: just these entries of ``src``, renamed.
+
+    The job wrote ``src``: a link there (to ``/``, to ``~/.ssh``) must not make the launcher copy, or read,
+    anything outside it. By hand because ``shutil.copytree`` either follows links or recreates them
+    (``symlinks=True``, which leaves a link for the next reader to follow), and an ``ignore`` callback
+    checks a name before it is opened: here every entry is opened with ``O_NOFOLLOW`` relative to its
+    already-opened directory, and checked with ``fstat`` on what was opened, so a link swapped in after
+    the listing is refused too.
+    """
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:  # ``src`` itself replaced by a link (or gone)
+        return [str(src)]
+    skipped: list[str] = []
+    try:
+        _copy_dir(fd, dst, "", skipped, only)
+    finally:
+        os.close(fd)
+    return skipped
+
+
+def _copy_dir(dir_fd: int, dst: Path, rel: str, skipped: list[str], only: dict[str, str] | None = None) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in sorted(os.listdir(dir_fd)):
+        if only is not None and name not in only:
+            continue
+        target = dst / (only[name] if only else name)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)  # a FIFO must not block
+        except OSError:  # ELOOP: a symbolic link; or gone, or unreadable
+            skipped.append(rel + name)
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                _copy_dir(fd, target, f"{rel}{name}/", skipped)
+            elif stat.S_ISREG(st.st_mode):
+                if target.is_symlink():  # never write through a link at the destination either
+                    target.unlink()
+                with os.fdopen(os.dup(fd), "rb") as f_in, open(target, "wb") as f_out:
+                    shutil.copyfileobj(f_in, f_out)
+                os.chmod(target, stat.S_IMODE(st.st_mode))
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+            else:
+                skipped.append(rel + name)
+        finally:
+            os.close(fd)

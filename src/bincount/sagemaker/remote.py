@@ -13,7 +13,6 @@ import logging
 import re
 import shlex
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from bincount.sagemaker.contract import ENV_INSTALLED, ENV_PINS, MAX_PROGRESS_BY
 from bincount.sagemaker.pins import job_constraints, parse_pins
 from bincount.sagemaker.quotas import check_training_quota, warm_pool_seconds
 from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_code, sweep_key
+from bincount.untrusted_tar import ArchiveTooLarge, Limits, UnsafeArchive, extract
 
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
@@ -41,9 +41,9 @@ def download_output(s3, bucket: str, key: str, local_dir: Path, max_bytes: int) 
     """Unpack ``s3://bucket/key`` (a job's output.tar.gz) into ``local_dir``; False if there is none.
 
     The object is written by the job, so nothing is trusted: its size (``ContentLength``) is checked
-    before reading, it streams to a temporary file (never whole into memory), the members' total size
-    is checked before extracting (a gzip bomb is small in S3), and ``filter="data"`` keeps every member
-    inside ``local_dir`` with no links or devices.
+    before reading, it streams to a temporary file (never whole into memory), and
+    ``bincount.untrusted_tar`` checks every member (no links, no names outside ``local_dir``, a cap on
+    the members' total size: a gzip bomb is small in S3) before it writes only the regular files.
     """
     where = f"s3://{bucket}/{key}"
     try:
@@ -56,14 +56,15 @@ def download_output(s3, bucket: str, key: str, local_dir: Path, max_bytes: int) 
         obj["Body"].close()
         raise OutputRefused(f"{where} is {obj['ContentLength'] / 2**20:.1f} MB, above {limit}: not downloaded "
                             f"(fetch it yourself with aws s3 cp, or raise the limit)")
-    local_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as tmp:
         shutil.copyfileobj(obj["Body"], tmp)
         tmp.seek(0)
-        with tarfile.open(fileobj=tmp, mode="r:gz") as tar:
-            if sum(m.size for m in tar.getmembers()) > max_bytes:
-                raise OutputRefused(f"{where} unpacks to more than {limit}: not extracted")
-            tar.extractall(local_dir, filter="data")
+        try:
+            extract(tmp, local_dir, where, Limits(max_bytes=max_bytes))
+        except ArchiveTooLarge as e:
+            raise OutputRefused(f"{e} ({limit})") from None
+        except UnsafeArchive as e:
+            raise OutputRefused(str(e)) from None
     return True
 
 

@@ -12,12 +12,9 @@ unpickled only with a valid HMAC made with this sweep's key, which never leaves 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
-import pickle
-import secrets
 import signal
 import threading
 import time
@@ -31,17 +28,17 @@ from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bincount.sagemaker.callback import jsonable
-from bincount.sagemaker.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
 from bincount.sagemaker.hints import with_fix
 from bincount.sagemaker.prices import billing_state, cost
 from bincount.sagemaker.pruning import prune_if_asked, pruned_state
+from bincount.sagemaker.results import read_result, result_key
 from bincount.sweep.compose import COMPOSE_LOCK
+from bincount.text import plain
 from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
                                      resolve_payload, select_code, validate)
 
 log = logging.getLogger(__name__)
 STATE_FILE = "sagemaker_job.json"
-KEY_FILE = ".sagemaker/result.key"  # in the sweep dir, beside (never inside) the staged code channel
 TERMINAL = ("Completed", "Failed", "Stopped")
 STATUS_EVERY_S = 300  # a status line per job when it (or its progress) changes, and every 5 minutes anyway
 
@@ -79,57 +76,6 @@ def write_local_stubs(spec: JobSpec) -> None:
     _save_config(task_cfg, "config.yaml", hydra_dir)
     _save_config(OmegaConf.create({"hydra": spec.config.hydra}), "hydra.yaml", hydra_dir)
     _save_config(spec.config.hydra.overrides.task, "overrides.yaml", hydra_dir)
-
-
-def result_key(sweep_dir: Path) -> bytes:
-    """The sweep's HMAC key: made once (mode 0600), kept for relaunches, given to local jobs only."""
-    path = sweep_dir / KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex())
-    return key
-
-
-def load_signed(spec: JobSpec, key: bytes) -> Any:
-    """Unpickle the job's result.pkl only if its HMAC is this sweep's, for this job."""
-    data = (spec.local_dir / PICKLED_RESULT).read_bytes()
-    mac_file = spec.local_dir / PICKLED_RESULT_MAC
-    mac = mac_file.read_bytes().strip() if mac_file.is_file() else b""  # bytes: any content compares safely
-    if not hmac.compare_digest(mac, result_mac(key, spec.rel_dir, data).encode()):
-        raise OutputRefused(f"refused {PICKLED_RESULT} of job {spec.idx}: "
-                            f"{'its HMAC does not match' if mac else f'no {PICKLED_RESULT_MAC} for'} this sweep's key "
-                            "(this launcher's job did not write it); not unpickled")
-    return pickle.loads(data)
-
-
-def read_result(spec: JobSpec, key: bytes) -> tuple[str, Any, str | None]:
-    """(status, value, error) from what the job left in its output (copied into the local job dir).
-
-    The value comes from ``result.json``; only a pickle-payload job's signed ``result.pkl`` replaces it.
-    """
-    path = spec.local_dir / RESULT_FILE
-    if not path.is_file():
-        return "Failed", None, "the job wrote no result.json (it died before Hydra finished)"
-    try:
-        result = json.loads(path.read_bytes())
-        status, value, error = result["status"], result.get("return_value"), result.get("error")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:  # the job's file: a bad one fails this job only
-        return "Failed", None, f"unreadable {RESULT_FILE} ({type(e).__name__})"
-    if (spec.local_dir / PICKLED_RESULT).is_file():
-        if spec.pickle is None:
-            log.warning("job %d: ignored %s in its output (script-mode results are read from %s only)",
-                        spec.idx, PICKLED_RESULT, RESULT_FILE)
-        else:
-            try:
-                value = load_signed(spec, key)
-            except OutputRefused as e:
-                return "Failed", None, str(e)
-    return ("Completed" if status == "COMPLETED" else "Failed"), value, error if isinstance(error, str) else None
 
 
 def reattach(backend, spec: JobSpec):
@@ -260,11 +206,13 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
                     if status == "Completed":
                         status, value, error = read_result(spec, key)
                         reason = reason or error
-                except OutputRefused as e:
-                    log.error("%s: %s", handle.name, e)
-                    status, reason = "Failed", str(e)
+                except Exception as e:  # noqa: BLE001 - a refused or unreadable output fails this job only
+                    reason = (str(e) if isinstance(e, OutputRefused)
+                              else f"could not collect its output ({type(e).__name__}: {e})")
+                    log.error("%s: %s", handle.name, plain(reason))
+                    status = "Failed"
                 if status in ("Failed", "Stopped") and reason and not spec.extra.get("pruned"):
-                    reason = with_fix(reason)  # AWS's FailureReason, and what to change here
+                    reason = with_fix(plain(reason))  # AWS's FailureReason (or the job's), and what to change here
                 extra = billing_state(*backend.billing(handle, elapsed), p)
                 if spec.extra.get("pruned"):  # stopped by prune_if_asked: the trial is pruned, not failed
                     status, reason = "Pruned", spec.extra["pruned"]
@@ -312,7 +260,8 @@ def prepare(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: i
     sweep_dir.mkdir(parents=True, exist_ok=True)
     source_dir = Path(p["source_dir"] or os.getcwd()).resolve()
     payload = resolve_payload(p, launcher.task_function)
-    files = select_code(source_dir, code_entries(p, config, payload, source_dir), p["ignore_patterns"])
+    files = select_code(source_dir, code_entries(p, config, payload, source_dir), p["ignore_patterns"],
+                        p["upload_patterns"], p["max_upload_file_mb"], p["max_upload_mb"])
     log.info("Code channel from %s: %s", source_dir, code_summary(files))
     log.info("SageMaker launcher (%s backend, %s payload): %d job(s) in %s", p["backend"], payload,
              len(job_overrides), sweep_dir)

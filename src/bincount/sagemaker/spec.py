@@ -9,13 +9,10 @@ the environment or a tag, no control character in the command line, only allowli
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
-import os
 import re
 import secrets as _random
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,8 @@ from bincount.sagemaker.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB
 from bincount.sagemaker.extras import job_extras
 from bincount.sagemaker.network import ENV_NETWORK, ClusterError, resolve_network
 from bincount.sagemaker.pruning import split_trial
+# The code channel's selection lives in bincount.sagemaker.upload; imported here, where the backends look for it.
+from bincount.sagemaker.upload import NEVER_UPLOAD, code_entries, code_summary, select_code, stage_code  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,6 @@ LAUNCH_ONLY = re.compile(r"^[+~]*hydra(/launcher|\.launcher|/sweeper|\.sweeper|\
 PAYLOADS = ("auto", "script", "pickle")
 BACKENDS = ("sagemaker", "local")
 PICKLE_DIR = "_sagemaker_jobs"
-# Never uploaded, whatever include and ignore_patterns say: local credentials (matched at every level).
-NEVER_UPLOAD = (".env", ".env.*", "*.env", ".aws", ".ssh", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*",
-                "id_ecdsa*", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".dockercfg")
 # C0 controls and DEL: a newline in a command-line argument can end the SDK's heredoc and run as shell.
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # hydra.launcher.requirements goes into the job's requirements file: a plain relative path only.
@@ -72,6 +68,8 @@ class JobSpec:
     # The project's extras this job's config needs in the container (bincount.sagemaker.extras).
     extras: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # payload=pickle asked for by name: the job's signed result.pkl is unpickled (docs/security.md).
+    pickled_result: bool = False
 
     @property
     def pickle_path(self) -> str:
@@ -201,88 +199,6 @@ def sweep_key(sweep_dir: Path) -> str:
     return f"{re.sub(r'[^a-zA-Z0-9-]', '-', sweep_dir.name)[:40]}-{digest}"
 
 
-def code_entries(p: dict, config: DictConfig, payload: str, source_dir: Path) -> list[str]:
-    """``include``, plus what this launch needs: the entry script, the requirements, the app's config dir."""
-    extra = [p["requirements"]] if p["requirements"] else []
-    if payload == "script":
-        extra.append(sys.argv[0])
-    for src in OmegaConf.select(config, "hydra.runtime.config_sources", default=None) or []:
-        if src.get("provider") == "main" and src.get("schema") == "file":
-            extra.append(src["path"])
-    rel = []
-    for entry in [*p["include"], *extra]:
-        path = (source_dir / entry).resolve()
-        if path.is_relative_to(source_dir):
-            rel.append(path.relative_to(source_dir).as_posix())
-    return sorted(set(rel))
-
-
-def select_code(source_dir: Path, entries: list[str], ignore: list[str]) -> list[str]:
-    """The files of the code channel: under ``entries`` (an allowlist), minus ``ignore`` and NEVER_UPLOAD.
-
-    An allowlist, because the project directory also holds ``.env``, ``.aws/``, keys and data that must
-    not reach a bucket. Links are followed only to what the allowlist uploads anyway.
-    """
-    anywhere = [i for i in ignore if not i.startswith("/")] + list(NEVER_UPLOAD)
-    at_root = [i[1:] for i in ignore if i.startswith("/")]
-
-    def skipped(rel: Path) -> bool:
-        return (any(fnmatch.fnmatch(part, pat) for part in rel.parts for pat in anywhere)
-                or any(fnmatch.fnmatch(rel.parts[0], pat) for pat in at_root))
-
-    base = source_dir.resolve()
-    allowed = [(base / e).resolve() for e in entries]
-
-    def inside(path: Path) -> bool:
-        """A link is followed only to what the allowlist uploads anyway, and never up its own tree."""
-        if not path.is_symlink():
-            return True
-        target = path.resolve()
-        ok = (any(target.is_relative_to(a) for a in allowed) and not skipped(target.relative_to(base))
-              and not path.parent.resolve().is_relative_to(target))
-        if not ok:
-            log.warning("not uploaded: %s links to %s, outside what include uploads", path.relative_to(source_dir),
-                        target)
-        return ok
-
-    def walk(top: Path):
-        """Files under ``top``, following directory links as ``inside`` allows (``conf/experiment`` links to
-        ``experiments/``; ``os.walk`` would skip it, and the job could not compose ``experiment=``)."""
-        for d, dirs, fs in os.walk(top, followlinks=True):
-            dirs[:] = [x for x in dirs if inside(Path(d) / x) and not skipped((Path(d) / x).relative_to(source_dir))]
-            yield from (Path(d) / f for f in fs)
-
-    files: set[str] = set()
-    for entry in entries:
-        top = source_dir / entry
-        for path in [top] if top.is_file() else walk(top):
-            rel = path.relative_to(source_dir)
-            if skipped(rel) or not path.is_file() or not inside(path):
-                continue
-            files.add(rel.as_posix())
-    return sorted(files)
-
-
-def stage_code(source_dir: Path, dest: Path, files: list[str]) -> Path:
-    """Copy the code channel (what SageMaker uploads to /opt/ml/input/data/code): exactly ``files``."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for rel in files:
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source_dir / rel, dest / rel)
-    return dest
-
-
-def code_summary(files: list[str]) -> str:
-    """``12 files: conf/ (8), src/ (3), train.py``: what the code channel holds, for the log."""
-    tops: dict[str, int] = {}
-    for f in files:
-        top = f.split("/", 1)[0] + ("/" if "/" in f else "")
-        tops[top] = tops.get(top, 0) + 1
-    return f"{len(files)} files: " + ", ".join(t if t[-1] != "/" else f"{t} ({n})" for t, n in sorted(tops.items()))
-
-
 def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, source_dir: Path) -> JobSpec:
     ctx, task_function = launcher.hydra_context, launcher.task_function
     all_overrides = [*overrides, *extra_overrides(overrides, p["job_overrides"], launcher.config)]
@@ -326,4 +242,5 @@ def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, 
                    base_job_name(p["base_job_name"], idx), blob, state_sha, job_extras(config))
     if payload == "script" and trial:
         spec.extra["trial"] = trial
+    spec.pickled_result = p["payload"] == "pickle"
     return spec

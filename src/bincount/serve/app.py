@@ -93,7 +93,8 @@ async def _tensor(state: State, instance: Instance, where: str) -> Any:
     if instance.s3 is not None:
         data = await run_in_threadpool(read_s3, instance.s3, state.settings.limits)
         where = instance.s3
-    return await run_in_threadpool(decode, data, state.model.transform, state.model.max_pixels, where)
+    max_pixels = state.settings.limits.pixels(state.model.max_pixels)
+    return await run_in_threadpool(decode, data, state.model.transform, max_pixels, where)
 
 
 def server_timing(read_ms: float, decode_ms: float, timings: list[dict]) -> str:

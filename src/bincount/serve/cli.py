@@ -20,7 +20,8 @@ from pathlib import Path
 from bincount.bundle import BundleError
 from bincount.s3.endpoint import S3Error
 from bincount.s3.store import S3ReadError
-from bincount.serve.inputs import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_S3_BYTES, Limits
+from bincount.serve.inputs import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_S3_BYTES,
+                                   Limits)
 
 ERRORS = (BundleError, S3Error, S3ReadError)
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -79,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="s3://bucket/prefix whose objects {\"s3\": ...} instances may name (repeatable; default: none)")
     parser.add_argument("--max-s3-bytes", type=_positive, default=DEFAULT_MAX_S3_BYTES, metavar="N",
                         help="largest S3 object read for an instance (default: %(default)s)")
+    parser.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="refuse images with more pixels, whatever the bundle allows (default: %(default)s)")
     parser.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs (default: auto)")
     parser.add_argument("--graceful-timeout", type=_positive, default=25, metavar="S",
@@ -96,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"model {model} does not exist (a bundle dir, run dir, model.tar.gz or s3:// URI)")
     s3 = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
     limits = Limits(max_body_bytes=args.max_body_bytes, max_instances=args.max_instances,
-                    max_s3_bytes=args.max_s3_bytes, allow_s3=tuple(args.allow_s3), s3=s3)
+                    max_s3_bytes=args.max_s3_bytes, allow_s3=tuple(args.allow_s3), s3=s3, max_pixels=args.max_pixels)
     server: uvicorn.Server | None = None
 
     def stop(_: BaseException) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 DEFAULT_MAX_BODY_BYTES = 6_291_456  # SageMaker real-time endpoints' payload limit
 DEFAULT_MAX_INSTANCES = 64
 DEFAULT_MAX_S3_BYTES = 32 << 20
+DEFAULT_MAX_PIXELS = 40_000_000  # = bincount.samples' (a test checks): importing samples would load numpy at start-up
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 JSON_TYPE = "application/json"
 
@@ -42,6 +43,12 @@ class Limits:
     max_s3_bytes: int = DEFAULT_MAX_S3_BYTES
     allow_s3: tuple[str, ...] = ()  # s3://bucket/prefix; nothing in S3 is readable unless listed
     s3: dict[str, Any] = field(default_factory=dict)  # S3Config fields (endpoint_url, region, ...)
+    # the server's own cap on decoded pixels, whatever the bundle says (the loader caps the bundle's too)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def pixels(self, bundle_max_pixels: int) -> int:
+        """The pixel limit a decode uses: the bundle's, never above the server's."""
+        return min(int(bundle_max_pixels), self.max_pixels)
 
 
 def media_type(header: str | None) -> str:

@@ -94,6 +94,10 @@ PACKED_FORMAT = {
     "encryption": None,
 }
 PACKED_FIELDS = ["id", "index", "count", "label", "image"]
+# The chunk names litdata's BinaryWriter gives an uncompressed set (``chunk-<rank>-<n>.bin``). litdata joins
+# each name to its cache dir and the bucket prefix, so an absolute name or ``..`` would download to, read
+# and lock (``.cnt``) a file of the attacker's choosing outside the cache: only plain names are accepted.
+CHUNK_NAME = re.compile(r"chunk-[0-9]+-[0-9]+\.bin")
 
 
 def check_shard_format(index: Any, where: str) -> None:
@@ -112,6 +116,24 @@ def check_shard_format(index: Any, where: str) -> None:
         fields_ = None
     if fields_ != PACKED_FIELDS:
         raise DataError(f"{where}: items have fields {fields_!r}, but `bincount pack` writes {PACKED_FIELDS}")
+    check_chunk_names(index["chunks"], where)
+
+
+def check_chunk_names(chunks: list, where: str) -> None:
+    """DataError naming the first chunk whose file name is not one ``pack`` writes, or is used twice."""
+    seen: set[str] = set()
+    for i, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict) or "filename" not in chunk:
+            raise DataError(f"{where}: chunk {i} is not a record with a filename; refusing these shards")
+        name = chunk["filename"]
+        if not isinstance(name, str) or not CHUNK_NAME.fullmatch(name):
+            shown = repr(name[:200] if isinstance(name, str) else name)
+            raise DataError(f"{where}: chunk {i} is named {shown}; `bincount pack` writes plain names "
+                            "chunk-<rank>-<n>.bin inside the shard set, so these shards are refused (a path "
+                            "would make litdata read or write a file outside the set and its cache)")
+        if name in seen:
+            raise DataError(f"{where}: chunk {i} is named {name!r} again; refusing these shards")
+        seen.add(name)
 
 
 # Size limits of a shard set's own files, checked before the body is read: a bucket anyone can write

@@ -13,9 +13,9 @@ ERRORS = (ReportError,)  # with OSError: failures at run time, exit status 1 (se
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir (hydra.sweep.dir): Optuna or basic-sweeper grid")
     parser.add_argument("--storage", default=None,
-                        help="the study's storage URL when sweep.json's is not reachable from here (default: "
+                        help="the study's storage URL when sweep.json's is not this sweep's own SQLite file (default: "
                              "$BINCOUNT_OPTUNA_STORAGE when its masked form is the URL in SWEEP_DIR/sweep.json, which "
-                             "keeps a password out of the command line; else sweep.json's)")
+                             "keeps a password out of the command line; else sweep.json's own SQLite file)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from bincount.sweep.study import read_sweep_info, redact, report_storage, resolve_direction, safe_url
+from bincount.sweep.study import SWEEP_INFO, StudyConfigError, redact, resolve_direction, safe_url
+from bincount.sweep.warmstart import read_info, source_storage
 
 log = logging.getLogger(__name__)
 KEY_METRICS = ("val/acc", "val/loss", "val/rmse", "val/mae", "val/f1_macro", "val/within_one", "test/acc", "test/rmse")
@@ -105,7 +106,11 @@ def from_study(sweep_dir: Path, info: dict, storage: str | None):
     """Trials of the study named in ``sweep.json`` (``storage`` overrides its password-less URL)."""
     import optuna
 
-    url = report_storage(info["storage"], storage)
+    try:
+        url = source_storage(sweep_dir, info["storage"], given=storage, asked_by=f"bincount sweep-report {sweep_dir}",
+                             how_to_pass="--storage URL")
+    except StudyConfigError as e:
+        raise ReportError(str(e)) from None
     try:
         study = optuna.load_study(study_name=info["study_name"], storage=url)
     except Exception as err:  # a masked password, a server out of reach, a deleted file
@@ -203,7 +208,15 @@ def write_report(sweep_dir: Path, storage: str | None = None, console=None) -> P
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep dir {sweep_dir} does not exist")
-    info, study = read_sweep_info(sweep_dir), None
+    info, study = None, None
+    if (sweep_dir / SWEEP_INFO).is_file():
+        try:
+            info = read_info(sweep_dir, asked_by=f"bincount sweep-report {sweep_dir}")
+        except StudyConfigError as e:
+            raise ReportError(str(e)) from None
+        if not isinstance(info.get("optimized_metric"), str) or info.get("direction") not in ("minimize", "maximize"):
+            raise ReportError(f"bincount sweep-report {sweep_dir}: its {SWEEP_INFO} has no optimized_metric or no "
+                              "direction (minimize|maximize); it was not written by a bincount_optuna sweep")
     if info:
         study, trials = from_study(sweep_dir, info, storage)
         metric, direction = info["optimized_metric"], info["direction"]

@@ -13,6 +13,9 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
+
+from bincount.secrets import mask_query, query_secrets
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +55,35 @@ def default_storage(sweep_dir: Path) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The storage URL without its password, for logs, ``sweep.json`` and every saved config."""
+    """The storage URL without its password, for logs, ``sweep.json`` and every saved config: the one after
+    ``user:`` and any query parameter that carries one (``?password=``, ``&token=``; drivers read both)."""
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("://", 1)[0] + "://***" if "@" in url else url
+        return mask_query(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # not a URL SQLAlchemy reads: keep only its scheme when it may hold a password
+        if "@" not in url and not query_secrets(url):
+            return url
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
 
 
 def redact(text: str, url: str) -> str:
-    """``text`` (an error message) with ``url`` masked and its password, as written or decoded, hidden:
+    """``text`` (an error message) with ``url`` masked and its passwords, as written or decoded, hidden:
     database drivers quote the URL or the password in their errors."""
     if not url or safe_url(url) == url:
         return text
     raw = re.search(r"://[^/@:]*:([^/@]*)@", url)
     secrets = {raw.group(1) if raw else ""}
+    for _, value in query_secrets(url):
+        secrets |= {value, unquote_plus(value)}
     try:
         from sqlalchemy.engine import make_url
 
-        secrets.add(make_url(url).password or "")
+        parsed = make_url(url)
+        secrets.add(parsed.password or "")
+        for key, value in parsed.query.items():  # decoded; a repeated parameter is a tuple
+            if query_secrets(f"?{key}=x"):
+                secrets.update([value] if isinstance(value, str) else value)
     except Exception:  # not a URL SQLAlchemy reads: the raw form is all there is
         pass
     text = text.replace(url, safe_url(url))
@@ -166,35 +178,3 @@ def running_trials(study) -> list:
         log.info("Study %s: %d trial(s) left running by an earlier driver (%s): re-attaching", study.study_name,
                  len(stale), ", ".join(str(t.number) for t in stale))
     return [optuna.trial.Trial(study, t._trial_id) for t in stale]
-
-
-def warm_start(study, sweep_dir: Path, distributions: dict) -> int:
-    """Seed an empty ``study`` with the finished trials of the study in ``sweep_dir`` (its ``sweep.json``).
-
-    Only trials whose parameters all lie in this search space are copied (a trial from another space would
-    mislead the sampler); each keeps its value and is marked ``warm_start_from``. Returns how many.
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    info = read_sweep_info(Path(sweep_dir))
-    if not info:
-        raise StudyConfigError(f"hydra.sweeper.warm_start={sweep_dir}: no {SWEEP_INFO} there (a bincount_optuna "
-                               "sweep dir has one)")
-    if study.get_trials(deepcopy=False):
-        log.info("Study %s already has trials: warm_start=%s is not applied again", study.study_name, sweep_dir)
-        return 0
-    old = optuna.load_study(study_name=info["study_name"], storage=report_storage(info["storage"], None))
-    copied = skipped = 0
-    for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        fits = set(t.params) == set(distributions) and all(distributions[k]._contains(
-            distributions[k].to_internal_repr(v)) for k, v in t.params.items())
-        if not fits:
-            skipped += 1
-            continue
-        study.add_trial(optuna.trial.create_trial(params=t.params, distributions=distributions, value=t.value,
-                                                  user_attrs={"warm_start_from": f"{sweep_dir}#{t.number}"}))
-        copied += 1
-    log.info("Study %s: warm start from %s: %d trial(s) copied, %d outside this search space skipped",
-             study.study_name, sweep_dir, copied, skipped)
-    return copied

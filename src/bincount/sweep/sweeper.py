@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from bincount.sweep.pruning import JobPruned, env_overrides, export_storage
 from bincount.sweep.space import parse_space
 from bincount.sweep.study import (counted_trials, default_storage, open_study, recover_interrupted, resolve_direction,
-                                  running_trials, safe_url, warm_start, write_sweep_info)
+                                  running_trials, safe_url, write_sweep_info)
+from bincount.sweep.warmstart import check_given, warm_start
 
 log = logging.getLogger(__name__)
 DISPATCH = ("auto", "async", "batch")
@@ -34,10 +35,11 @@ STORAGE_KEY = "hydra.sweeper.storage"
 class OptunaSweep:
     def __init__(self, sampler: Any, pruner: Any, direction: str, study_name: str, storage: str | None, n_trials: int,
                  n_jobs: int, dispatch: str, max_failure_rate: float, params: Any, enqueue_trials: Any,
-                 warm_start: str | None = None) -> None:
+                 warm_start: str | None = None, warm_start_storage: str | None = None) -> None:
         self.sampler, self.pruner, self.direction, self.study_name = sampler, pruner, direction, study_name
         self.storage, self.n_trials, self.n_jobs, self.dispatch = storage, n_trials, n_jobs, dispatch
-        self.max_failure_rate, self.warm_start = max_failure_rate, warm_start
+        self.max_failure_rate, self.warm_start, self.warm_start_storage = max_failure_rate, warm_start, \
+            warm_start_storage
         self.params = dict(params or {})
         self.enqueue = [dict(OmegaConf.to_container(p) if isinstance(p, DictConfig) else p) for p in enqueue_trials or []]
 
@@ -47,6 +49,7 @@ class OptunaSweep:
                                                                 task_function=task_function, config=config)
 
     def _check_settings(self) -> str:
+        check_given(self.warm_start_storage)  # before multirun.yaml, which would hold it, is written
         if self.dispatch not in DISPATCH:
             raise HydraException(f"hydra.sweeper.dispatch={self.dispatch!r} is not valid; valid: {list(DISPATCH)}")
         for key, value, ok in (("n_trials", self.n_trials, self.n_trials >= 1), ("n_jobs", self.n_jobs, self.n_jobs >= 1),
@@ -96,7 +99,7 @@ class OptunaSweep:
                            list(space.distributions))
         write_sweep_info(sweep_dir, storage, self.study_name, direction, metric)
         if self.warm_start:
-            warm_start(study, Path(self.warm_start), space.distributions)
+            warm_start(study, Path(self.warm_start), space.distributions, self.warm_start_storage, self.storage)
         resumed = running_trials(study) if getattr(self.launcher, "reattaches", False) else []
         if not resumed:
             recover_interrupted(study)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import MISSING, DictConfig
 
@@ -115,6 +116,9 @@ class BincountOptunaSweeperConf:
     enqueue_trials: Optional[List[Dict[str, Any]]] = None
     # Another sweep dir whose finished trials seed this study when it is new (those in this search space).
     warm_start: Optional[str] = None
+    # The storage URL of warm_start's study when it is not that sweep's own optuna.db (no password here: put a
+    # URL with one in BINCOUNT_OPTUNA_STORAGE). The URL in its sweep.json alone opens nothing elsewhere.
+    warm_start_storage: Optional[str] = None
 
 
 _cs = ConfigStore.instance()
@@ -142,4 +146,13 @@ class BincountOptunaSweeper(Sweeper):
         self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        return self._impl.sweep(arguments)
+        from bincount.sweep.study import StudyConfigError
+
+        try:
+            return self._impl.sweep(arguments)
+        except StudyConfigError as err:  # a setting to fix: its one-line message, not a traceback
+            raise SweepSettingError(str(err)) from None
+
+
+class SweepSettingError(CompactHydraException):
+    """Hydra prints a compact exception as its message alone."""

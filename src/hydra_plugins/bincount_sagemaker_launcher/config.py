@@ -68,13 +68,20 @@ class SageMakerLauncherConf:
     # Code channel: the directory uploaded to /opt/ml/input/data/code (null: the launch directory).
     source_dir: Optional[str] = None
     # What of source_dir is uploaded (an allowlist; missing entries are skipped). The entry script, the
-    # requirements file and the app's config dir are added; .env, .aws/, *.pem, keys are never uploaded.
+    # requirements file and the app's config dir are added. Inside a directory, only the kinds of file a job
+    # needs (*.py, *.yaml, *.yml, *.json, *.toml, *.txt) and upload_patterns; a file named here goes whatever
+    # its kind. .env, keys, cloud credentials and shell history are never uploaded (bincount.sagemaker.upload).
     include: List[str] = field(default_factory=lambda: [
-        "src", "conf", "experiments", "train.py", "pyproject.toml", "constraints.txt", "README.md"])
+        "src", "conf", "experiments", "train.py", "pyproject.toml", "constraints.txt", "README.md", "LICENSE"])
     # Not uploaded, inside include: glob patterns matched at every level; a leading "/" anchors one to source_dir.
     ignore_patterns: List[str] = field(default_factory=lambda: [
         ".git", ".venv", "venv", "__pycache__", "*.egg-info", ".pytest_cache", "node_modules", "*.ckpt",
         "/logs", "/data", "/outputs", "/multirun", "/benchmarks", "/.sagemaker_local"])
+    # More kinds of file uploaded from the include directories, e.g. ["*.jinja", "*.csv"] (never a credential).
+    upload_patterns: List[str] = field(default_factory=list)
+    # A file (or the whole code channel) larger than this is named in a warning: data belongs in a data channel.
+    max_upload_file_mb: int = 10
+    max_upload_mb: int = 100
     # pip requirements installed in the container before the job (relative to source_dir), beside the project
     # with the extras its config needs, under the job's constraints (docs/sagemaker.md "What a job installs").
     requirements: Optional[str] = None

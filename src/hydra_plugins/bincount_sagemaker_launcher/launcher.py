@@ -38,6 +38,11 @@ class SageMakerLauncher(Launcher):
         self.cancelled = threading.Event()  # set by cancel(); every launch in flight stops its jobs
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from bincount.sagemaker.spec import validate
+
+        # Here, not only in launch(): the sweeper writes multirun.yaml between the two, and a preset's
+        # environment or tags holding a credential must be refused before that file holds it (docs/security.md).
+        validate(self.params)
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
