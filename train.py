@@ -39,6 +39,22 @@ def main(cfg: DictConfig) -> float | None:
         raise
 
 
+class _Tee:
+    """sys.stderr that also keeps the first 64 KB written (Hydra's one-line errors), for a hint afterwards."""
+
+    def __init__(self, stream):
+        self.stream, self.text, self.kept = stream, [], 0
+
+    def write(self, s: str) -> int:
+        if self.kept < 65536:
+            self.text.append(s)
+            self.kept += len(s)
+        return self.stream.write(s)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 if __name__ == "__main__":
     from hydra._internal.utils import get_args_parser
 
@@ -51,8 +67,24 @@ if __name__ == "__main__":
         check(flags.items(), "option", names=False)
     except SecretError as e:
         sys.exit(f"train.py: {e}")
+    stderr = sys.stderr
+    sys.stderr = seen = _Tee(stderr)  # Hydra prints its own errors: an unknown key's message gets a suggestion
     try:
         main()
     except KeyboardInterrupt:  # Ctrl-C: launchers have stopped their jobs and logged which; no traceback
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+    except SystemExit as stop:
+        sys.stderr = stderr
+        if stop.code == 1:
+            from pathlib import Path
+
+            from bincount.config import unknown_override_hint
+
+            hint = unknown_override_hint("".join(seen.text), args.overrides, str(Path(__file__).parent / "conf"), "train")
+            if hint:
+                print(f"train.py: config error: {hint}", file=sys.stderr)
+                sys.exit(2)  # a usage mistake, as for every config error
+        raise
+    finally:
+        sys.stderr = stderr

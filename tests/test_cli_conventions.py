@@ -186,3 +186,35 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "find_runs", broken)
     with pytest.raises(ZeroDivisionError, match="a bug"):
         cli.main(["runs", str(tmp_path)])
+
+
+@pytest.mark.parametrize("package,hint", [
+    ("optuna", 'needs the package \'optuna\', which is not installed: pip install -c constraints.txt -e .\n'),
+    ("boto3", 'needs the package \'boto3\', which is not installed: pip install -c constraints.txt -e ".[s3]"\n'),
+])
+def test_a_missing_package_is_one_line_naming_what_to_install(package, hint, tmp_path, capsys, caplog, monkeypatch):
+    """A sweep dir whose report needs Optuna (or an S3 location needing boto3), with that package absent."""
+    (tmp_path / "sweep.json").write_text('{"study_name": "s", "storage": "sqlite:///x.db", "optimized_metric": "m", '
+                                         '"direction": "maximize"}')
+    monkeypatch.setitem(sys.modules, package, None)  # `import optuna` now raises ModuleNotFoundError
+
+    def needs_it(*args, **kwargs):
+        import boto3  # noqa: F401
+        import optuna  # noqa: F401
+
+    import bincount.sweep.report as report
+
+    monkeypatch.setattr(report, "from_study", needs_it)
+    status, out, err = run_cli(["sweep-report", str(tmp_path)], tmp_path, capsys, caplog)
+    assert (status, out, err) == (1, "", f"bincount sweep-report: error: {hint}")
+
+
+def test_a_missing_module_of_bincount_itself_is_a_bug(tmp_path, monkeypatch):
+    import bincount.compare.runs as runs
+
+    def broken(root):
+        import bincount.no_such_module  # noqa: F401
+
+    monkeypatch.setattr(runs, "find_runs", broken)
+    with pytest.raises(ModuleNotFoundError):
+        cli.main(["runs", str(tmp_path)])

@@ -145,14 +145,21 @@ def test_the_launcher_refuses_a_bad_network_before_anything_starts(hydra_sweep_r
             pass
 
 
-def test_the_job_environment_carries_the_network_mode(hydra_sweep_runner, tmp_path, caplog):
+def test_the_job_environment_carries_the_network_mode(hydra_sweep_runner, tmp_path):
+    """hydra.launcher.network reaches the job by value, in the CreateTrainingJob request the dry run records
+    (tcp, not the default auto: the job would otherwise pick EFA on an EFA type)."""
+    pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
     sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
                                config_path="configs", config_name="compose.yaml", temp_dir=tmp_path,
-                               overrides=["hydra/launcher=sagemaker_local_base", "hydra.launcher.dry_run=true",
+                               overrides=["hydra/launcher=sagemaker_base", "hydra.launcher.dry_run=true",
+                                          "hydra.launcher.region=us-east-1", "hydra.launcher.network=tcp",
+                                          "hydra.launcher.instance_type=ml.p4d.24xlarge",
+                                          "hydra.launcher.instance_count=2",
                                           f"hydra.launcher.source_dir={ROOT / 'tests' / 'sagemaker_app'}"])
-    with caplog.at_level("INFO"), sweep:
-        pass
-    assert "'BINCOUNT_SM_NETWORK'" in caplog.text
+    with sweep:  # the runner deletes its temp dir on exit: read the request inside
+        (job,) = sweep.returns[0]
+        request = json.loads((Path(job.working_dir) / "create_training_job.json").read_text())
+    assert request["Environment"]["BINCOUNT_SM_NETWORK"] == "tcp"
 
 
 def test_the_multi_node_preset_picks_the_network_by_type():
@@ -231,6 +238,7 @@ def rehearse(tmp_path: Path, instance_type: str, user: dict[str, str]) -> tuple[
     return ranks, logs, port
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("instance_type, user, expected", [
     ("ml.p4d.24xlarge", {"NCCL_PROTO": "LL128"},  # a user's value reaches torchrun in place of NCCL_PROTO=simple
      {"NCCL_SOCKET_IFNAME": "lo", "GLOO_SOCKET_IFNAME": "lo", "FI_PROVIDER": "efa", "FI_EFA_FORK_SAFE": "1",

@@ -86,6 +86,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bincount {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as missing:  # an optional part not installed: what to install, not a traceback
+        if not missing.name or missing.name.split(".")[0] in ("bincount", "hydra_plugins"):
+            raise
+        print(f"bincount {args.command}: error: {install_hint(missing.name)}", file=sys.stderr)
+        return 1
+
+
+# The extra of pyproject.toml that brings each optional package (the rest are core dependencies).
+EXTRA_OF = {"boto3": "s3", "botocore": "s3", "litdata": "s3", "urllib3": "s3", "wandb": "wandb",
+            "sagemaker": "sagemaker", "cloudpickle": "sagemaker", "starlette": "serve", "uvicorn": "serve",
+            "httptools": "serve", "uvloop": "serve"}
+
+
+def install_hint(module: str) -> str:
+    """``needs the package 'boto3', which is not installed: pip install -c constraints.txt -e ".[s3]"``."""
+    top = module.split(".")[0]
+    extra = EXTRA_OF.get(top)
+    how = f'pip install -c constraints.txt -e ".[{extra}]"' if extra else "pip install -c constraints.txt -e ."
+    return f"needs the package {top!r}, which is not installed: {how}"
 
 
 if __name__ == "__main__":

@@ -203,6 +203,68 @@ def check_target_node(key: str, node: Any) -> None:
     if unknown:
         raise ConfigError(f"{key}: {node['_target_']} has no argument {unknown[0]!r}."
                           f"{_choices_hint(str(unknown[0]), [p for p in params if p != 'self'])}")
+    for name in node:
+        if name in params and not str(name).startswith("_"):
+            expected = _expected_kinds(target, params[name])
+            try:
+                value = node[name]
+            except Exception:  # noqa: BLE001 - an interpolation only Hydra's runtime resolves (hydra:runtime...)
+                continue
+            if expected and not _is_kind(value, expected):
+                raise ConfigError(f"{key}.{name}={value!r}: expected {' or '.join(sorted(k.__name__ for k in expected))}"
+                                  f" (the argument {name!r} of {node['_target_']})")
+
+
+# The value kinds a YAML or override can hold; an argument typed with anything else (a Tensor, a callable,
+# a class) is not checked here.
+_SIMPLE = (bool, int, float, str, list, tuple, dict)
+
+
+def _expected_kinds(target: Any, param: inspect.Parameter) -> set[type] | None:
+    """The kinds of YAML value ``param`` accepts, from its annotation, else from its default; None: not checkable.
+    A config holds no Tensor or class instance, so ``Union[float, Tensor]`` means a number here."""
+    import collections.abc
+    import typing
+
+    hint = param.annotation
+    if isinstance(hint, str) or hint is inspect.Parameter.empty:
+        try:
+            hint = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target).get(param.name, hint)
+        except Exception:  # noqa: BLE001 - an annotation that needs names we cannot import
+            hint = inspect.Parameter.empty
+    if hint is inspect.Parameter.empty or isinstance(hint, str):
+        default = param.default
+        return {type(default)} if type(default) in (bool, int, float) else None
+    kinds = set()
+    import types
+
+    for arg in (typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)):
+        origin = typing.get_origin(arg) or arg
+        if arg is type(None) or origin in _SIMPLE:
+            kinds.add(origin)
+        elif origin is typing.Literal:
+            kinds.update(type(v) for v in typing.get_args(arg))
+        elif origin in (collections.abc.Sequence, collections.abc.Iterable, typing.Sequence, typing.Iterable):
+            kinds.update((list, tuple))
+        elif arg is typing.Any:
+            return None
+        else:
+            kinds.add(object)  # an object the config may build with its own _target_ node
+    return kinds - {object} if kinds - {object} else None
+def _is_kind(value: Any, kinds: set[type]) -> bool:
+    if isinstance(value, (dict, DictConfig)) and "_target_" in value:
+        return True  # an object Hydra builds: its own node is checked where it is declared
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and (int in kinds or float in kinds):
+        return True
+    from omegaconf import ListConfig
+
+    if isinstance(value, (list, tuple, ListConfig)):
+        return bool(kinds & {list, tuple})
+    if isinstance(value, (dict, DictConfig)):
+        return dict in kinds
+    return any(isinstance(value, k) for k in kinds)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -242,8 +304,43 @@ def check_config(cfg: DictConfig) -> None:
         check_backbone_name(typed.model.backbone)
     except ValueError as err:
         raise ConfigError(f"model.backbone: {err}") from None
-    for group in ("optimizer", "scheduler", "trainer", "profiler"):
+    for group in ("trainer", "optimizer", "scheduler", "profiler"):  # trainer first: others interpolate it
         check_target_node(group, cfg.get(group))
     for group in ("callbacks", "logger"):
         for name, node in (cfg.get(group) or {}).items():
             check_target_node(f"{group}.{name}", node)
+
+
+def unknown_override_hint(message: str, overrides: list[str], config_dir: str, config_name: str) -> str | None:
+    """One line for Hydra's "Key 'max_epoch' is not in struct" (an override of a key that does not exist),
+    with the close names of that node (and its ``_target_``'s arguments): ``trainer.max_epoch`` ->
+    ``Did you mean 'max_epochs'?``. None when ``message`` is another error. Composes the config again without
+    the bad override, so it costs a second only on this error path."""
+    import re
+
+    found = re.search(r"Key '([^']+)' is not in struct\s+full_key: (\S+)", message)
+    if not found:
+        return None
+    leaf, full_key = found.groups()
+    parent = full_key.rpartition(".")[0]
+    from hydra import compose, initialize_config_dir
+
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != full_key]
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose(config_name, overrides=rest)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except Exception:  # noqa: BLE001 - another mistake among the overrides: Hydra's own message stands
+        return None
+    valid = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    if isinstance(node, DictConfig) and "_target_" in node:
+        from hydra._internal.utils import _locate
+
+        try:
+            valid += [p for p in inspect.signature(_locate(node["_target_"])).parameters if p != "self"]
+        except Exception:  # noqa: BLE001 - a target that cannot be imported: the node's own keys only
+            pass
+    valid = sorted({v for v in valid if not v.startswith("_")})
+    if leaf in valid:  # an argument of the target that the config file does not set
+        return f"{full_key!r} is not set by the config, so it cannot be overridden: add it with +{full_key}=VALUE"
+    return f"unknown config key {full_key!r}.{_choices_hint(leaf, valid)}"

@@ -1,0 +1,48 @@
+"""What the Optuna sweeper sets up by default, checked by value (issue 25, item 4).
+
+The end-to-end sweeps look for the word "pruning" in the log, which any pruner prints, NopPruner included;
+here the study the sweeper would open from the project's own config is built without running a trial,
+and its pruner is checked by type and settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+optuna = pytest.importorskip("optuna")
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def default_study(overrides: list[str], storage: str):
+    """The study ``OptunaSweep.sweep`` opens for ``python train.py -m <overrides>``: Hydra instantiates the
+    sweeper plugin from the composed config (its sampler and pruner nodes with it), and the sweep opens the
+    study with them."""
+    from bincount.sweep.study import open_study
+    from bincount.sweep.sweeper import OptunaSweep, _instance
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    sweep = OptunaSweep(**instantiate(cfg.hydra.sweeper).kwargs)
+    return open_study(storage, sweep.study_name, "maximize", _instance(sweep.sampler), _instance(sweep.pruner), [], [])
+
+
+@pytest.mark.parametrize("overrides", [["hydra/sweeper=bincount_optuna"], ["hparams_search=recommended"],
+                                       ["hparams_search=capstone_tuner"]])
+def test_the_default_pruner_is_median_after_5_trials_and_1_epoch(tmp_path, overrides):
+    """Median pruning (docs/sweeps.md): a trial whose epoch-k value is below the median of earlier trials at
+    epoch k is stopped, once 5 trials have finished and from its second epoch on, checked every epoch."""
+    pruner = default_study(overrides, f"sqlite:///{tmp_path / 'optuna.db'}").pruner
+    assert type(pruner) is optuna.pruners.MedianPruner
+    assert (pruner._percentile, pruner._n_startup_trials, pruner._n_warmup_steps, pruner._interval_steps) == (
+        50.0, 5, 1, 1)
+
+
+def test_pruner_none_turns_pruning_off(tmp_path):
+    pruner = default_study(["hydra/sweeper=bincount_optuna", "hydra/sweeper/pruner=none"],
+                           f"sqlite:///{tmp_path / 'optuna.db'}").pruner
+    assert type(pruner) is optuna.pruners.NopPruner
