@@ -34,3 +34,20 @@ def test_gpu_benchmark_runs_on_cpu_and_writes_its_table(tmp_path):
 def test_serve_benchmark_runs_quick():
     out = bench("serve.py", "--quick", "--servers", "bincount")
     assert "goal 1: bincount batching at 8 clients" in out and "goal 2: bincount at 1 client" in out
+
+
+def test_quickstart_says_whether_a_run_is_the_readmes_figures_for_this_cpu():
+    """The README's figures hold per CPU family; the benchmark names the family and every figure that moved."""
+    sys.path.insert(0, str(BENCH))
+    import quickstart
+
+    amd = dict(quickstart.README_FIGURES["AuthenticAMD"][1])
+    assert quickstart.verdict(amd, "AuthenticAMD") == "within the README's figures for AMD EPYC (+-0.01)"
+    assert quickstart.verdict(amd, "GenuineIntel").startswith("differs from the README's figures for Intel Xeon: "
+                                                             "val/acc 0.398 (README 0.418); test/acc 0.343 (README 0.394)")
+    assert quickstart.verdict({**amd, "test/rmse": 1.075}, "AuthenticAMD").endswith("test/rmse 1.075 (README 1.06)")
+    assert quickstart.verdict({**amd, "test/rmse": 1.069}, "AuthenticAMD").startswith("within")
+    assert quickstart.verdict(amd, "HygonGenuine").startswith("no README figures for CPU vendor 'HygonGenuine'")
+    readme = (BENCH.parent / "README.md").read_text()
+    for name, figures in quickstart.README_FIGURES.values():
+        assert name in readme and all(f"{v}" in readme for v in figures.values()), f"README lacks {name}'s figures"

@@ -34,6 +34,7 @@ def report(dest: Path) -> dict:
     return json.loads((dest / ".bincount" / "fetch-report.json").read_text())
 
 
+@pytest.mark.slow
 def test_file_list_fetch_is_resumable_and_reports_missing(public_bucket, tmp_path):
     ids = public_bucket.synthetic_ids[:10]
     listing = file_list(tmp_path / "list.json", {1: ids[:5], 2: ids[5:], 3: ["999999"]})
@@ -66,6 +67,7 @@ def test_unsafe_list_is_refused_before_any_write(public_bucket, tmp_path, bad):
     assert not (tmp_path / "abid").exists()
 
 
+@pytest.mark.slow
 def test_count_range_into_own_bucket_through_faults(tiny_bucket, tmp_path):
     client = s3_client(tiny_bucket.endpoint)
     client.create_bucket(Bucket="mine")
@@ -82,11 +84,12 @@ def test_count_range_into_own_bucket_through_faults(tiny_bucket, tmp_path):
     assert "fetched 0" in second.stderr and "failed 0" in second.stderr
 
 
+@pytest.mark.slow
 def test_real_sample_subset_of_capstone_list(public_bucket, abid_sample_dir, tmp_path):
-    capstone = json.loads(Path("/work/shared/data/abid/file_list.json").read_text()) if Path(
-        "/work/shared/data/abid/file_list.json").exists() else None
-    if capstone is None:
-        pytest.skip("no capstone file_list.json next to the sample")
+    path = abid_sample_dir.parent / "file_list.json"  # the capstone list lies next to the sample
+    if not path.exists():
+        pytest.skip(f"no capstone file_list.json next to the sample: {path} not present")
+    capstone = json.loads(path.read_text())
     sample = set(public_bucket.sample_ids)
     subset = {c: [p for p in paths if Path(p).stem in sample][:3] + [p for p in paths if Path(p).stem not in sample][:1]
               for c, paths in capstone.items()}
@@ -101,6 +104,7 @@ def test_real_sample_subset_of_capstone_list(public_bucket, abid_sample_dir, tmp
     assert (dest / "bin-images" / f"{some}.jpg").read_bytes() == (abid_sample_dir / "bin-images" / f"{some}.jpg").read_bytes()
 
 
+@pytest.mark.slow
 def test_credentials_never_printed(public_bucket, tmp_path):
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == FAKE_SECRET
     outputs = [

@@ -32,7 +32,7 @@ def default_study(overrides: list[str], storage: str):
 
 
 @pytest.mark.parametrize("overrides", [["hydra/sweeper=bincount_optuna"], ["hparams_search=recommended"],
-                                       ["hparams_search=capstone_tuner"]])
+                                       ["hparams_search=capstone_tuner"], ["hparams_search=quick"]])
 def test_the_default_pruner_is_median_after_5_trials_and_1_epoch(tmp_path, overrides):
     """Median pruning (docs/sweeps.md): a trial whose epoch-k value is below the median of earlier trials at
     epoch k is stopped, once 5 trials have finished and from its second epoch on, checked every epoch."""
@@ -46,3 +46,12 @@ def test_pruner_none_turns_pruning_off(tmp_path):
     pruner = default_study(["hydra/sweeper=bincount_optuna", "hydra/sweeper/pruner=none"],
                            f"sqlite:///{tmp_path / 'optuna.db'}").pruner
     assert type(pruner) is optuna.pruners.NopPruner
+
+
+def test_the_cpu_sized_search_is_cpu_sized():
+    """`hparams_search=quick` is the README's minute-long sweep: a tiny model, small images, few trials."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=quick"], return_hydra_config=True)
+    assert (cfg.model.backbone, cfg.data.img_size, cfg.data.synthetic.num_images) == ("test_resnet", 32, 400)
+    assert (cfg.trainer.max_epochs, cfg.hydra.sweeper.n_trials, cfg.optimized_metric) == (3, 6, "val/acc")
+    assert set(cfg.hydra.sweeper.params) == {"optimizer.lr", "optimizer.weight_decay"}
