@@ -18,8 +18,16 @@ from PIL import Image
 
 from bincount.resolvers import register_resolvers
 
+# pytest-xdist runs one worker per core: each worker's torch (and the train.py subprocesses it starts) uses
+# one thread, so the workers do not oversubscribe the cores. Set before torch is first imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Tests compose conf/ in process (hydra.compose); train.py registers the same resolvers before composing.
 register_resolvers()
+
+# Fixtures several test files use (moto_server, the fake SageMaker), without importing them.
+pytest_plugins = ["helpers.fixtures"]
 
 
 @pytest.fixture(autouse=True, scope="session")

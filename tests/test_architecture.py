@@ -18,6 +18,8 @@ from collections import defaultdict
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 MAX_LINES = 400
@@ -152,6 +154,7 @@ def _declared() -> tuple[set[str], dict[str, set[str]]]:
     return names(project["dependencies"]), extras
 
 
+@pytest.mark.slow  # reads every installed distribution's metadata: seconds
 def test_every_third_party_import_is_declared():
     core, extras = _declared()
     dists = packages_distributions()

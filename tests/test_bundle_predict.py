@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.train import read_csv, run_train, single_run_dir
 from s3_server import s3_client, s3_endpoint, tiny_bucket  # noqa: F401
-from test_train import read_csv, run_train, single_run_dir
 
 from bincount import cli
 from bincount.bundle import BUNDLE_FILE, WEIGHTS_FILE, BundleError, load_model
 from bincount.bundle.archive import extract_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every test reads the module's trained run, or runs predict.py in a subprocess.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +265,6 @@ def test_an_s3_output_that_is_not_a_csv_key_is_refused_before_predicting(trained
     assert status == 2 and url.split("/")[-1] in err and "predicted" not in out
 
 
-@pytest.mark.slow
 def test_predict_runs_as_a_sagemaker_job_over_an_s3_prefix(trained, tiny_bucket, tmp_path, capsys):  # noqa: F811
     """``python predict.py +launch=sagemaker_local ...``: the container contract, S3 in and out (moto_server)."""
     local = tmp_path / "p.csv"

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_compare_support import ROOT, sweep_jobs, trained_sweep
+from helpers.train import ROOT, sweep_jobs, trained_sweep
 
 from bincount.cli import main
 

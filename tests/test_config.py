@@ -65,6 +65,7 @@ def test_hydra_refuses_unknown_override_before_our_checks():
         compose_cfg("data.batchsize=3")
 
 
+@pytest.mark.slow
 def test_help_is_fast_and_lists_groups():
     started = time.time()
     out = subprocess.run([sys.executable, str(CONF.parent / "train.py"), "--help"], capture_output=True, text=True,
@@ -74,6 +75,7 @@ def test_help_is_fast_and_lists_groups():
         assert group in out
 
 
+@pytest.mark.slow
 def test_cli_mistake_fails_before_training(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(CONF.parent / "train.py"), "model.backbone=resnet5O", f"paths.log_dir={tmp_path}"],
@@ -84,6 +86,7 @@ def test_cli_mistake_fails_before_training(tmp_path):
     assert not list(tmp_path.glob("**/checkpoints"))
 
 
+@pytest.mark.slow
 def test_a_config_mistake_is_one_line_exit_2_and_leaves_no_run_directory(tmp_path):
     env = {**__import__("os").environ, "BINCOUNT_LOG_DIR": str(tmp_path / "logs"), "BINCOUNT_DATA_DIR": str(tmp_path)}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -99,6 +102,7 @@ def test_a_config_mistake_is_one_line_exit_2_and_leaves_no_run_directory(tmp_pat
     assert proc.returncode == 1 and "Traceback" in proc.stderr, "HYDRA_FULL_ERROR=1 still shows the trace"
 
 
+@pytest.mark.slow
 def test_help_lists_hydra_launchers_and_sweepers():
     out = subprocess.run([sys.executable, str(CONF.parent / "train.py"), "--help"], capture_output=True, text=True,
                          timeout=60, check=True).stdout

@@ -99,6 +99,7 @@ def deploy(*extra: str) -> list[str]:
     return ["deploy", "--endpoint-name", "bins", "--image", IMAGE, "--role", ROLE, "--timeout", "60", *extra]
 
 
+@pytest.mark.slow
 def test_deploy_a_run_then_undeploy_everything(bundle, sent, capsys, tmp_path):
     run_dir = bundle.parent
     assert cli.main([*deploy(str(run_dir)), "--s3", f"s3://{BUCKET}/bincount"]) == 0
@@ -165,6 +166,7 @@ def test_an_existing_endpoint_is_refused_before_anything_is_made(bundle, sent, c
     assert ops(sent) == ["DescribeEndpoint"]
 
 
+@pytest.mark.slow
 def test_a_failed_endpoint_leaves_nothing_behind(sent, capsys):
     from botocore.exceptions import ClientError
 
@@ -250,6 +252,7 @@ def test_invoke_sends_each_image_as_it_is(runtime, capsys, tmp_path):
     assert lines == [{"image": str(jpg), **answers[0]}, {"image": str(png), **answers[1]}]
 
 
+@pytest.mark.slow
 def test_invoke_reports_the_servers_error_and_goes_on(runtime, capsys, tmp_path):
     jpg, png = images(tmp_path)
     error = '{"error": "bad_image", "message": "cannot decode image: truncated JPEG"}'

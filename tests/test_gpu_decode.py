@@ -18,7 +18,8 @@ import pytest
 import torch
 from conftest import find_sample, write_abid
 from PIL import Image
-from test_train import TINY, compose_cfg
+from helpers.metrics import assert_val_metrics_add_up
+from helpers.train import TINY, compose_cfg, read_csv
 
 from bincount.data.datamodule import BinCountDataModule
 from bincount.data.gpu_decode import BatchDecoder, check_decode
@@ -217,21 +218,36 @@ def test_gpu_decode_on_the_trainers_cpu_is_refused_at_setup(monkeypatch, tmp_pat
         dm.setup("fit")
 
 
+@pytest.mark.slow
 def test_a_tiny_run_trains_with_gpu_decode_on_the_cpu(tmp_path, monkeypatch):
+    """Every training image goes through the decoder once an epoch, the metrics add up, and the test split's
+    probabilities are the bundle's on the same files decoded by the CPU path (what ``bincount predict`` gives)."""
+    from bincount.bundle import load_model
     from bincount.train import train
 
-    calls = {True: 0, False: 0}
+    calls, images = {True: 0, False: 0}, {True: 0, False: 0}
     decode = BatchDecoder.__call__
 
     def counted(self, batch, train):
         calls[train] += 1
-        return decode(self, batch, train)
+        out = decode(self, batch, train)
+        images[train] += len(out["label"])
+        return out
 
     monkeypatch.setattr(BatchDecoder, "__call__", counted)
     monkeypatch.setenv("BINCOUNT_DATA_DIR", str(tmp_path / "data"))
-    cfg = compose_cfg([*TINY, "logger=none", "test=false", "trainer.max_epochs=1", f"paths.output_dir={tmp_path}",
+    cfg = compose_cfg([*TINY, "logger=none", "trainer.max_epochs=1", f"paths.output_dir={tmp_path}",
                        "data.decode=gpu", "data.decode_device=cpu"], tmp_path)
     train(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["global_steps"] > 0 and metrics["val/acc"] >= 0
-    assert calls[True] == metrics["global_steps"] and calls[False] > 0, calls  # every train and val batch
+    splits = metrics["data_quality"]["splits"]
+    assert calls[True] == metrics["global_steps"] > 0 and calls[False] > 0, calls  # every train and val batch
+    assert images[True] == splits["train"] * metrics["epochs_trained"], images
+    assert_val_metrics_add_up(metrics)
+    rows = read_csv(tmp_path / "predictions.csv")
+    assert len(rows) == splits["test"] > 1
+    probs = [k for k in rows[0] if k.startswith("prob_")]
+    files = [Path(cfg.data.root) / "bin-images" / f"{row['id']}.jpg" for row in rows]
+    expected = load_model(tmp_path / "model").predict(files)["probs"]
+    got = torch.tensor([[float(row[k]) for k in probs] for row in rows])
+    assert got.shape == expected.shape and (got - expected).abs().max().item() <= 1e-5

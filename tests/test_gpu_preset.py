@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_train import TINY, compose_cfg
+from helpers.metrics import assert_val_metrics_add_up
+from helpers.train import TINY, compose_cfg
 
 from bincount.resolvers import loader_workers
 
@@ -25,13 +26,17 @@ def run(overrides, data_dir, tmp_path, monkeypatch) -> dict:
     return cfg, json.loads((tmp_path / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_gpu_preset_sets_what_it_says_and_trains(data_dir, tmp_path, monkeypatch):
     # The preset, with only the device swapped for the CPU this machine has (bf16 autocast runs on CPUs too).
     cfg, metrics = run(["trainer=gpu", "trainer.accelerator=cpu", "trainer.max_epochs=1", "data.num_workers=1",
                         "data.pin_memory=false"], data_dir, tmp_path, monkeypatch)
     assert (cfg.trainer.precision, cfg.trainer.benchmark, cfg.model.channels_last) == ("bf16-mixed", True, True)
     assert (cfg.data.prefetch_factor, cfg.optimizer.fused) == (4, True)
-    assert metrics["global_steps"] > 0 and metrics["val/acc"] >= 0
+    train, batch_size = metrics["data_quality"]["splits"]["train"], cfg.data.batch_size
+    train_batches = train // batch_size + (train % batch_size > 1)  # a last batch of one sample is dropped
+    assert metrics["global_steps"] == train_batches * metrics["epochs_trained"] > 0  # every batch, none twice
+    assert_val_metrics_add_up(metrics)  # bf16 autocast scored every val image once, into a consistent accuracy
     from bincount.train import build_datamodule, build_model
 
     datamodule = build_datamodule(cfg, build_model(cfg).data_config)
@@ -53,6 +58,7 @@ def test_loader_workers_follow_sagemakers_cpu_count(monkeypatch):
     assert loader_workers(1) == 1
 
 
+@pytest.mark.slow
 def test_compiled_training_reports_its_warmup_apart(data_dir, tmp_path, monkeypatch):
     # backend=eager: TorchDynamo captures the graphs (the part that breaks on unsupported code) without
     # inductor's C++ build, which takes minutes on 2 cores; the GPU benchmark uses inductor.

@@ -4,7 +4,7 @@ the top time sinks in report.html, and a bad profiler key refused before trainin
 from __future__ import annotations
 
 import pytest
-from test_train import TINY, compose_cfg
+from helpers.train import TINY, compose_cfg
 
 from bincount.config import ConfigError
 
@@ -23,6 +23,7 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("profile_data")
 
 
+@pytest.mark.slow
 def test_debug_profile_writes_the_simple_summary_and_the_report_shows_its_top_sinks(data_dir, tmp_path, monkeypatch):
     from bincount.report.profile import simple_rows
 
@@ -36,6 +37,7 @@ def test_debug_profile_writes_the_simple_summary_and_the_report_shows_its_top_si
     assert "where the time went" in page and "profile/fit-profile.txt" in page and "run_training_epoch" in page
 
 
+@pytest.mark.slow
 def test_pytorch_profiler_leaves_an_operator_table_and_a_trace(data_dir, tmp_path, monkeypatch):
     run = profiled_run(["profiler=pytorch", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"],
                        data_dir, tmp_path, monkeypatch)

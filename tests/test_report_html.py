@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -25,27 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.train import train_tiny
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "model=tiny", "data.synthetic.num_images=60", "data.synthetic.size=48", "data.synthetic.workers=1",
-    "data.img_size=32", "data.batch_size=16", "data.num_workers=0", "data.persistent_workers=false",
-    "trainer.max_epochs=1", "callbacks.progress_bar=null", "callbacks.model_summary=null",
-]
 CHARTS = ("learning_curves", "confusion_matrix", "per_class", "error_distribution")
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chromium-headless-shell", "headless_shell")
 TIMEOUT_S = 60
-
-
-def train_tiny(tmp: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BINCOUNT_DATA_DIR": str(tmp / "data"), "BINCOUNT_LOG_DIR": str(tmp / "logs"),
-           "HYDRA_FULL_ERROR": "1", **(env or {})}
-    flags = [o for o in overrides if o.startswith("-")]
-    args = [sys.executable, str(ROOT / "train.py"), *flags, *TINY, *(o for o in overrides if not o.startswith("-"))]
-    proc = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")

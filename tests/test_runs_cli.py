@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_compare_support import ROOT, sweep_jobs, trained_sweep
+from helpers.train import ROOT, sweep_jobs, trained_sweep
 
 from bincount.cli import main
 

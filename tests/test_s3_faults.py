@@ -11,6 +11,7 @@ from s3_server import public_bucket, s3_endpoint  # noqa: F401
 from bincount.s3.endpoint import S3Config, get_bytes, get_client
 
 
+@pytest.mark.slow
 def test_every_object_read_exactly_despite_faults(public_bucket):
     direct = get_client(S3Config(endpoint_url=public_bucket.endpoint))
     keys = [f"bin-images/{i}.jpg" for i in public_bucket.synthetic_ids]
@@ -23,6 +24,7 @@ def test_every_object_read_exactly_despite_faults(public_bucket):
     assert proxy.counts["slowdown"] > 0 and proxy.counts["reset"] > 0 and proxy.counts["body_reset"] > 0, proxy.counts
 
 
+@pytest.mark.slow
 def test_persistent_throttling_is_an_error_not_a_hang(public_bucket):
     from botocore.exceptions import ClientError
 

@@ -21,6 +21,7 @@ from s3_server import FAKE_KEY_ID, FAKE_SECRET, s3_client, s3_endpoint, upload_a
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 8
+pytestmark = pytest.mark.slow  # every test reads the module's training run
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,13 @@ def test_discovery() -> None:
     assert SageMakerLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
 
 
+@mark.slow  # each test runs SageMaker local jobs
 @mark.parametrize("launcher_name, overrides", [("sagemaker_local_base", FAST)])
 class TestSageMakerLocalLauncher(LauncherTestSuite):
     pass
 
 
+@mark.slow
 @mark.parametrize("launcher_name, overrides", [("sagemaker_local_base", [*FAST, "hydra/sweeper=basic",
                                                                     "hydra.sweeper.max_batch_size=2"])])
 class TestSageMakerLocalLauncherBatched(BatchedSweeperTestSuite):

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
 import boto3  # noqa: E402
-from test_sagemaker_request import BUCKET, NEWEST, ROLE, aws, fake_sagemaker, moto_endpoint  # noqa: F401,E402
+from helpers.sagemaker import BUCKET, NEWEST, ROLE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_STACK_LINE = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-[^=]*|cuda-[^=]*)==", re.M)
@@ -70,6 +70,7 @@ def test_job_constraints_leave_the_image_stack_out():
     assert "pytorch-lightning" in pins and "torchmetrics" in pins, "only the image's stack, not every torch* name"
 
 
+@pytest.mark.slow
 def test_dry_run_logs_the_extras_and_the_install_command(aws, hydra_sweep_runner, tmp_path, monkeypatch, caplog):
     from bincount.resolvers import register_resolvers
 
@@ -121,6 +122,7 @@ def test_what_goes_into_the_job_requirements_is_a_plain_value(key, value):
     validate({**p, key: {"framework_version": "2.6.0", "requirements": "extra/req-gpu.txt"}[key]})
 
 
+@pytest.mark.slow
 def test_job_requirements_file_and_environment(fake_sagemaker, hydra_sweep_runner, tmp_path, monkeypatch):
     """The request's job installs through its own requirements file, and is told what to check."""
     from bincount.resolvers import register_resolvers
@@ -225,6 +227,7 @@ def test_launcher_defaults_reach_only_the_apps_that_have_them():
     assert extra_overrides(["bundle=x"], defaults, composed_predict("bundle=x", "inputs=[y]")) == []
 
 
+@pytest.mark.slow
 def test_predict_dry_run_is_a_predict_job_with_s3_installed(aws, hydra_sweep_runner, tmp_path, monkeypatch, caplog):
     from bincount.resolvers import register_resolvers
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from test_sagemaker_request import BUCKET, aws, fake_sagemaker, moto_endpoint, tarball  # noqa: F401 (fixtures)
-from test_sagemaker_trust import APP, REMOTE, sweep_of
-from test_secrets import AWS_SECRET, WANDB_KEY, files_containing
+from helpers.sagemaker import APP, BUCKET, REMOTE, sweep_of, tarball
+from helpers.secrets import AWS_SECRET, WANDB_KEY, files_containing
 
 
 def launcher_params(**changes) -> dict:
@@ -102,6 +101,7 @@ def uploaded(bucket: str) -> dict[str, bytes]:
     return found
 
 
+@pytest.mark.slow
 def test_planted_secrets_reach_no_request_no_upload_and_no_file(fake_sagemaker, hydra_sweep_runner, tmp_path,
                                                                  monkeypatch, caplog):
     secret = WANDB_KEY
@@ -127,6 +127,7 @@ def test_planted_secrets_reach_no_request_no_upload_and_no_file(fake_sagemaker, 
     assert secret not in caplog.text
 
 
+@pytest.mark.slow
 def test_dry_run_lists_the_code_channel(aws, hydra_sweep_runner, tmp_path, caplog):
     project = project_with_local_secrets(tmp_path / "project", "planted-value")
     with caplog.at_level("INFO"), sweep_of(hydra_sweep_runner, tmp_path / "sweep", [
@@ -165,6 +166,7 @@ def test_an_output_above_the_limit_is_refused_unread(aws, tmp_path):
     assert (tmp_path / "job" / "result.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_a_refused_output_fails_that_job_with_the_reason(fake_sagemaker, hydra_sweep_runner, tmp_path):
     fake_sagemaker.output = lambda req: {"result.json": "{}", "big.bin": os.urandom(2 * 2**20)}
     with pytest.raises(RuntimeError, match=r"failed: s3://bincount-test/out/bincount-0-\w+-\d+/output/output.tar.gz "

@@ -8,14 +8,10 @@ downloads and turns into the JobReturn.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import tarfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,98 +19,9 @@ import pytest
 
 pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
 import boto3  # noqa: E402
+from helpers.sagemaker import BUCKET, NEWEST, ROLE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BUCKET = "bincount-test"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerBincount"
-# The newest PyTorch training image in the installed SDK's image config: the launcher's default.
-NEWEST = max(__import__("sagemaker.core.image_uris", fromlist=["_"]).config_for_framework("pytorch")["training"]
-             ["version_aliases"], key=lambda v: tuple(map(int, v.split("."))))
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture
-def aws(moto_endpoint, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_ENDPOINT_URL_S3": moto_endpoint, "AWS_ENDPOINT_URL_SAGEMAKER": moto_endpoint,
-                 "SAGEMAKER_VALIDATE_ROLE": "false"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    s3 = boto3.client("s3")
-    if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
-        s3.create_bucket(Bucket=BUCKET)
-    return moto_endpoint
-
-
-def tarball(files: dict[str, str | bytes]) -> bytes:
-    """An output.tar.gz holding ``files``, as the job's /opt/ml/output/data would become."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, content in files.items():
-            data = content.encode() if isinstance(content, str) else content
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def read_s3(uri: str) -> bytes:
-    bucket, key = uri[5:].split("/", 1)
-    return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-@pytest.fixture
-def fake_sagemaker(aws, monkeypatch):
-    """Records each CreateTrainingJob request and plays the container, which moto does not run.
-
-    On fetch it uploads the output.tar.gz of ``fake.output(request)`` (file name -> content) where the
-    job would leave it (``output_s3_uri=s3://BUCKET/out``), then the launcher's own fetch downloads it.
-    ``request["_args"]`` is the job's command line after the entry module, read from the SDK's sm_train.sh.
-    """
-    from bincount.sagemaker import remote
-
-    fake = SimpleNamespace(requests=[], output=lambda req: {"result.json": '{"status": "COMPLETED", "return_value": 1}'})
-
-    def session(region):
-        s = boto3.Session(region_name=region)
-        s.events.register("before-parameter-build.sagemaker.CreateTrainingJob", lambda params, **_: fake.requests.append(params))
-        return s
-
-    original_fetch = remote.SageMakerBackend.fetch
-
-    def fetch_after_fake_job(self, handle, local_dir):
-        req = next(r for r in fake.requests if r["TrainingJobName"] == handle.name)
-        script = read_s3(next(c for c in req["InputDataConfig"] if c["ChannelName"] == "sm_drivers")
-                         ["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/") + "/sm_train.sh").decode()
-        req["_script"] = script
-        req["_args"] = script.split("bincount.sagemaker.entry", 1)[1].split()
-        boto3.client("s3").put_object(Bucket=BUCKET, Key=f"out/{handle.name}/output/output.tar.gz",
-                                      Body=tarball(fake.output(req)))
-        original_fetch(self, handle, local_dir)
-
-    monkeypatch.setattr(remote, "make_boto_session", session)
-    monkeypatch.setattr(remote.SageMakerBackend, "fetch", fetch_after_fake_job)
-    return fake
 
 
 def lr_output(req: dict) -> dict[str, str]:
@@ -124,6 +31,7 @@ def lr_output(req: dict) -> dict[str, str]:
             "metrics.json": json.dumps({"objective": 0.5}), "train.log": ""}
 
 
+@pytest.mark.slow
 def test_create_training_job_requests(fake_sagemaker, hydra_sweep_runner, tmp_path, monkeypatch):
     from bincount.resolvers import register_resolvers
 
@@ -188,6 +96,7 @@ def test_secret_looking_environment_is_refused(hydra_sweep_runner, tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_dry_run_resolves_the_image_offline_and_launches_nothing(aws, hydra_sweep_runner, tmp_path, caplog):
     sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
                                config_path="configs", config_name="compose.yaml", temp_dir=tmp_path,
@@ -264,6 +173,7 @@ def test_each_poll_reads_the_secondary_status_the_status_line_shows():
                     ("InProgress", None, "Uploading"), ("Completed", None, "Completed")]
 
 
+@pytest.mark.slow
 def test_a_relaunch_finds_by_its_tag_a_job_whose_state_was_never_written(fake_sagemaker, hydra_sweep_runner,
                                                                            tmp_path, monkeypatch, caplog):
     """A launcher killed between CreateTrainingJob and writing the job's state: the job exists in SageMaker, the

@@ -18,12 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers.sagemaker import APP, REMOTE, sweep_of
 from omegaconf import OmegaConf
-from test_sagemaker_request import BUCKET, ROLE, aws, fake_sagemaker, moto_endpoint  # noqa: F401 (fixtures)
-
-APP = Path(__file__).parent / "sagemaker_app"
-REMOTE = ["hydra/launcher=sagemaker_base", f"hydra.launcher.role={ROLE}", "hydra.launcher.region=us-east-1",
-          f"hydra.launcher.output_s3_uri=s3://{BUCKET}/out", "hydra.launcher.poll_interval_s=0.1"]
 
 
 class Touch:
@@ -36,15 +32,9 @@ class Touch:
         return os.system, (f"touch {self.path}",)
 
 
-def sweep_of(hydra_sweep_runner, sweep_dir: Path, overrides: list[str]):
-    """A one-job sweep of Hydra's test app (a pickled task: payload=pickle)."""
-    return hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
-                              config_path="configs", config_name="compose.yaml", temp_dir=str(sweep_dir),
-                              overrides=overrides)
-
-
 # --- 1. result.pkl from a job -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_crafted_result_pkl_from_a_remote_job_is_refused_and_never_run(fake_sagemaker, hydra_sweep_runner, tmp_path):
     marker = tmp_path / "pwned"
     fake_sagemaker.output = lambda req: {"result.json": json.dumps({"status": "COMPLETED", "return_value": 1}),
@@ -56,6 +46,7 @@ def test_crafted_result_pkl_from_a_remote_job_is_refused_and_never_run(fake_sage
     assert not marker.exists(), "the crafted pickle ran on the launching machine"
 
 
+@pytest.mark.slow
 def test_a_pickled_task_whose_payload_was_not_asked_for_by_name_reads_json(fake_sagemaker, hydra_sweep_runner, tmp_path):
     """payload=auto picks pickle for a task that is not a script; its result still comes back as JSON."""
     marker = tmp_path / "pwned"
@@ -66,6 +57,7 @@ def test_a_pickled_task_whose_payload_was_not_asked_for_by_name_reads_json(fake_
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_script_mode_reads_results_as_json_only(fake_sagemaker, hydra_sweep_runner, tmp_path, monkeypatch, caplog):
     import sys
 

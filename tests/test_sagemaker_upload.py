@@ -13,9 +13,8 @@ import re
 from pathlib import Path, PurePosixPath
 
 import pytest
-from test_sagemaker_request import aws, moto_endpoint  # noqa: F401 (fixtures)
-from test_sagemaker_trust import REMOTE, sweep_of
-from test_secrets import files_containing
+from helpers.sagemaker import REMOTE, sweep_of
+from helpers.secrets import files_containing
 
 from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLauncherConf
 
@@ -236,6 +235,7 @@ def test_bincounts_own_code_channel_loses_nothing():
     assert ours <= files
 
 
+@pytest.mark.slow
 def test_the_dry_run_lists_the_channel_and_the_settings_reach_it(aws, hydra_sweep_runner, tmp_path, caplog):
     root = project(tmp_path / "project", big_mb=2)
     sweep = tmp_path / "sweep"

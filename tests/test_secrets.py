@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers.secrets import AWS_KEY_ID, AWS_SECRET, WANDB_KEY
 
 from bincount.secrets import SecretError, check, check_overrides, secret_name, secret_shape
-
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret key
-AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
-WANDB_KEY = "0123456789abcdef0123456789abcdef01234567"
 
 SECRET_NAMES = [  # one per word and suffix, in the spellings people use
     "API_KEY", "WANDB_API_KEY", "wandb.api_key", "apiKey", "HF_TOKEN", "MYTOKEN", "CLIENT_SECRET", "clientsecret",
@@ -45,11 +41,6 @@ HARMLESS_VALUES = [
     "arn:aws:iam::123456789012:role/SageMakerBincount", "bincount/wandb", "'/opt/ml/input/data/code/multirun/x/0'",
     "ThisIsALongCamelCaseIdentifierOfFortyChr",
 ]
-
-
-def files_containing(root: Path, secret: str) -> list[str]:
-    """Every file under ``root`` whose bytes contain ``secret`` (the planted-secret scan of other tests)."""
-    return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
 
 
 @pytest.mark.parametrize("name", SECRET_NAMES)

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.secrets import files_containing
 from omegaconf import OmegaConf
 
 from bincount.secrets_config import config_problems
-from test_secrets import files_containing
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=tiny", "data.synthetic.num_images=8", "data.img_size=32", "trainer.max_epochs=1", "report=false",
@@ -50,6 +50,7 @@ def assert_nowhere(proc: subprocess.CompletedProcess, tmp_path: Path, *secrets: 
 
 # --- end to end: a run ---
 
+@pytest.mark.slow
 def test_an_env_interpolation_resolving_to_a_password_is_refused_before_hydra_writes(tmp_path):
     proc = train_py(["+paths.db=${oc.env:DATABASE_URL}", *TINY], tmp_path, DATABASE_URL=DATABASE_URL)
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -58,6 +59,7 @@ def test_an_env_interpolation_resolving_to_a_password_is_refused_before_hydra_wr
     assert not (tmp_path / "logs").exists(), "refused before Hydra made the run directory"
 
 
+@pytest.mark.slow
 def test_a_config_files_env_interpolation_of_a_secret_named_variable_is_refused_by_that_name(tmp_path):
     """``hunter2`` has no shape; the variable's name says what it is. In a config file, so the command-line
     check never sees the interpolation."""
@@ -82,6 +84,7 @@ CONFIG_FILE_CASES = [  # (the value a config file holds, the label the message g
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("secret, label", CONFIG_FILE_CASES, ids=[c[1] for c in CONFIG_FILE_CASES])
 def test_a_credential_in_a_config_file_is_refused_before_hydra_writes(secret, label, tmp_path):
     """The command line is clean: only the composed config holds the value (today it reached .hydra/)."""
@@ -95,6 +98,7 @@ def test_a_credential_in_a_config_file_is_refused_before_hydra_writes(secret, la
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow
 def test_the_inner_guard_in_train_refuses_before_resolved_config_and_loggers(tmp_path):
     """Without the callback Hydra writes .hydra/ (unresolved: ``${oc.env:DATABASE_URL}``) and train.log, then
     train() refuses before resolved_config.yaml and hparams.yaml, and removes those set-up files."""
@@ -106,6 +110,7 @@ def test_the_inner_guard_in_train_refuses_before_resolved_config_and_loggers(tmp
     assert [p for p in (tmp_path / "logs").rglob("*") if p.is_file()] == []
 
 
+@pytest.mark.slow
 def test_a_harmless_interpolation_passes_both_guards(tmp_path):
     """The control: the same interpolation without a password reaches resolved_config.yaml (so the refusals
     above are the guards', and what they stop would have been saved)."""
@@ -132,6 +137,7 @@ def leaky_preset(tmp_path: Path) -> list[str]:
     return ["--config-dir", str(tmp_path / "conf"), "--config-name", "mine", "-m", "hydra/launcher=leaky", *TINY]
 
 
+@pytest.mark.slow
 def test_a_presets_environment_and_tags_are_refused_before_multirun_yaml(tmp_path):
     proc = train_py(leaky_preset(tmp_path), tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -143,6 +149,7 @@ def test_a_presets_environment_and_tags_are_refused_before_multirun_yaml(tmp_pat
     assert not (tmp_path / "logs").exists(), "no multirun.yaml, no sweep directory"
 
 
+@pytest.mark.slow
 def test_the_launcher_refuses_a_presets_secrets_in_setup_before_multirun_yaml(tmp_path):
     """The inner guard: without the callback, the launcher's setup (which Hydra runs before the sweeper writes
     multirun.yaml) refuses; today it refused only in launch(), after multirun.yaml held the values."""
@@ -181,6 +188,7 @@ def test_config_problems_checks_resolved_values_and_names_never_values(monkeypat
     assert "config 'hydra.sweeper.storage'" not in " ".join(config_problems(cfg, frozenset({"hydra.sweeper.storage"})))
 
 
+@pytest.mark.slow
 def test_every_option_of_the_projects_conf_composes_clean():
     """No false refusal: every group option (and the SageMaker presets) of conf/, the hydra node included."""
     from hydra import compose, initialize_config_dir

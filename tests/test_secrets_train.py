@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from test_secrets import AWS_KEY_ID, AWS_SECRET, WANDB_KEY, files_containing
+from helpers.secrets import AWS_KEY_ID, AWS_SECRET, WANDB_KEY, files_containing
 
 ROOT = Path(__file__).resolve().parents[1]
+# python train.py subprocesses, which train if the check they test is missing.
+pytestmark = pytest.mark.slow
 CASES = [  # (overrides, the secret planted, the key the message must name)
     ([f"+paths.x={AWS_SECRET}"], AWS_SECRET, "paths.x"),
     (["+wandb.api_key=planted-hunter2"], "planted-hunter2", "wandb.api_key"),

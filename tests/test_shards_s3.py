@@ -50,6 +50,7 @@ def _epoch_ids(dm: BinCountDataModule, loader=None) -> list[str]:
     return [i for batch in (loader or dm.train_dataloader()) for i in batch["id"]]
 
 
+@pytest.mark.slow
 def test_stream_from_s3_caches_so_the_second_epoch_reads_local_disk(shards, s3_endpoint, tmp_path):
     n = shards["splits"]["train"]
     dm = _dm(s3_endpoint, tmp_path / "cache", batch_size=_divisor(n))
@@ -66,6 +67,7 @@ def test_stream_from_s3_caches_so_the_second_epoch_reads_local_disk(shards, s3_e
     assert sorted(i for b in dm.val_dataloader() for i in b["id"]) == sorted(dm.split_ids("val"))
 
 
+@pytest.mark.slow
 def test_ddp_ranks_keep_cached_chunks_for_the_next_epoch(shards, s3_endpoint, tmp_path):
     """2 simulated ranks x 2 workers sharing one cache (the padded assignment): epoch 2 downloads nothing."""
     from litdata.utilities.env import _DistributedEnv, _WorkerEnv
@@ -103,6 +105,7 @@ def _get(url: str, endpoint: str) -> bytes:
     return read_bytes(url, {"endpoint_url": endpoint})
 
 
+@pytest.mark.slow
 def test_faults_are_retried_and_every_sample_is_seen_once(shards, s3_endpoint, tmp_path, monkeypatch):
     n = shards["splits"]["train"]
     with FaultProxy(s3_endpoint, slowdown=0.2, reset=0.1, body_reset=0.1, seed=3) as proxy:
@@ -119,6 +122,7 @@ def test_cache_too_small_for_the_loaders_fails_before_streaming(shards, s3_endpo
     assert not list((tmp_path / "cache").rglob("chunk-*.bin"))
 
 
+@pytest.mark.slow
 def test_pack_from_an_s3_dataset_with_the_cli(public_bucket, s3_endpoint, tmp_path, capsys):
     """The aft-vbi-pds look-alike (synthetic bins, plus the real sample with BINCOUNT_ABID_SAMPLE) -> shards."""
     out = "s3://shards/public"
@@ -156,6 +160,7 @@ def test_train_py_trains_one_epoch_from_s3_shards(shards, s3_endpoint, tmp_path)
     assert os.environ.get("AWS_SECRET_ACCESS_KEY", "unset") not in (run / ".hydra" / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_cache_at_the_checked_minimum_streams_an_epoch_without_hanging(shards, s3_endpoint, tmp_path):
     """The up-front check is not too lax: a limit exactly at the minimum still streams (evicting as it goes)."""
     probe = _dm(s3_endpoint, tmp_path / "probe", workers=2)

@@ -7,7 +7,6 @@ synthetic dataset is rendered once.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -18,46 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers.train import ROOT, TINY, compose_cfg, read_csv, run_train, single_run_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
-
-# A tiny, fast run: 120 synthetic bins at 64 px, timm's test_resnet, 32 px inputs.
-TINY = [
-    "model=tiny", "data.synthetic.num_images=120", "data.synthetic.size=64", "data.synthetic.workers=1",
-    "data.img_size=32", "data.batch_size=16", "data.num_workers=0", "data.persistent_workers=false",
-    "trainer.max_epochs=2", "callbacks.progress_bar=null", "callbacks.model_summary=null",
-    "report=false",  # the HTML report has its own tests (test_report_html.py)
-]
 
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
-
-
-def run_train(args: list[str], data_dir: Path, log_dir: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BINCOUNT_DATA_DIR": str(data_dir), "BINCOUNT_LOG_DIR": str(log_dir), "HYDRA_FULL_ERROR": "1"}
-    flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) before the overrides
-    overrides = [a for a in args if not a.startswith("-")]
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, *TINY, *overrides], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def single_run_dir(log_dir: Path) -> Path:
-    runs = sorted((log_dir / "train" / "runs").iterdir())
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
@@ -186,11 +153,7 @@ def split_ids(run: Path, split_name: str) -> list[str]:
     return sorted(r.id for r in manifest.split(split_name))
 
 
-def compose_cfg(overrides: list[str], tmp_path: Path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_runs_one_batch(experiment, data_dir, tmp_path, monkeypatch):
     from bincount.train import train
@@ -204,6 +167,7 @@ def test_experiment_composes_and_runs_one_batch(experiment, data_dir, tmp_path, 
     assert json.loads((tmp_path / "metrics.json").read_text())["global_steps"] == 1
 
 
+@pytest.mark.slow
 def test_loggers_get_the_resolved_config_once_and_checkpoints_rebuild_the_model(data_dir, tmp_path, monkeypatch):
     """train() logs the whole resolved config; the module's own kwargs must not be merged in beside it
     (``backbone``, ``num_classes``... at the top level), yet the checkpoint still rebuilds the model."""

@@ -16,6 +16,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["model=tiny", "data.img_size=32", "data.batch_size=16", "data.num_workers=0",
         "data.persistent_workers=false", "trainer.max_epochs=1", "callbacks.progress_bar=null",
         "callbacks.model_summary=null", "logger=csv"]
+pytestmark = pytest.mark.slow  # each test runs train() on the module's rendered, damaged bins
 
 
 @pytest.fixture(scope="module")

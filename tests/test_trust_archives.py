@@ -17,13 +17,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from test_sagemaker_request import BUCKET, ROLE, aws, fake_sagemaker, moto_endpoint  # noqa: F401 (fixtures)
-
-import test_sagemaker_request
-
-APP = Path(__file__).parent / "sagemaker_app"
-REMOTE = ["hydra/launcher=sagemaker_base", f"hydra.launcher.role={ROLE}", "hydra.launcher.region=us-east-1",
-          f"hydra.launcher.output_s3_uri=s3://{BUCKET}/out", "hydra.launcher.poll_interval_s=0.1"]
+import helpers.sagemaker
+from helpers.sagemaker import APP, BUCKET, REMOTE
 
 
 def cve_2025_4517(dest: Path) -> bytes:
@@ -186,6 +181,7 @@ def header_bomb(kind: bytes, size: int) -> bytes:
     return b"".join(out) + z.flush()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,size,name", [(b"L", 1 << 30, "GNU long-name"), (b"x", 256 << 20, "PAX")])
 def test_a_header_bomb_is_refused_before_its_payload_is_read(kind, size, name, tmp_path):
     """A 1 GiB long-name header costs 1 GiB if read: the cap must come first (peak memory measured)."""
@@ -213,6 +209,7 @@ def test_the_bundle_loader_refuses_a_header_bomb_too(tmp_path):
 
 # --- item 2: one bad output fails that job only ------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad,reason", [
     (b"this is not a gzip file at all", r"output.tar.gz is not a readable tar archive \(ReadError"),
     (archive(OK, ("d/" + "n" * 120, "dir", b""), ("d/" + "n" * 120, "file", "x"), fmt=tarfile.GNU_FORMAT),
@@ -220,8 +217,8 @@ def test_the_bundle_loader_refuses_a_header_bomb_too(tmp_path):
 ])
 def test_one_bad_output_fails_that_job_and_the_others_go_on(bad, reason, fake_sagemaker, hydra_sweep_runner, tmp_path,
                                                            monkeypatch, caplog):
-    good_tarball = test_sagemaker_request.tarball
-    monkeypatch.setattr(test_sagemaker_request, "tarball", lambda files: files if isinstance(files, bytes)
+    good_tarball = helpers.sagemaker.tarball
+    monkeypatch.setattr(helpers.sagemaker, "tarball", lambda files: files if isinstance(files, bytes)
                         else good_tarball(files))
     fake_sagemaker.output = lambda req: bad if "-0-" in req["TrainingJobName"] else {
         "result.json": json.dumps({"status": "COMPLETED", "return_value": 1})}
@@ -241,6 +238,7 @@ def test_one_bad_output_fails_that_job_and_the_others_go_on(bad, reason, fake_sa
 
 # --- item 4: a job's error text reaches the terminal without escape sequences --------------------------
 
+@pytest.mark.slow
 def test_a_jobs_error_text_is_stripped_of_terminal_escapes(fake_sagemaker, hydra_sweep_runner, tmp_path, caplog):
     hostile = ("boom \x1b]0;owned\x07\x1b[2J\x1b]8;;http://evil.example\x1b\\click\x1b]8;;\x1b\\ "
                "\u202egnp.exe\u202c done")

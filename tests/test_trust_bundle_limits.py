@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import write_tiny_bundle
+from helpers.serve import running
 from PIL import Image
 from s3_server import free_port
-from test_serve import running
 
 from bincount import cli
 from bincount.bundle import BUNDLE_FILE, WEIGHTS_FILE, BundleError, load_model
@@ -139,6 +139,7 @@ print("GROWTH_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
 
+@pytest.mark.slow
 def test_a_1_gib_weights_file_for_a_tiny_model_is_refused_unread(pristine, bundle):
     weights = bundle / WEIGHTS_FILE
     with open(weights, "wb") as f:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,10 +19,12 @@ from bincount.sagemaker.local import LocalBackend, LocalJob, copy_tree_no_links
 
 
 def job_tree(tmp_path: Path) -> tuple[LocalBackend, LocalJob]:
-    backend = LocalBackend({"local": {"root": str(tmp_path / "scratch")}}, tmp_path / "sweep", tmp_path, [], b"k")
+    backend = LocalBackend({"local": {"root": str(tmp_path / "scratch"), "copy_code": True}}, tmp_path / "sweep", tmp_path,
+                           [], b"k")
     layout = Layout(backend.root / "job0").make()
     (layout.ml / "job.log").write_text("epoch 1/1\n")
-    return backend, LocalJob("job-0", None, None, layout, 0.0, None)
+    spec = SimpleNamespace(rel_dir="multirun/s/0")  # the one field fetch reads: where the job ran in its channel
+    return backend, LocalJob("job-0", spec, None, layout, 0.0, None)
 
 
 def test_links_in_a_jobs_output_are_not_followed_not_copied_and_named(tmp_path, caplog):

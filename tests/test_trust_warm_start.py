@@ -126,6 +126,7 @@ def test_a_moved_sweep_dir_is_opened_through_warm_start_storage(tmp_path):
                       given=default_storage(tmp_path / "moved")) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("info, expected", [
     (None, "no sweep.json there"),
     ("{not json", "is not readable JSON (JSONDecodeError"),
@@ -195,6 +196,7 @@ def app(tmp_path) -> Path:
     return tmp_path / "app"
 
 
+@pytest.mark.slow
 def test_through_hydra_a_planted_sweep_json_is_one_line_and_opens_nothing(app, tmp_path):
     elsewhere = tmp_path / "elsewhere.db"
     plant(tmp_path / "evil", {"storage": f"sqlite:///{elsewhere}", "study_name": "app"})
@@ -213,6 +215,7 @@ def test_through_hydra_a_planted_sweep_json_is_one_line_and_opens_nothing(app, t
            "each); it was not written by a bincount_optuna sweep\n" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_through_hydra_a_password_in_warm_start_storage_is_refused_before_anything_is_written(app, tmp_path):
     proc = sweep(app, tmp_path / "new", "hydra.sweeper.warm_start_storage=postgresql://tuner:hunter2@db.example.com/o",
                  f"hydra.sweeper.warm_start={tmp_path / 'old'}")
@@ -222,6 +225,7 @@ def test_through_hydra_a_password_in_warm_start_storage_is_refused_before_anythi
     assert not (tmp_path / "new" / "multirun.yaml").exists()
 
 
+@pytest.mark.slow
 def test_through_hydra_a_real_warm_start_still_works(app, tmp_path):
     assert sweep(app, tmp_path / "old").returncode == 0
     proc = sweep(app, tmp_path / "new", f"hydra.sweeper.warm_start={tmp_path / 'old'}", "hydra.sweeper.n_trials=3")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_compare_support import sweep_jobs, trained_sweep
+from helpers.train import sweep_jobs, trained_sweep
 
 from bincount.cli import main
 

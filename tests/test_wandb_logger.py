@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("wandb", reason="wandb is in the dev extra")
 
-from test_report_html import train_tiny  # noqa: E402
+from helpers.train import train_tiny  # noqa: E402
 
 FAKE_KEY = "local0123456789abcdef0123456789abcdef0123"  # 40 characters, the shape of a real key
 BLOCK, HEADER = 32768, 7  # the .wandb file: a LevelDB-style log of 32 KiB blocks after a 7-byte header
@@ -220,6 +220,7 @@ def alone(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess
     return results
 
 
+@pytest.mark.slow
 def test_disabled_mode_writes_nothing(alone):
     tmp, proc = alone["disabled"]
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -228,6 +229,7 @@ def test_disabled_mode_writes_nothing(alone):
     assert not written, written
 
 
+@pytest.mark.slow
 def test_without_credentials_it_goes_offline_by_itself(alone):
     tmp, proc = alone["no_credentials"]
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -236,6 +238,7 @@ def test_without_credentials_it_goes_offline_by_itself(alone):
     assert list((tmp / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_falls_back_to_offline(alone):
     """Training goes on: a warning, then an offline run to sync later."""
     tmp, proc = alone["unreachable"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.callbacks import BaseFinetuning, ProgressBar
 
 from bincount.models.backbone import backbone_stages
 
@@ -104,3 +105,63 @@ class EpochMetricFile(L.Callback):
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"metric": self.monitor, "values": self.values}))
         tmp.replace(self.path)
+
+
+def stdout_is_terminal() -> bool:
+    """Whether someone watches stdout: False for a file, a pipe, a SageMaker job's log (or no stdout at all)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
+def epoch_line(epoch: int, max_epochs: int | None, metrics: dict, seconds: float) -> str:
+    """``epoch 3/6: train/loss=1.234 val/loss=1.301 val/acc=0.4100 (12 s)``: epochs counted from 1, the
+    epoch value of a metric logged per step and per epoch (``train/loss_epoch`` -> ``train/loss``)."""
+    shown = {}
+    for name, value in metrics.items():
+        if name == "v_num" or name.endswith("_step") or not isinstance(value, (int, float)):
+            continue
+        shown[name.removesuffix("_epoch")] = value
+    total = f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
+    values = "".join(f"{k}={v:.4g} " for k, v in shown.items())
+    return f"epoch {epoch + 1}{total}: {values}({seconds:.0f} s)"
+
+
+class EpochLines(ProgressBar):
+    """The progress "bar" when stdout is not a terminal: one plain log line per epoch (issue 27: console noise).
+
+    Why: Rich's bar redraws itself in place on a terminal, but written to a file or a job's log it wraps its
+    metrics into a narrow column, seven lines an epoch. A ``ProgressBar`` subclass, so the Trainer takes it as
+    its bar and adds no default one; the line goes through logging, so ``train.log`` has it too, and a
+    SageMaker job's status reads its ``epoch k/n`` (:meth:`bincount.sagemaker.local.LocalBackend.progress`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled, self._started = True, time.perf_counter()
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the epoch's validation (Lightning validates before this hook), so val metrics are this epoch's."""
+        if self.enabled and trainer.is_global_zero:
+            log.info(epoch_line(trainer.current_epoch, trainer.max_epochs, self.get_metrics(trainer, pl_module),
+                                time.perf_counter() - self._started))
+
+
+def progress_bar(leave: bool = True, **kwargs) -> ProgressBar:
+    """``callbacks.progress_bar``: Rich's bar on a terminal (``kwargs`` are its own, e.g. ``refresh_rate``), one
+    plain line per epoch otherwise."""
+    if stdout_is_terminal():
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        return RichProgressBar(leave=leave, **kwargs)
+    return EpochLines()

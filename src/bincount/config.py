@@ -205,11 +205,10 @@ def check_target_node(key: str, node: Any) -> None:
                           f"{_choices_hint(str(unknown[0]), [p for p in params if p != 'self'])}")
     for name in node:
         if name in params and not str(name).startswith("_"):
+            if isinstance(node, DictConfig) and node._get_node(name)._is_interpolation():
+                continue  # ${...}: its source is checked where it is typed (trainer.max_epochs, paths.output_dir)
             expected = _expected_kinds(target, params[name])
-            try:
-                value = node[name]
-            except Exception:  # noqa: BLE001 - an interpolation only Hydra's runtime resolves (hydra:runtime...)
-                continue
+            value = node[name]
             if expected and not _is_kind(value, expected):
                 raise ConfigError(f"{key}.{name}={value!r}: expected {' or '.join(sorted(k.__name__ for k in expected))}"
                                   f" (the argument {name!r} of {node['_target_']})")

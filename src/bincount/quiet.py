@@ -15,8 +15,10 @@ import warnings
 LIGHTNING_RANK_ZERO = "lightning.pytorch.utilities.rank_zero"
 DROPPED = ("💡 Tip:", "Trainer already configured with model summary callbacks")
 ONCE = ("GPU available:", "TPU available:", "HPU available:")  # the same for every Trainer of a process
-IGNORED_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                    r"The number of training batches \(\d+\) is smaller than the logging interval")
+# (message regex, category): torch deprecated LeafSpec, and Lightning's own _pytree still builds one in
+# every training and predict step (a FutureWarning printed by `bincount predict` and every run).
+IGNORED_WARNINGS = ((r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+                    (r"The number of training batches \(\d+\) is smaller than the logging interval", Warning))
 
 
 class LightningNoise(logging.Filter):
@@ -42,5 +44,5 @@ def quiet_lightning() -> None:
     logger = logging.getLogger(LIGHTNING_RANK_ZERO)
     if not any(isinstance(f, LightningNoise) for f in logger.filters):
         logger.addFilter(LightningNoise())
-    for message in IGNORED_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
+    for message, category in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bincount.bundle import write_run_bundle
-from bincount.callbacks import EpochMetricFile, StagedUnfreezing, StepTiming
+from bincount.callbacks import EpochMetricFile, StagedUnfreezing, StepTiming, stdout_is_terminal
 from bincount.config import ConfigError, check_config
 from bincount.data.datamodule import BinCountDataModule
 from bincount.manifest import ClassRange
@@ -94,7 +94,7 @@ def evaluate(cfg: DictConfig, model: BinCounter, datamodule: BinCountDataModule,
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.get("precision", "32-true"),
         logger=loggers or False, enable_checkpointing=False, default_root_dir=cfg.paths.output_dir,
-        enable_model_summary=False,
+        enable_model_summary=False, enable_progress_bar=stdout_is_terminal(),  # in a log: "0.00it/s" lines only
     )
     if ckpt_path:
         import torch

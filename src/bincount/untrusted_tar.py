@@ -133,16 +133,34 @@ def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
             left -= len(chunk)
 
 
+class _Refused(Exception):
+    """What ``choose`` raised, carried past ``extract``'s handlers, which would call it a damaged archive."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _chosen(choose: Callable[[list[Member]], Iterable[PurePosixPath]], members: list[Member]) -> set[PurePosixPath]:
+    try:
+        return set(choose(members))
+    except UnsafeArchive:
+        raise
+    except Exception as e:  # the caller's refusal (a BundleError naming the member), raised as it was
+        raise _Refused(e) from None
+
+
 def extract(fileobj: IO[bytes], dest: Path, where: str, limits: Limits = Limits(),
             choose: Callable[[list[Member]], Iterable[PurePosixPath]] | None = None) -> list[PurePosixPath]:
     """Check every member of the archive in ``fileobj``, then write its regular files under ``dest``: all of
-    them, or the paths ``choose(members)`` picks (it may raise to refuse). Returns the paths written.
+    them, or the paths ``choose(members)`` picks (it may raise to refuse: its exception reaches the caller as it
+    was). Returns the paths written.
     Raises UnsafeArchive naming ``where`` and the member; nothing is written unless every member passed."""
     dest = Path(dest)
     try:
         with tarfile.open(fileobj=fileobj, mode="r:*", tarinfo=_CappedTarInfo) as tar:
             members = checked_members(tar, limits)
-            wanted = None if choose is None else set(choose(members))
+            wanted = None if choose is None else _chosen(choose, members)
             dest.mkdir(parents=True, exist_ok=True)
             written = []
             for path, member in members:
@@ -156,6 +174,8 @@ def extract(fileobj: IO[bytes], dest: Path, where: str, limits: Limits = Limits(
             return written
     except UnsafeArchive as e:
         raise type(e)(f"{where}: {e}; refusing the archive") from None
+    except _Refused as e:
+        raise e.error from None
     except tarfile.ReadError as e:  # tarfile's message for r:* lists each method tried, over several lines
         raise UnsafeArchive(f"{where} is not a readable tar archive (ReadError: not gzip, bzip2, xz or plain tar"
                             f"{'' if 'file could not be opened' in str(e) else ': ' + ' '.join(str(e).split())})") from None

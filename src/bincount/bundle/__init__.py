@@ -2,7 +2,8 @@
 
 Modules: :mod:`.format` (file names, the metadata schema and its checks), :mod:`.preprocess` (the eval
 transform, described and rebuilt), :mod:`.write` (every run's ``model/``), :mod:`.export` (``bincount
-export`` for older runs), :mod:`.archive` (``model.tar.gz``, safely), :mod:`.load` (``load_model``).
+export`` for older runs), :mod:`.archive` (``model.tar.gz``, safely), :mod:`.load` (``load_model``),
+:mod:`.provenance` (``trained_on``: what the model learned from, and the warning when inputs differ).
 Importing this package is light: torch, timm and boto3 are imported by the functions that need them.
 """
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bincount.bundle.format import BUNDLE_FILE, BundleError
+from bincount.bundle.provenance import from_config
 from bincount.bundle.write import MODEL_DIR, write_bundle
 
 ERRORS = (BundleError,)
@@ -91,7 +92,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, checkpoin
         mean=data_config["mean"], std=data_config["std"], overflow=_setting(cfg, "data.classes.overflow", "clip"),
         max_pixels=int(_setting(cfg, "data.max_pixels", DEFAULT_MAX_PIXELS)), metrics=metrics, run_dir=run,
         checkpoint=str(ckpt.relative_to(run)) if ckpt.is_relative_to(run) else str(ckpt),
-        precision=_setting(cfg, "trainer.precision"),
+        precision=_setting(cfg, "trainer.precision"), trained_on=from_config(cfg, _setting),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from bincount.bundle.format import (BUNDLE_FILE, FORMAT_NAME, FORMAT_VERSION, WEIGHTS_FILE, class_table,
                                     sha256_file, versions)
 from bincount.bundle.preprocess import describe_eval_transform
+from bincount.bundle.provenance import TRAINED_ON, from_datamodule
 
 MODEL_DIR = "model"  # <run>/model/
 SM_MODEL_DIR = "SM_MODEL_DIR"  # SageMaker packs this directory as the job's model.tar.gz
@@ -43,8 +44,9 @@ def _save_weights(module, path: Path) -> None:
 
 def write_bundle(out_dir: str | Path, module, *, img_size: int, mean, std, overflow: str, max_pixels: int,
                  metrics: dict[str, Any] | None = None, run_dir: str | Path | None = None,
-                 checkpoint: str | None = None, precision: str | None = None) -> Path:
-    """Write ``model.safetensors`` and ``bincount-model.json`` for a :class:`BinCounter` into ``out_dir``."""
+                 checkpoint: str | None = None, precision: str | None = None, trained_on: dict | None = None) -> Path:
+    """Write ``model.safetensors`` and ``bincount-model.json`` for a :class:`BinCounter` into ``out_dir``;
+    ``trained_on`` (:func:`bincount.bundle.provenance.trained_on`) says what data it learned from."""
     from bincount.data.transforms import build_transform
 
     hp = module.hparams
@@ -68,6 +70,8 @@ def write_bundle(out_dir: str | Path, module, *, img_size: int, mean, std, overf
         "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if trained_on is not None:  # optional: bundles written before it (and by hand) read as "unknown"
+        meta[TRAINED_ON] = trained_on
     tmp = out / f".{BUNDLE_FILE}.part"
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out / BUNDLE_FILE)
@@ -80,7 +84,8 @@ def write_run_bundle(run_dir: str | Path, module, datamodule, metrics: dict[str,
     best = metrics.get("best_checkpoint")
     out = write_bundle(run / MODEL_DIR, module, img_size=datamodule.img_size, mean=datamodule.mean, std=datamodule.std,
                        overflow=datamodule.class_range.overflow, max_pixels=datamodule.max_pixels, metrics=metrics,
-                       run_dir=run, checkpoint=str(best) if best else None, precision=precision)
+                       run_dir=run, checkpoint=str(best) if best else None, precision=precision,
+                       trained_on=from_datamodule(datamodule))
     sm_dir = os.environ.get(SM_MODEL_DIR)
     if sm_dir:
         Path(sm_dir).mkdir(parents=True, exist_ok=True)

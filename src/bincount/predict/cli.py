@@ -62,10 +62,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _quiet_lightning() -> None:
-    """Lightning's banner (GPU available..., tips) is not a result; warnings and errors still show."""
+    """Lightning's banner (GPU available..., tips) is not a result; warnings and errors still show, but for
+    the ones a user cannot act on (:mod:`bincount.quiet`: torch's ``LeafSpec`` deprecation in Lightning's code)."""
+    from bincount.quiet import quiet_lightning
+
+    quiet_lightning()
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def show_progress(args: argparse.Namespace, images: int) -> bool:
+    """A bar only where someone watches it (stderr is a terminal) and for more than one batch: in a log file
+    it is a line of escape codes, and for a handful of images it says "0.00it/s" and nothing else."""
+    return not args.no_progress and sys.stderr.isatty() and images > args.batch_size
+
+
+def warn_mismatch(metadata: dict, inputs: list[str], items: list) -> str | None:
+    """Say once, on stderr, when the inputs look unlike the model's training data (issue 27)."""
+    from bincount.bundle.provenance import input_mismatch
+
+    warning = input_mismatch(metadata, inputs, [item.true_count for item in items])
+    if warning:
+        print(plain(f"bincount predict: warning: {warning}"), file=sys.stderr, flush=True)
+    return warning
 
 
 def s3_output(url: str) -> tuple[str, str]:
@@ -115,23 +135,25 @@ def predict(args: argparse.Namespace) -> dict:
     from bincount.predict.inputs import collect, read_ids
     from bincount.predict.writer import CSVPredictionWriter
 
+    _quiet_lightning()
     s3 = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
     model = load_model(args.model, s3=s3)
     items = collect(args.inputs, read_ids(args.ids) if args.ids else None, s3=s3)
     dataset = PredictDataset(items, model.transform, args.max_pixels or model.max_pixels)
+    warning = warn_mismatch(model.metadata, list(args.inputs), items)
     writer = CSVPredictionWriter(args.output, items, model.metadata["classes"], args.bad_input)
     callbacks: list = [writer]
-    if not args.no_progress:
+    progress = show_progress(args, len(items))
+    if progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
-    _quiet_lightning()
     trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, callbacks=callbacks,
-                        enable_progress_bar=not args.no_progress, default_root_dir=str(Path(args.output).parent))
+                        enable_progress_bar=progress, default_root_dir=str(Path(args.output).parent))
     trainer.predict(model.module, dataloaders=predict_loader(dataset, args.batch_size, args.num_workers),
                     return_predictions=False)
-    summary = {"model": str(args.model), **writer.summary()}
+    summary = {"model": str(args.model), **writer.summary(), **({"warning": warning} if warning else {})}
     out = Path(args.output)
     summary_path = out.with_name(f"{out.stem}.summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")

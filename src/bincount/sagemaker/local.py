@@ -134,15 +134,19 @@ class LocalBackend:
         return str(job.layout.ml / "job.log")
 
     def progress(self, job: LocalJob) -> str | None:
-        """The last ``Epoch k/n`` Lightning's progress bar wrote to the job's log (``epoch 2/6``), if any."""
+        """The last epoch the job's log names (``epoch 2/6``), if any: Rich's bar writes ``Epoch 1/5`` (from 0),
+        :class:`bincount.callbacks.EpochLines` (stdout not a terminal, as here) ``epoch 2/6:`` (from 1)."""
         try:
             with open(job.layout.ml / "job.log", "rb") as f:
                 f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
                 tail = f.read().decode("utf-8", "replace")
         except OSError:
             return None
-        found = re.findall(r"Epoch (\d+)/(\d+)", tail)
-        return f"epoch {int(found[-1][0]) + 1}/{int(found[-1][1]) + 1}" if found else None
+        found = re.findall(r"Epoch (\d+)/(\d+)|\bepoch (\d+)/(\d+):", tail)
+        if not found:
+            return None
+        bar_k, bar_n, line_k, line_n = found[-1]
+        return f"epoch {int(bar_k) + 1}/{int(bar_n) + 1}" if bar_k else f"epoch {line_k}/{line_n}"
 
     def read_progress(self, job: LocalJob) -> bytes | None:
         """The job's progress file, from its checkpoint dir (SageMaker syncs that dir to S3)."""
@@ -195,9 +199,31 @@ class LocalBackend:
         if skipped:
             log.warning("Job %s: not copied from its output (links are never followed, only regular files and "
                         "directories are copied): %s", job.name, ", ".join(plain(s) for s in skipped))
+        code = job.layout.code if self.local["copy_code"] else self.source_dir
+        name_local_paths(local_dir, code / job.spec.rel_dir)
 
     def close(self) -> None:
         pass
+
+
+def name_local_paths(local_dir: Path, run_dir: Path) -> None:
+    """In the logs just copied into ``local_dir``, the job's run directory becomes ``local_dir``.
+
+    Why (issue 27): the job ran in a scratch code channel, so its log says ``report: <scratch>/report.html``
+    and ``run directory: <scratch>``, a folder the next job's staging deletes; its files are in ``local_dir``
+    now, and the copies of the logs should say so. Bytes are replaced as bytes: nothing else in a log changes.
+    """
+    olds = {str(run_dir.absolute()).encode(), str(run_dir.resolve()).encode()} - {str(local_dir.absolute()).encode()}
+    if not olds:
+        return
+    for path in sorted(local_dir.glob("*.log")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = new = path.read_bytes()
+        for old in sorted(olds, key=len, reverse=True):  # the longer form first, if one holds the other
+            new = new.replace(old, str(local_dir.absolute()).encode())
+        if new != data:
+            path.write_bytes(new)
 
 
 def copy_tree_no_links(src: Path, dst: Path, only: dict[str, str] | None = None) -> list[str]:

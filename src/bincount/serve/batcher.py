@@ -8,6 +8,12 @@ for more (until ``max_batch_size``, or ``max_wait_ms`` after the first) only whi
 images still decoding (:meth:`Batcher.arriving`), runs ``predict_step`` once and resolves each future with its own
 row (``loop.call_soon_threadsafe``: futures belong to the loop). A failing batch fails only its own
 futures; the worker goes on. :meth:`Batcher.close` lets the queue drain before the thread ends.
+
+Why images are checked again when taken: a request may have been abandoned while its images waited (its
+client went away, or its deadline passed: :mod:`.admission`); such images are dropped here, before the
+model, and counted, so the model only computes answers someone is still waiting for. ``hooks`` (the
+app's :class:`~bincount.serve.admission.Admission`) hears when images leave the queue and how long the
+model took; ``metrics`` (:mod:`.metrics`) gets batch sizes, queue and model latencies and images served.
 """
 
 from __future__ import annotations
@@ -38,9 +44,21 @@ def rows(prediction: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
              "probabilities": {str(c): r(p) for c, p in zip(counts, probs[j])}} for j in range(len(pred))]
 
 
+class Abandon:
+    """Set by a request that stopped waiting (``reason``: ``disconnect`` or ``deadline``); its images are dropped."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+
 class Batcher:
-    def __init__(self, model: Any, max_batch_size: int = 16, max_wait_ms: float = 5.0) -> None:
+    def __init__(self, model: Any, max_batch_size: int = 16, max_wait_ms: float = 5.0, hooks: Any = None,
+                 metrics: Any = None) -> None:
         self.model, self.max_batch_size, self.max_wait = model, int(max_batch_size), max_wait_ms / 1000
+        self.hooks, self.metrics = hooks, metrics
+        self.dropped = 0  # images skipped because their request was abandoned
         self.counts = list(model.counts)
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -49,16 +67,19 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name="bincount-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, tensor: Any, ticket: list[int] | None = None, timing: dict | None = None) -> asyncio.Future:
+    def submit(self, tensor: Any, ticket: list[int] | None = None, timing: dict | None = None,
+               deadline: float | None = None, abandon: Abandon | None = None) -> asyncio.Future:
         """Queue one preprocessed image (3xHxW); the future gets its answer row. Call on the event loop.
 
         ``ticket`` (from :meth:`arriving`) is counted down only after the image is queued, so a batch
         that waits for announced images never sees one as neither arriving nor queued. ``timing``, if
         given, gets this image's ``queue_ms`` and ``model_ms`` and its ``batch`` size (``Server-Timing``).
+        The image is dropped unanswered if, when a batch takes it, ``time.monotonic()`` is past ``deadline``
+        or ``abandon.reason`` is set.
         """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((tensor, future, loop, time.perf_counter(), timing))
+        self._queue.put((tensor, future, loop, time.perf_counter(), timing, deadline, abandon))
         if ticket is not None:
             with self._lock:
                 ticket[0] -= 1
@@ -98,6 +119,8 @@ class Batcher:
         no one is coming, and a lone request would pay the whole wait in latency for nothing.
         """
         first = self._queue.get()
+        while first is not _STOP and not self._wanted(first):
+            first = self._queue.get()
         if first is _STOP:
             return [], True
         batch, deadline = [first], time.monotonic() + self.max_wait
@@ -114,8 +137,24 @@ class Batcher:
                     continue
             if item is _STOP:
                 return batch, True
-            batch.append(item)
+            if self._wanted(item):
+                batch.append(item)
         return batch, False
+
+    def _wanted(self, item: tuple) -> bool:
+        """Whether a queued image still has someone waiting; an abandoned one is dropped and counted."""
+        deadline, abandon = item[5], item[6]
+        reason = abandon.reason if abandon is not None else None
+        if reason is None and deadline is not None and time.monotonic() > deadline:
+            reason = "deadline"
+        if self.hooks is not None:
+            self.hooks.leave_queue(1)
+        if reason is None:
+            return True
+        self.dropped += 1
+        if self.metrics is not None:
+            self.metrics.abandoned.labels(reason).inc()
+        return False
 
     def _work(self) -> None:
         import torch
@@ -126,6 +165,8 @@ class Batcher:
             if not batch:
                 continue
             start = time.perf_counter()
+            if self.hooks is not None:
+                self.hooks.batch_started()
             try:
                 answers: list[Any] = rows(self.model.predict(torch.stack([item[0] for item in batch])), self.counts)
             except Exception as e:  # e.g. out of memory: these requests fail, the server goes on
@@ -134,7 +175,15 @@ class Batcher:
             model_ms = (time.perf_counter() - start) * 1000
             self.batches += 1
             self.images += len(batch)
-            for (_, future, loop, queued, timing), answer in zip(batch, answers):
+            if self.hooks is not None:
+                self.hooks.batch_done(model_ms / 1000)
+            if self.metrics is not None:
+                self.metrics.batch_size.observe(len(batch))
+                self.metrics.latency.labels("model").observe(model_ms / 1000)
+                self.metrics.images.inc(len(batch))
+                for item in batch:
+                    self.metrics.latency.labels("queue").observe(start - item[3])
+            for (_, future, loop, queued, timing, *_), answer in zip(batch, answers):
                 if timing is not None:
                     timing.update(queue_ms=(start - queued) * 1000, model_ms=model_ms, batch=len(batch))
                 loop.call_soon_threadsafe(_resolve, future, answer)

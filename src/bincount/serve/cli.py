@@ -20,10 +20,18 @@ from pathlib import Path
 from bincount.bundle import BundleError
 from bincount.s3.endpoint import S3Error
 from bincount.s3.store import S3ReadError
+from bincount.serve.admission import (DEADLINE_HEADER, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_QUEUE_IMAGES,
+                                      DEFAULT_MAX_REQUEST_DECODED_BYTES, DEFAULT_TIMEOUT_S, Budgets)
+from bincount.serve.connections import ConnectionLimits, default_max_connections
 from bincount.serve.inputs import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_S3_BYTES,
                                    Limits)
 
-ERRORS = (BundleError, S3Error, S3ReadError)
+
+class OptionError(ValueError):
+    """Options that are each valid but cannot go together."""
+
+
+ERRORS = (BundleError, S3Error, S3ReadError, OptionError)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -44,6 +52,16 @@ def _wait_ms(value: str) -> float:
         number = -1.0
     if not 0 <= number <= 10_000:
         raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 10000, got {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most 3600, got {value!r}")
     return number
 
 
@@ -84,6 +102,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse images with more pixels, whatever the bundle allows (default: %(default)s)")
     parser.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs (default: auto)")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="S",
+                        help="each request's deadline; one that cannot be answered in time gets 503 at once, and "
+                             f"a client may ask for less with {DEADLINE_HEADER} (default: %(default)s, under "
+                             "SageMaker's 60 s)")
+    parser.add_argument("--max-queue", type=_positive, default=DEFAULT_MAX_QUEUE_IMAGES, metavar="N",
+                        help="images admitted and not yet in a batch; more gets 503 with Retry-After "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-request-decoded-bytes", type=_positive, default=DEFAULT_MAX_REQUEST_DECODED_BYTES,
+                        metavar="N", help="a request's images decoded (width x height x channels from their "
+                                          "headers); above it 413 (default: %(default)s)")
+    parser.add_argument("--max-decoded-bytes", type=_positive, default=DEFAULT_MAX_DECODED_BYTES, metavar="N",
+                        help="decoded bytes of all requests decoding at once; when full 503 (default: %(default)s)")
+    parser.add_argument("--header-timeout", type=_seconds, default=10.0, metavar="S",
+                        help="a request's header must arrive within this, or 408 and closed (default: %(default)s)")
+    parser.add_argument("--body-timeout", type=_seconds, default=30.0, metavar="S",
+                        help="a request's body must arrive within this, or 408 and closed (default: %(default)s)")
+    parser.add_argument("--keep-alive", type=_seconds, default=5.0, metavar="S",
+                        help="an idle keep-alive connection is closed after this (default: %(default)s)")
+    parser.add_argument("--max-connections", type=_positive, default=None, metavar="N",
+                        help="open connections; past it the oldest idle one is closed (default: the file limit "
+                             f"less 128, here {default_max_connections()})")
     parser.add_argument("--graceful-timeout", type=_positive, default=25, metavar="S",
                         help="seconds to finish requests in flight after SIGTERM (default: %(default)s)")
 
@@ -93,6 +132,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bincount.serve.app import Settings, create_app
+    from bincount.serve.connections import uvicorn_config
 
     model = str(args.model)
     if not model.startswith("s3://") and not Path(model).expanduser().exists():
@@ -100,6 +140,15 @@ def serve(args: argparse.Namespace) -> int:
     s3 = {"endpoint_url": args.endpoint_url} if args.endpoint_url else {}
     limits = Limits(max_body_bytes=args.max_body_bytes, max_instances=args.max_instances,
                     max_s3_bytes=args.max_s3_bytes, allow_s3=tuple(args.allow_s3), s3=s3, max_pixels=args.max_pixels)
+    if args.max_request_decoded_bytes > args.max_decoded_bytes:
+        raise OptionError(f"--max-request-decoded-bytes {args.max_request_decoded_bytes} is above --max-decoded-bytes "
+                          f"{args.max_decoded_bytes} (the server-wide budget): no request that large could be served; "
+                          "lower the first or raise the second")
+    budgets = Budgets(timeout_s=args.timeout, max_queue_images=args.max_queue,
+                      max_request_decoded_bytes=args.max_request_decoded_bytes, max_decoded_bytes=args.max_decoded_bytes)
+    connections = ConnectionLimits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                                   keep_alive_s=args.keep_alive,
+                                   max_connections=args.max_connections or default_max_connections())
     server: uvicorn.Server | None = None
 
     def stop(_: BaseException) -> None:
@@ -107,9 +156,9 @@ def serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     settings = Settings(model=model, limits=limits, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                        device=args.device, on_fail=stop)
+                        device=args.device, on_fail=stop, budgets=budgets, connections=connections)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=args.graceful_timeout,
+    config = uvicorn_config(app, args.host, args.port, connections, timeout_graceful_shutdown=args.graceful_timeout,
                             log_level="info", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     logging.getLogger("bincount.serve").setLevel(logging.INFO)

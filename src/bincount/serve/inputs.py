@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,10 @@ DEFAULT_MAX_S3_BYTES = 32 << 20
 DEFAULT_MAX_PIXELS = 40_000_000  # = bincount.samples' (a test checks): importing samples would load numpy at start-up
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 JSON_TYPE = "application/json"
+MAX_JSON_DEPTH = 8  # {"instances": [{"b64": ...}]} is 3 deep; Python's parser recurses, so depth is bounded first
+MAX_JSON_INT_DIGITS = 20  # no field takes a number; int() of a 5,000-digit string is quadratic (and 4,300 raises)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: linear)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class ServeError(Exception):
@@ -96,10 +101,7 @@ def parse_instances(kind: str, body: bytes, max_instances: int) -> tuple[list[In
     """(instances, several?) from a body whose media type is ``kind``."""
     if kind in IMAGE_TYPES:
         return [Instance(data=body)], False
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ServeError(400, "malformed_json", f"the body is not valid JSON ({e})") from None
+    doc = parse_json(body)
     shape = 'expected {"instances": [{"b64": "<base64 image>"} or {"s3": "s3://bucket/key"}, ...]}'
     if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list):
         raise ServeError(400, "bad_shape", f"got a JSON {type(doc).__name__} without an 'instances' list; {shape}")
@@ -122,6 +124,43 @@ def parse_instances(kind: str, body: bytes, max_instances: int) -> tuple[list[In
         else:
             out.append(Instance(s3=item["s3"]))
     return out, True
+
+
+def json_depth(body: bytes) -> int:
+    """How deep ``[`` and ``{`` nest in ``body``, outside strings; C-speed passes only (no recursion, no per-byte loop
+    in Python), so a 6 MB body of brackets costs milliseconds rather than the parser's stack."""
+    import numpy as np
+
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise ServeError(400, "malformed_json", f"a JSON integer has {len(text.lstrip('-')):,} digits, above the "
+                         f"limit of {MAX_JSON_INT_DIGITS}; no field of this API takes a number that large")
+    return int(text)
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document, or 400 ``malformed_json`` naming what is wrong: syntax, nesting deeper than
+    ``MAX_JSON_DEPTH`` (checked before parsing: the parser recurses), or an integer longer than
+    ``MAX_JSON_INT_DIGITS`` digits."""
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise ServeError(400, "malformed_json", f"the JSON nests {depth:,} levels deep, above the limit of "
+                         f"{MAX_JSON_DEPTH}; expected {{\"instances\": [{{\"b64\": ...}}]}}")
+    try:
+        return json.loads(body, parse_int=_int)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ServeError(400, "malformed_json", f"the body is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # what json.loads raises beyond its own errors; named, not a 500
+        raise ServeError(400, "malformed_json", f"the body is not acceptable JSON ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
 
 
 def check_s3_allowed(url: str, allowed: Sequence[str]) -> tuple[str, str]:
