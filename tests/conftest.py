@@ -23,8 +23,13 @@ from bincount.resolvers import register_resolvers
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# Tests compose conf/ in process (hydra.compose); train.py registers the same resolvers before composing.
-register_resolvers()
+
+@pytest.fixture(autouse=True, scope="session")
+def _resolvers():
+    """Tests compose conf/ in process (hydra.compose); train.py registers the same resolvers before composing.
+    A fixture, not an import-time call: a mutation run makes every function of the package fail once, on
+    purpose, and a conftest that fails to import is a usage error to pytest, not a failing test."""
+    register_resolvers()
 
 # Fixtures several test files use (moto_server, the fake SageMaker), without importing them.
 pytest_plugins = ["helpers.fixtures"]

@@ -9,17 +9,16 @@ where models and images may come from (a folder, the real ABID sample, a local S
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.archives import write_tar
 from helpers.train import read_csv, run_train, single_run_dir
 from s3_server import s3_client, s3_endpoint, tiny_bucket  # noqa: F401
 
@@ -156,13 +155,6 @@ def test_a_newer_format_version_is_refused(trained, tmp_path):
         load_model(bundle)
 
 
-def _tar(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def _bundle_files(trained) -> dict[str, bytes]:
@@ -170,7 +162,7 @@ def _bundle_files(trained) -> dict[str, bytes]:
 
 
 def test_model_tar_gz_loads_and_only_the_bundle_is_extracted(trained, tmp_path):
-    archive = _tar(tmp_path / "model.tar.gz", {**_bundle_files(trained), "model.ckpt": b"a pickle, never extracted"})
+    archive = write_tar(tmp_path / "model.tar.gz", {**_bundle_files(trained), "model.ckpt": b"a pickle, never extracted"})
     assert load_model(archive).metadata["model"]["backbone"] == "test_resnet"
     extract_bundle(archive, tmp_path / "x")
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == sorted([BUNDLE_FILE, WEIGHTS_FILE])
@@ -178,7 +170,7 @@ def test_model_tar_gz_loads_and_only_the_bundle_is_extracted(trained, tmp_path):
 
 def test_model_tar_gz_with_a_parent_member_is_refused(trained, tmp_path):
     (tmp_path / "a").mkdir()
-    archive = _tar(tmp_path / "a" / "model.tar.gz", {**_bundle_files(trained), "../evil.txt": b"outside"})
+    archive = write_tar(tmp_path / "a" / "model.tar.gz", {**_bundle_files(trained), "../evil.txt": b"outside"})
     with pytest.raises(BundleError, match=r"member '\.\./evil\.txt': a '\.\.' component; refusing the archive"):
         load_model(archive)
     with pytest.raises(BundleError, match="evil"):
@@ -238,7 +230,7 @@ def test_s3_prefix_and_s3_model(trained, tiny_bucket, tmp_path, capsys):  # noqa
     rows = read_csv(out)
     assert [r["id"] for r in rows] == tiny_bucket.synthetic_ids
     assert json.loads((tmp_path / "p.summary.json").read_text())["metrics"]["n"] > 0
-    archive = _tar(tmp_path / "model.tar.gz", _bundle_files(trained))
+    archive = write_tar(tmp_path / "model.tar.gz", _bundle_files(trained))
     s3_client(tiny_bucket.endpoint).put_object(Bucket="tiny-bins", Key="models/model.tar.gz", Body=archive.read_bytes())
     model = load_model("s3://tiny-bins/models/model.tar.gz", s3={"endpoint_url": tiny_bucket.endpoint})
     assert model.metadata["weights"]["sha256"] == json.loads(_bundle_files(trained)[BUNDLE_FILE])["weights"]["sha256"]
@@ -269,7 +261,7 @@ def test_predict_runs_as_a_sagemaker_job_over_an_s3_prefix(trained, tiny_bucket,
     """``python predict.py +launch=sagemaker_local ...``: the container contract, S3 in and out (moto_server)."""
     local = tmp_path / "p.csv"
     assert predict([trained["run"], tiny_bucket.url, "-o", local, "--endpoint-url", tiny_bucket.endpoint], capsys)[0] == 0
-    archive = _tar(tmp_path / "model.tar.gz", _bundle_files(trained))
+    archive = write_tar(tmp_path / "model.tar.gz", _bundle_files(trained))
     client = s3_client(tiny_bucket.endpoint)
     client.put_object(Bucket="tiny-bins", Key="models/job/model.tar.gz", Body=archive.read_bytes())
     url, sweep = "s3://tiny-bins/out/job/p.csv", tmp_path / "sweep"

@@ -62,8 +62,8 @@ def test_predict_scores_an_abid_root_within_one_as_off_by_at_most_one(bundle, ma
     summary = json.loads(out.with_name("p.summary.json").read_text())
     assert summary["metrics"] == pytest.approx(want)
     assert summary["metrics"]["within_one"] == 0.5  # 3 of 6: the two off by one count, the three off by two do not
-    assert (f"scored 6 with true counts (1 outside the model's classes): acc 0.1667, rmse 1.5275, mae 1.3333, "
-            f"within one 0.5000") in printed.splitlines()
+    assert ("scored 6 with true counts (1 outside the model's classes): acc 0.1667, rmse 1.5275, mae 1.3333, "
+            "within one 0.5000") in printed.splitlines()
 
 
 def test_the_training_metrics_score_within_one_the_same_way():

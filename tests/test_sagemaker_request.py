@@ -9,7 +9,6 @@ downloads and turns into the JobReturn.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

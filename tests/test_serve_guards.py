@@ -13,7 +13,6 @@ import asyncio
 import base64
 import io
 import re
-import tarfile
 import threading
 import time
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ import httpx
 import pytest
 from PIL import Image
 from conftest import write_tiny_bundle
+from helpers.archives import write_tar
 from helpers.serve import running
 from s3_server import free_port
 
@@ -205,13 +205,6 @@ def test_invocations_before_the_model_is_loaded_answer_503_loading_then_the_coun
 
 
 # -- model.tar.gz: each bundle file under its own cap ----------------------------------------------------------
-def write_tar(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def metadata_of_size(bundle: Path, size: int) -> bytes:

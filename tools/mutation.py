@@ -86,7 +86,11 @@ def run_mutmut(packages: list[str], budget_s: float, max_children: int) -> int:
     globs = [f"{p}.*" for p in packages]
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *globs]
     print(f"$ {' '.join(cmd)}   (budget {budget_s:.0f} s)", flush=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    env = dict(os.environ)
+    sample = ROOT.parent / "shared" / "data" / "abid" / "sample"  # where the README puts it; mutants/ is one level down
+    if "BINCOUNT_ABID_SAMPLE" not in env and sample.is_dir():
+        env["BINCOUNT_ABID_SAMPLE"] = str(sample)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     try:
         return proc.wait(timeout=budget_s)
     except subprocess.TimeoutExpired:

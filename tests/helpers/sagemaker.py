@@ -6,13 +6,13 @@ A test file that imports this module is skipped where the sagemaker extra is not
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
+
+from helpers.archives import tar_gz  # noqa: E402
 
 BUCKET = "bincount-test"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerBincount"
@@ -30,14 +30,7 @@ def tarball(files: dict[str, str | bytes]) -> bytes:
 
     ``fake_sagemaker`` looks this name up when a job ends, so a test may monkeypatch it here.
     """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, content in files.items():
-            data = content.encode() if isinstance(content, str) else content
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_gz(files)
 
 
 def read_s3(uri: str) -> bytes:
