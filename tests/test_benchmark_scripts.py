@@ -37,17 +37,22 @@ def test_serve_benchmark_runs_quick():
 
 
 def test_quickstart_says_whether_a_run_is_the_readmes_figures_for_this_cpu():
-    """The README's figures hold per CPU family; the benchmark names the family and every figure that moved."""
+    """The README's figures hold per machine (CPU model and kernels); the benchmark names the row a run matches,
+    or every figure that moved."""
     sys.path.insert(0, str(BENCH))
     import quickstart
 
-    amd = dict(quickstart.README_FIGURES["AuthenticAMD"][1])
-    assert quickstart.verdict(amd, "AuthenticAMD") == "within the README's figures for AMD EPYC (+-0.01)"
-    assert quickstart.verdict(amd, "GenuineIntel").startswith("differs from the README's figures for Intel Xeon: "
-                                                             "val/acc 0.398 (README 0.418); test/acc 0.343 (README 0.394)")
-    assert quickstart.verdict({**amd, "test/rmse": 1.075}, "AuthenticAMD").endswith("test/rmse 1.075 (README 1.06)")
-    assert quickstart.verdict({**amd, "test/rmse": 1.069}, "AuthenticAMD").startswith("within")
-    assert quickstart.verdict(amd, "HygonGenuine").startswith("no README figures for CPU vendor 'HygonGenuine'")
+    today = dict(quickstart.README_FIGURES["AuthenticAMD"][0][1])
+    earlier = dict(quickstart.README_FIGURES["AuthenticAMD"][1][1])
+    assert quickstart.verdict(today, "AuthenticAMD") == "within the README's figures for AMD EPYC (2026-12-07) (+-0.01)"
+    assert quickstart.verdict(earlier, "AuthenticAMD") == "within the README's figures for AMD EPYC (earlier) (+-0.01)"
+    assert quickstart.verdict(today, "GenuineIntel") == (
+        "differs from the README's figures for Intel Xeon: val/acc 0.403 (README 0.418); test/acc 0.384 (README 0.394)"
+        "; test/rmse 1.032 (README 1.085); test/within_one 0.859 (README 0.843)")
+    assert quickstart.verdict({**today, "test/rmse": 1.045}, "AuthenticAMD").startswith("differs")
+    assert quickstart.verdict({**today, "test/rmse": 1.041}, "AuthenticAMD").startswith("within")
+    assert quickstart.verdict(today, "HygonGenuine").startswith("no README figures for CPU vendor 'HygonGenuine'")
     readme = (BENCH.parent / "README.md").read_text()
-    for name, figures in quickstart.README_FIGURES.values():
-        assert name in readme and all(f"{v}" in readme for v in figures.values()), f"README lacks {name}'s figures"
+    for rows in quickstart.README_FIGURES.values():
+        for _, figures in rows:
+            assert all(f"{v}" in readme for v in figures.values()), f"README lacks {figures}"
