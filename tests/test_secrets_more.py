@@ -89,8 +89,8 @@ def test_key_alone_is_secret_on_the_command_line_but_not_in_config_files(name, s
 
 
 # --- the sweeper's storage URL: a password in the query string is masked like one after "user:" ---
-pytest.importorskip("optuna")
-from bincount.sweep.study import ENV_STORAGE, redact, safe_url, write_sweep_info  # noqa: E402
+
+from bincount.sweep.study import redact, safe_url  # noqa: E402
 
 PASSWORD = "Planted-Query-pw-4411"
 URL = f"postgresql://tuner@127.0.0.1:1/optuna?password={PASSWORD}&sslmode=disable"
@@ -110,15 +110,3 @@ def test_redact_hides_a_query_string_password_as_written_and_decoded():
     shown = redact(message, url)
     assert "p@ss-Planted" not in shown and "p%40ss-Planted" not in shown
     assert "optuna?password=***" in shown
-
-
-def test_sweep_report_error_shows_no_query_string_password(tmp_path, capsys, monkeypatch):
-    from bincount.cli import main
-
-    monkeypatch.delenv(ENV_STORAGE, raising=False)
-    write_sweep_info(tmp_path, URL, "s", "maximize", "val/acc")
-    assert PASSWORD not in (tmp_path / "sweep.json").read_text()
-    assert main(["sweep-report", str(tmp_path), "--storage", URL]) == 1
-    out, err = capsys.readouterr()
-    assert "cannot open study 's'" in err and MASKED in err
-    assert PASSWORD not in out + err

@@ -89,17 +89,23 @@ def test_report_takes_the_url_from_the_environment_only_for_its_own_study(tmp_pa
     assert source_storage(tmp_path, own, env={}) == own
 
 
-def test_sweep_report_error_shows_no_password(tmp_path, capsys, monkeypatch):
+QUERY_PASSWORD = "Planted-Query-pw-4411"  # a password in the query string (issue 24 item 5)
+QUERY_URL = f"postgresql://tuner@127.0.0.1:1/optuna?password={QUERY_PASSWORD}&sslmode=disable"
+QUERY_MASKED = "postgresql://tuner@127.0.0.1:1/optuna?password=***&sslmode=disable"
+
+
+@pytest.mark.parametrize("url,password,masked", [(URL, PASSWORD, MASKED), (QUERY_URL, QUERY_PASSWORD, QUERY_MASKED)])
+def test_sweep_report_error_shows_no_password(url, password, masked, tmp_path, capsys, monkeypatch):
     from bincount.cli import main
 
     monkeypatch.delenv(ENV_STORAGE, raising=False)
-    write_sweep_info(tmp_path, URL, "s", "maximize", "val/acc")
-    assert PASSWORD not in (tmp_path / "sweep.json").read_text()
-    assert main(["sweep-report", str(tmp_path), "--storage", URL]) == 1
+    write_sweep_info(tmp_path, url, "s", "maximize", "val/acc")
+    assert password not in (tmp_path / "sweep.json").read_text()
+    assert main(["sweep-report", str(tmp_path), "--storage", url]) == 1
     out, err = capsys.readouterr()
-    assert "cannot open study 's'" in err and MASKED in err
-    assert PASSWORD not in out + err
-    monkeypatch.setenv(ENV_STORAGE, URL)  # the same study through the environment
+    assert "cannot open study 's'" in err and masked in err
+    assert password not in out + err
+    monkeypatch.setenv(ENV_STORAGE, url)  # the same study through the environment
     assert main(["sweep-report", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
-    assert MASKED in err and PASSWORD not in out + err
+    assert masked in err and password not in out + err
