@@ -158,3 +158,11 @@ def test_serve_loads_an_old_bundle_saying_it_does_not_know(old_bundle, caplog):
             state.batcher.close()
     assert state.error is None, state.error
     assert "data its bundle does not record" in caplog.text
+
+
+def test_true_counts_outside_the_classes_are_named_as_one_value_or_a_range():
+    meta = {"trained_on": trained_on("abid", 1, 5, 64, None)}
+    assert input_mismatch(meta, [], [3, 9, None]).endswith(
+        "1 of 2 true counts are outside 1-5 (9): its counts for these images may mean little")
+    assert "2 of 3 true counts are outside 1-5 (0 to 12)" in input_mismatch(meta, [], [0, 4, 12])
+    assert input_mismatch(meta, [], [1, 5]) is None
