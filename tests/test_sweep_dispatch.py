@@ -22,14 +22,32 @@ from bincount.sweep.sweeper import OptunaSweep  # noqa: E402
 
 
 class SleepyLauncher(Launcher):
-    """Runs each job on its own thread; trial 0 is slow. Records when each trial started and ended."""
+    """Runs each job on its own thread; trial 0 is slow. Records when each trial started and ended.
+
+    With ``hold_first_for`` set, trial 0 does not sleep a fixed time: it waits until that many other trials
+    have ended (or 30 s pass). A dispatcher that keeps a slot busy beside it releases it at once; one that
+    waits for trial 0 first makes it time out. No race with the machine's load, unlike a fixed sleep.
+    """
 
     supports_concurrent_launch = True
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, hold_first_for: int = 0) -> None:
         self.events: list[tuple[str, int, float]] = []
         self.lock = threading.Lock()
+        self.others_ended = threading.Condition(self.lock)
         self.fail = fail
+        self.hold_first_for = hold_first_for
+
+    def _work(self, number: int) -> None:
+        if number != 0:
+            time.sleep(0.1)
+        elif self.hold_first_for:
+            with self.others_ended:
+                self.others_ended.wait_for(
+                    lambda: sum(1 for k, n, _ in self.events if k == "end" and n != 0) >= self.hold_first_for,
+                    timeout=30)
+        else:
+            time.sleep(1.0)
 
     def setup(self, **kwargs) -> None:  # pragma: no cover - the sweeper is built by hand here
         pass
@@ -40,22 +58,23 @@ class SleepyLauncher(Launcher):
             number = initial_job_idx + i
             with self.lock:
                 self.events.append(("start", number, time.monotonic()))
-            time.sleep(1.0 if number == 0 else 0.1)
+            self._work(number)
             x = float(next(o.split("=", 1)[1] for o in overrides if o.startswith("x=")))
             ret = JobReturn()
             ret.status, ret.return_value = (JobStatus.FAILED, RuntimeError("boom")) if self.fail else (JobStatus.COMPLETED, x)
             with self.lock:
                 self.events.append(("end", number, time.monotonic()))
+                self.others_ended.notify_all()
             results.append(ret)
         return results
 
 
 def run_loop(tmp_path, mode: str, n_jobs: int, n_trials: int, fail: bool = False, max_failure_rate: float = 0.5,
-             validate=None):
+             validate=None, hold_first_for: int = 0):
     sweep = OptunaSweep(sampler=None, pruner=None, direction="maximize", study_name="d", storage=None,
                         n_trials=n_trials, n_jobs=n_jobs, dispatch=mode, max_failure_rate=max_failure_rate,
                         params={}, enqueue_trials=[])
-    sweep.launcher = SleepyLauncher(fail=fail)
+    sweep.launcher = SleepyLauncher(fail=fail, hold_first_for=hold_first_for)
     sweep.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     sweep.validate_batch_is_legal = validate or (lambda batch: None)  # no Hydra config to compose against here
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize", study_name="d",
@@ -70,7 +89,7 @@ def _times(events, kind):
 
 
 def test_async_starts_a_new_trial_while_a_slow_one_runs(tmp_path):
-    study, events = run_loop(tmp_path, "async", n_jobs=2, n_trials=5)
+    study, events = run_loop(tmp_path, "async", n_jobs=2, n_trials=5, hold_first_for=3)
     starts, ends = _times(events, "start"), _times(events, "end")
     assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert max(len([n for n in starts if starts[n] <= t < ends[n]]) for t in starts.values()) <= 2, "n_jobs cap"
