@@ -145,7 +145,7 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(bundle):
         wait_until(lambda: admission.queued == 2)
         start = time.monotonic()
         r = post(url, jpeg(3))
-        assert time.monotonic() - start < 0.4  # refused at once, not after waiting its turn
+        assert time.monotonic() - start < 1.0  # refused at once, not after waiting its turn (>= 1.5 s)
         assert r.status_code == 503 and r.json()["error"] == "overloaded", r.text
         assert "--max-queue" in r.json()["message"] and int(r.headers["retry-after"]) >= 1
         for t, out in [(first, out_first), *queued]:
@@ -155,14 +155,15 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(bundle):
 
 
 def test_a_deadline_the_queue_cannot_meet_is_refused_at_once(bundle):
-    with serving(bundle, delay=0.4) as (url, app, model):
-        assert post(url, jpeg(0)).status_code == 200  # the server now knows a batch takes ~0.4 s
+    with serving(bundle, delay=0.6) as (url, app, model):
+        assert post(url, jpeg(0)).status_code == 200  # the server now knows a batch takes ~0.6 s
         busy, out = in_thread(post, url, jpeg(1))
         wait_until(lambda: app.state.bincount.admission.busy)
         start = time.monotonic()
         r = post(url, jpeg(2), **{DEADLINE_HEADER: "200"})
-        assert time.monotonic() - start < 0.2
-        assert r.status_code == 503 and r.json()["error"] == "overloaded" and "deadline" in r.json()["message"]
+        assert time.monotonic() - start < 0.5
+        # refused on the estimate, not admitted and expired in the queue (that one says "deadline passed")
+        assert r.status_code == 503 and r.json()["error"] == "overloaded" and "estimated wait" in r.json()["message"]
         assert int(r.headers["retry-after"]) >= 1
         bad = post(url, jpeg(2), **{DEADLINE_HEADER: "soon"})
         assert bad.status_code == 400 and bad.json()["error"] == "bad_deadline" and "'soon'" in bad.json()["message"]
@@ -172,12 +173,12 @@ def test_a_deadline_the_queue_cannot_meet_is_refused_at_once(bundle):
 
 def test_a_request_whose_deadline_passes_while_queued_is_never_computed(bundle, caplog):
     caplog.set_level(logging.INFO)
-    with serving(bundle, delay=1.0) as (url, app, model):  # no batch has run: no estimate, so it is admitted
+    with serving(bundle, delay=2.0) as (url, app, model):  # no batch has run: no estimate, so it is admitted
         busy, out = in_thread(post, url, jpeg(0))
         wait_until(lambda: app.state.bincount.admission.busy)
         start = time.monotonic()
         r = post(url, jpeg(1), **{DEADLINE_HEADER: "300"})
-        assert 0.25 < time.monotonic() - start < 0.9
+        assert 0.25 < time.monotonic() - start < 1.5  # at its deadline, not when the 2 s batch ends
         assert r.status_code == 503 and "deadline passed" in r.json()["message"] and r.headers["retry-after"]
         busy.join(10)
         assert out[0].status_code == 200
@@ -288,7 +289,7 @@ def test_stalled_clients_are_closed_after_their_deadlines_while_ping_answers(bun
         with httpx.Client(timeout=2) as client:
             for _ in range(5):  # meanwhile /ping answers, fast
                 t = time.monotonic()
-                assert client.get(url + "/ping").status_code == 200 and time.monotonic() - t < 0.5
+                assert client.get(url + "/ping").status_code == 200 and time.monotonic() - t < 1.0
                 time.sleep(0.1)
         for s in header_stalls:
             with s:
