@@ -119,9 +119,9 @@ def test_server_timing_says_where_a_requests_time_went(server, images):
         elapsed_ms = (time.perf_counter() - start) * 1000
         assert r.status_code == 200, r.text
         metrics = [m.strip() for m in r.headers["server-timing"].split(",")]
-        assert [m.split(";")[0] for m in metrics] == ["read", "decode", "queue", "model"]
+        assert [m.split(";")[0] for m in metrics] == ["read", "decode", "queue", "preprocess", "model"]
         durations = {m.split(";")[0]: float(m.split("dur=")[1].split(";")[0]) for m in metrics}
-        assert durations["model"] > 0 and all(d >= 0 for d in durations.values())
+        assert durations["model"] > 0 and durations["preprocess"] > 0 and all(d >= 0 for d in durations.values())
         assert sum(durations.values()) <= elapsed_ms  # the server's parts fit inside what the client waited
         batch = int(re.search(r'desc="batch of (\d+)"', metrics[-1]).group(1))
         assert 1 <= batch <= most

@@ -151,7 +151,8 @@ class Admission:
             self._publish()
 
     def release_bytes(self, nbytes: int) -> None:
-        """The request's images are decoded (or failed): its decoded-bytes reservation ends."""
+        """The request has ended (answered, refused or abandoned): its decoded images are gone, and so is
+        its decoded-bytes reservation."""
         with self._lock:
             self.reserved -= nbytes
             self._publish()

@@ -74,7 +74,7 @@ class State:
             self.identity = {"backbone": meta["model"]["backbone"], "run": meta.get("run", {}).get("id"),
                              "sha256": meta["weights"]["sha256"][:16]}
             self.batcher = Batcher(self.model, s.max_batch_size, s.max_wait_ms, hooks=self.admission,
-                                   metrics=self.metrics)
+                                   metrics=self.metrics, transform=self.model.transform)
             watch_model(model, log)  # what it was trained on; one warning for images of another size (issue 27)
             self.ready.set()
             log.info("model %s loaded on %s (%s); ready", s.model, device, self.identity["backbone"])

@@ -9,6 +9,14 @@ images still decoding (:meth:`Batcher.arriving`), runs ``predict_step`` once and
 row (``loop.call_soon_threadsafe``: futures belong to the loop). A failing batch fails only its own
 futures; the worker goes on. :meth:`Batcher.close` lets the queue drain before the thread ends.
 
+Why the bundle's transform runs on this thread, not in the decoding threads: torch's CPU kernels run
+on OpenMP, and every thread that enters a parallel region gets its own team of worker threads. Once the
+decoding threads had teams too, there were more OpenMP threads than cores and libgomp stopped letting
+idle workers spin; the forward's hundreds of small parallel regions then each paid a wake-up, and the
+server's forward of one EfficientNet-Lite0 image at 224 px took 35 ms against 17 ms in a plain process
+(2-core AMD EPYC; ``benchmarks/serve.py``, goal 2 of issue 28). Decoding (libjpeg-turbo, PIL) uses no
+OpenMP, so it stays in the threads; resizing and normalising (torch) run here, before the forward.
+
 Why images are checked again when taken: a request may have been abandoned while its images waited (its
 client went away, or its deadline passed: :mod:`.admission`); such images are dropped here, before the
 model, and counted, so the model only computes answers someone is still waiting for. ``hooks`` (the
@@ -44,6 +52,10 @@ def rows(prediction: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
              "probabilities": {str(c): r(p) for c, p in zip(counts, probs[j])}} for j in range(len(pred))]
 
 
+class PreprocessError(ValueError):
+    """The bundle's transform refused one decoded image (its request gets 400; the batch's others go on)."""
+
+
 class Abandon:
     """Set by a request that stopped waiting (``reason``: ``disconnect`` or ``deadline``); its images are dropped."""
 
@@ -55,8 +67,9 @@ class Abandon:
 
 class Batcher:
     def __init__(self, model: Any, max_batch_size: int = 16, max_wait_ms: float = 5.0, hooks: Any = None,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, transform: Any = None) -> None:
         self.model, self.max_batch_size, self.max_wait = model, int(max_batch_size), max_wait_ms / 1000
+        self.transform = transform  # applied here, on this thread, to each queued image (see the module's docstring)
         self.hooks, self.metrics = hooks, metrics
         self.dropped = 0  # images skipped because their request was abandoned
         self.counts = list(model.counts)
@@ -157,8 +170,6 @@ class Batcher:
         return False
 
     def _work(self) -> None:
-        import torch
-
         stop = False
         while not stop:
             batch, stop = self._take()
@@ -167,26 +178,51 @@ class Batcher:
             start = time.perf_counter()
             if self.hooks is not None:
                 self.hooks.batch_started()
-            try:
-                answers: list[Any] = rows(self.model.predict(torch.stack([item[0] for item in batch])), self.counts)
-            except Exception as e:  # e.g. out of memory: these requests fail, the server goes on
-                log.error("a batch of %d failed: %s: %s", len(batch), type(e).__name__, e)
-                answers = [e] * len(batch)
-            model_ms = (time.perf_counter() - start) * 1000
+            answers, forward = self._run(batch)
+            done = time.perf_counter()
+            preprocess_ms, model_ms = (forward - start) * 1000, (done - forward) * 1000
             self.batches += 1
             self.images += len(batch)
             if self.hooks is not None:
-                self.hooks.batch_done(model_ms / 1000)
+                self.hooks.batch_done(done - start)
             if self.metrics is not None:
                 self.metrics.batch_size.observe(len(batch))
+                self.metrics.latency.labels("preprocess").observe(preprocess_ms / 1000)
                 self.metrics.latency.labels("model").observe(model_ms / 1000)
                 self.metrics.images.inc(len(batch))
                 for item in batch:
                     self.metrics.latency.labels("queue").observe(start - item[3])
             for (_, future, loop, queued, timing, *_), answer in zip(batch, answers):
                 if timing is not None:
-                    timing.update(queue_ms=(start - queued) * 1000, model_ms=model_ms, batch=len(batch))
+                    timing.update(queue_ms=(start - queued) * 1000, preprocess_ms=preprocess_ms, model_ms=model_ms,
+                                  batch=len(batch))
                 loop.call_soon_threadsafe(_resolve, future, answer)
+
+    def _run(self, batch: list) -> tuple[list[Any], float]:
+        """(one answer row or exception per image, when the forward started): the transform, then one forward.
+
+        An image the transform refuses fails its own request (:class:`PreprocessError`); a failing forward
+        (e.g. out of memory) fails the batch's requests; the server goes on either way."""
+        import torch
+
+        answers: list[Any] = [None] * len(batch)
+        tensors = []
+        for j, item in enumerate(batch):
+            try:
+                tensors.append(self.transform(item[0]) if self.transform is not None else item[0])
+            except Exception as e:  # noqa: BLE001 - any transform error is this image's, not the server's
+                answers[j] = PreprocessError(f"the bundle's transform failed: {type(e).__name__}: {e}")
+        forward = time.perf_counter()
+        ok = [j for j, answer in enumerate(answers) if answer is None]
+        if ok:
+            try:
+                computed: list[Any] = rows(self.model.predict(torch.stack(tensors)), self.counts)
+            except Exception as e:  # noqa: BLE001
+                log.error("a batch of %d failed: %s: %s", len(ok), type(e).__name__, e)
+                computed = [e] * len(ok)
+            for j, answer in zip(ok, computed):
+                answers[j] = answer
+        return answers, forward
 
 
 def _resolve(future: asyncio.Future, answer: Any) -> None:

@@ -198,12 +198,14 @@ def read_s3(url: str, limits: Limits) -> bytes:
         raise ServeError(502, "s3_error", f"reading {url} failed: {e}") from None
 
 
-def decode(data: bytes, transform: Any, max_pixels: int, where: str):
-    """Bytes -> the model's input tensor, by the training decode rules; 400 (413 for a bomb) naming the error."""
+def decode(data: bytes, max_pixels: int, where: str):
+    """Bytes -> a uint8 3xHxW tensor, by the training decode rules; 400 (413 for a bomb) naming the error.
+
+    The bundle's transform is not applied here but on the batcher's thread (:mod:`.batcher` says why)."""
     from bincount.samples import BadImage, decode_image_bytes
 
     try:
-        return transform(decode_image_bytes(data, max_pixels))
+        return decode_image_bytes(data, max_pixels)
     except BadImage as e:
         reason = str(e)
         if reason.startswith("image too large"):

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from bincount.serve.admission import DEADLINE_HEADER, Overloaded, decoded_bytes, deadline_seconds
-from bincount.serve.batcher import Abandon
+from bincount.serve.batcher import Abandon, PreprocessError
 from bincount.serve.connections import read_within
 from bincount.serve.inputs import Instance, ServeError, decode, media_type, parse_instances, read_body, read_s3
 
@@ -45,6 +45,7 @@ def server_timing(read_ms: float, decode_ms: float, timings: list[dict]) -> str:
     queue and model time for several), so a client can tell server time from the network's."""
     worst = max(timings, key=lambda t: t.get("queue_ms", 0) + t.get("model_ms", 0))
     return (f"read;dur={read_ms:.2f}, decode;dur={decode_ms:.2f}, queue;dur={worst.get('queue_ms', 0):.2f}, "
+            f"preprocess;dur={worst.get('preprocess_ms', 0):.2f}, "
             f'model;dur={worst.get("model_ms", 0):.2f};desc="batch of {worst.get("batch", 0)}"')
 
 
@@ -107,25 +108,32 @@ async def _invoke(request: Request, state: Any, start: float) -> Response:
 
 async def _admitted(state: Any, instances: list[Instance], several: bool, deadline: float, gone: asyncio.Future,
                     start: float) -> Response:
-    admission, batcher, metrics = state.admission, state.batcher, state.metrics
+    admission = state.admission
     names = [f"instances[{i}]" if several else "the image" for i in range(len(instances))]
     datas = await asyncio.gather(*(_image_bytes(state, inst) for inst in instances))
     names = [inst.s3 or name for inst, name in zip(instances, names)]
     max_pixels = state.settings.limits.pixels(state.model.max_pixels)
     sizes = [decoded_bytes(data, max_pixels, name) for data, name in zip(datas, names)]
     admission.check_request(sizes)
-    n, nbytes = len(datas), sum(sizes)
-    admission.admit(n, nbytes, deadline - time.monotonic())
+    nbytes = sum(sizes)
+    admission.admit(len(datas), nbytes, deadline - time.monotonic())
+    try:  # the decoded images live until the request ends (the batcher transforms them when it takes them)
+        return await _decoded_and_answered(state, datas, names, several, deadline, gone, start)
+    finally:
+        admission.release_bytes(nbytes)
+
+
+async def _decoded_and_answered(state: Any, datas: list[bytes], names: list[str], several: bool, deadline: float,
+                                gone: asyncio.Future, start: float) -> Response:
+    admission, batcher, metrics = state.admission, state.batcher, state.metrics
+    n, max_pixels = len(datas), state.settings.limits.pixels(state.model.max_pixels)
     timings: list[dict] = [{} for _ in datas]
     abandon, submitted = Abandon(), 0
     read = time.perf_counter()
     try:
         with batcher.arriving(n) as ticket:  # a waiting batch waits for these while they decode
-            try:
-                tensors = await asyncio.gather(*(run_in_threadpool(decode, data, state.model.transform, max_pixels, name)
-                                                 for data, name in zip(datas, names)))
-            finally:
-                admission.release_bytes(nbytes)
+            tensors = await asyncio.gather(*(run_in_threadpool(decode, data, max_pixels, name)
+                                             for data, name in zip(datas, names)))
             decoded = time.perf_counter()
             metrics.latency.labels("decode").observe(decoded - read)
             if gone.done():  # left while its images decoded: they never reach the queue
@@ -135,7 +143,12 @@ async def _admitted(state: Any, instances: list[Instance], several: bool, deadli
             submitted = n
     finally:
         admission.leave_queue(n - submitted)  # the batcher reports the submitted ones as it takes or drops them
-    answers = await _wait(futures, gone, deadline, abandon, admission)
+    del tensors  # the queue holds them now; the batcher's transform lets each go
+    try:
+        answers = await _wait(futures, gone, deadline, abandon, admission)
+    except PreprocessError as e:
+        failed = next(i for i, f in enumerate(futures) if f.done() and not f.cancelled() and f.exception() is e)
+        raise ServeError(400, "bad_image", f"{names[failed]}: {e}") from None
     answers = [{**a, "model": state.identity} for a in answers]
     header = server_timing((read - start) * 1000, (decoded - read) * 1000, timings)
     return JSONResponse({"predictions": answers} if several else answers[0], headers={"Server-Timing": header})
