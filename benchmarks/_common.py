@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,4 +83,5 @@ def print_table(title: str, header: list[str], rows: list[list], digits: int = 1
         table.add_column(name, justify="right" if name != header[0] else "left")
     for row in rows:
         table.add_row(*[f"{v:,.{digits}f}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(table)
+    # a log file or pipe gets the whole table, not one wrapped to rich's 80-column default
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

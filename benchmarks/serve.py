@@ -115,8 +115,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(kind: str, model_path: Path, batch: int, wait_ms: float) -> tuple[subprocess.Popen, str, str]:
+def start_server(kind: str, model_path: Path, batch: int, wait_ms: float,
+                 log: Path | None = None) -> tuple[subprocess.Popen, str, str]:
+    """The server in its own process, its log (stderr) in ``log``: a file, so a server that logs a lot never
+    blocks on a full pipe."""
     port = free_port()
+    log = log or Path(tempfile.mkstemp(prefix=f"bincount-bench-{kind}-", suffix=".log")[1])
     if kind == "bincount":
         cmd = [sys.executable, "-m", "bincount.cli", "serve", str(model_path), "--port", str(port),
                "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms)]
@@ -125,15 +129,16 @@ def start_server(kind: str, model_path: Path, batch: int, wait_ms: float) -> tup
         cmd = [sys.executable, str(Path(__file__).with_name("_litserve_app.py")), str(model_path), str(port), str(batch),
                str(wait_ms)]
         health = "/health"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir(),
-                            start_new_session=True)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=tempfile.gettempdir(),
+                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     import httpx
 
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{kind} server exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"{kind} server exited: {log.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(url + health, timeout=1).status_code == 200:
                 return proc, url, kind
@@ -252,6 +257,47 @@ async def ping_rtt(url: str, health: str, n: int = 50) -> float:
     return statistics.median(times[5:])
 
 
+def overload(model_path: Path, blobs: list[bytes], args: argparse.Namespace, tmp: Path) -> None:
+    """Issue 28's rows: one fresh bincount server (batching, default limits) through the peak, 4x and 16x
+    its clients with a deadline each, then the hostile cases; the goals checked at the end."""
+    from _overload import hostile_rows, overload_rows, tracebacks
+
+    log = tmp / "overload-server.log"
+    proc, url, _ = start_server("bincount", model_path, args.batch_size, args.max_wait_ms, log)
+    try:
+        time.sleep(args.settle)
+        idle = rss_of(proc.pid)
+        levels = [args.peak_clients, 4 * args.peak_clients, 16 * args.peak_clients]
+        rows, figures = overload_rows(url, proc.pid, blobs, levels, args.overload_seconds,
+                                      args.deadline, args.settle)
+        hostile, hostile_figures = hostile_rows(url, proc.pid, 20 if args.quick else 300, args.settle)
+    finally:
+        stop_server(proc)
+    print_table(f"bincount serve past its capacity ({args.deadline:.0f} s client deadline, Retry-After honoured): "
+                f"{machine()}", ["load", "goodput/s", "503 share", "p99 ms (good)", "/ping worst ms", "late or given up",
+                                 "failed", "RSS MB before -> 5 s after", "CPU % 1 s after"], rows)
+    print_table("Hostile requests to the same server", ["case", "statuses", "/ping worst ms",
+                                                         "RSS MB before -> 5 s after"], hostile)
+    peak = figures[args.peak_clients]["goodput"]
+    for times, goal in ((4, 0.9), (16, 0.8)):
+        share = figures[times * args.peak_clients]["goodput"] / peak if peak else float("nan")
+        print(f"goal: goodput at {times}x the peak's clients = {share:.0%} of the peak's {peak:.1f}/s (goal >= {goal:.0%})")
+    pings = [f["ping_worst"] for f in figures.values()] + [hostile_figures["stalled"]["ping_worst"]]
+    print(f"goal: /ping worst case {max(pings):.0f} ms (goal < 200 ms)")
+    print(f"goal: CPU in the second after the clients left, worst {max(f['cpu_after'] for f in figures.values()):.0f}% "
+          "of a core (goal: idle)")
+    after = [f["rss_after"] for f in (*figures.values(), *hostile_figures.values())]
+    print(f"goal: resident memory 5 s after a burst at most {max(after) - idle:+.0f} MB from idle ({idle:.0f} MB; "
+          "goal <= +100 MB)")
+    print(f"goal: tracebacks in the server's log: {tracebacks(log)} (goal 0)")
+
+
+def rss_of(pid: int) -> float:
+    from _overload import rss_mb
+
+    return rss_mb(pid)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a bundle (default: a random-weight --backbone bundle)")
@@ -264,41 +310,54 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per server row")
     parser.add_argument("--workers", type=int, default=2, help="offline predict's loader workers")
     parser.add_argument("--servers", nargs="+", default=["bincount", "litserve"], choices=["bincount", "litserve"])
+    parser.add_argument("--overload", action=argparse.BooleanOptionalAction, default=True,
+                        help="the rows past capacity and the hostile cases (issue 28)")
+    parser.add_argument("--peak-clients", type=int, default=8, help="the overload rows' peak; then 4x and 16x")
+    parser.add_argument("--overload-seconds", type=float, default=10.0)
+    parser.add_argument("--deadline", type=float, default=3.0, help="each overload client's deadline per request (s)")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds after a burst before memory is read")
     parser.add_argument("--quick", action="store_true", help="test_resnet at 32 px, 32 images, 1 s rows")
     args = parser.parse_args()
     if args.quick:
         args.backbone, args.img_size, args.images, args.seconds, args.clients = "test_resnet", 32, 32, 1.0, [1, 8]
+        args.peak_clients, args.overload_seconds, args.settle = 2, 1.0, 1.0
     servers = [s for s in args.servers if s != "litserve" or importlib.util.find_spec("litserve")]
     if servers != args.servers:
         print('litserve is not installed (pip install litserve==0.2.19): its rows are left out')
 
-    with tempfile.TemporaryDirectory(prefix="bincount-bench-serve-") as tmp_name:
-        tmp = Path(tmp_name)
-        model_path = args.model or make_bundle(tmp / "model", args.backbone, args.img_size)
-        images = make_images(tmp / "images", args.images)
-        blobs = [p.read_bytes() for p in images]
-        rate, forward_ms, decode_ms = ceiling(model_path, images, args.batch_size)
-        predict_rate, start_up = offline_predict(model_path, tmp / "images", len(images), args.batch_size, args.workers,
-                                                 tmp)
-        rows = [["decode + forward ceiling", "-", f"batch {args.batch_size}", rate, "-", "-", "-"],
-                ["forward of one image", "-", "batch 1", 1000 / forward_ms, forward_ms, "-", "-"],
-                ["decode + preprocess of one", "-", "-", 1000 / decode_ms, decode_ms, "-", "-"],
-                ["bincount predict (steady)", "-", f"batch {args.batch_size}", predict_rate, "-", "-", "-"]]
-        measured: dict[tuple[str, str, int], tuple[float, float, float, int, dict[str, float]]] = {}
-        for kind in servers:
-            for mode, batch in (("batching", args.batch_size), ("no batching", 1)):
-                proc, url, _ = start_server(kind, model_path, batch, args.max_wait_ms)
-                try:
-                    if kind == "bincount" and mode == "batching":
-                        rtt = asyncio.run(ping_rtt(url, "/ping"))
-                        lean = lean_client(url, blobs, n=20 if args.quick else 60)
-                    for clients in args.clients:
-                        result = asyncio.run(load(url, kind, blobs, clients, args.seconds))
-                        measured[(kind, mode, clients)] = result
-                        rows.append([f"{kind} serve ({mode})", clients, f"max {batch}", result[0], result[1],
-                                     result[2], result[3]])
-                finally:
-                    stop_server(proc)
+    tmp = Path(tempfile.mkdtemp(prefix="bincount-bench-serve-"))
+    try:
+        return report(args, servers, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(args: argparse.Namespace, servers: list[str], tmp: Path) -> int:
+    model_path = args.model or make_bundle(tmp / "model", args.backbone, args.img_size)
+    images = make_images(tmp / "images", args.images)
+    blobs = [p.read_bytes() for p in images]
+    rate, forward_ms, decode_ms = ceiling(model_path, images, args.batch_size)
+    predict_rate, start_up = offline_predict(model_path, tmp / "images", len(images), args.batch_size, args.workers,
+                                             tmp)
+    rows = [["decode + forward ceiling", "-", f"batch {args.batch_size}", rate, "-", "-", "-"],
+            ["forward of one image", "-", "batch 1", 1000 / forward_ms, forward_ms, "-", "-"],
+            ["decode + preprocess of one", "-", "-", 1000 / decode_ms, decode_ms, "-", "-"],
+            ["bincount predict (steady)", "-", f"batch {args.batch_size}", predict_rate, "-", "-", "-"]]
+    measured: dict[tuple[str, str, int], tuple[float, float, float, int, dict[str, float]]] = {}
+    for kind in servers:
+        for mode, batch in (("batching", args.batch_size), ("no batching", 1)):
+            proc, url, _ = start_server(kind, model_path, batch, args.max_wait_ms)
+            try:
+                if kind == "bincount" and mode == "batching":
+                    rtt = asyncio.run(ping_rtt(url, "/ping"))
+                    lean = lean_client(url, blobs, n=20 if args.quick else 60)
+                for clients in args.clients:
+                    result = asyncio.run(load(url, kind, blobs, clients, args.seconds))
+                    measured[(kind, mode, clients)] = result
+                    rows.append([f"{kind} serve ({mode})", clients, f"max {batch}", result[0], result[1],
+                                 result[2], result[3]])
+            finally:
+                stop_server(proc)
     print_table(f"Serving {model_path if args.model else f'{args.backbone} (random weights)'} at "
                 f"{args.img_size} px, {len(images)} images: {machine()}",
                 ["path", "clients", "batch", "images/s", "p50 ms", "p99 ms", "errors"], rows)
@@ -323,6 +382,8 @@ def main() -> int:
         if ("litserve", "batching", clients) in measured and ("bincount", "batching", clients) in measured:
             ratio = measured[("bincount", "batching", clients)][0] / measured[("litserve", "batching", clients)][0]
             print(f"bincount / LitServe throughput at {clients} clients (batching): {ratio:.2f}x")
+    if args.overload and "bincount" in servers:
+        overload(model_path, blobs, args, tmp)
     return 0
 
 

@@ -34,9 +34,12 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
+from bincount.serve.memory import release_free_memory
+
 log = logging.getLogger("bincount.serve")
 _STOP = object()
 POLL_S = 0.0005  # how often a waiting batch re-checks whether anything is still decoding
+IDLE_S = 1.0  # with nothing queued for this long after a burst, freed memory is given back
 
 
 def rows(prediction: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
@@ -54,6 +57,10 @@ def rows(prediction: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
 
 class PreprocessError(ValueError):
     """The bundle's transform refused one decoded image (its request gets 400; the batch's others go on)."""
+
+
+class TooLate(Exception):
+    """An image was dropped because its request's deadline passed, or would before its batch was done."""
 
 
 class Abandon:
@@ -77,6 +84,7 @@ class Batcher:
         self._lock = threading.Lock()
         self._arriving = 0  # images announced by requests and still decoding
         self.batches = self.images = 0  # served so far (the benchmark and the tests read them)
+        self._since_trim = 0  # batches since freed memory was last given back
         self._thread = threading.Thread(target=self._work, name="bincount-batcher", daemon=True)
         self._thread.start()
 
@@ -131,9 +139,9 @@ class Batcher:
         Why not always wait the maximum (as a fixed batching window does): with nothing else decoding,
         no one is coming, and a lone request would pay the whole wait in latency for nothing.
         """
-        first = self._queue.get()
+        first = self._next()
         while first is not _STOP and not self._wanted(first):
-            first = self._queue.get()
+            first = self._next()
         if first is _STOP:
             return [], True
         batch, deadline = [first], time.monotonic() + self.max_wait
@@ -154,16 +162,35 @@ class Batcher:
                 batch.append(item)
         return batch, False
 
+    def _batch_s(self) -> float:
+        """The recent time of one batch (0 before any has run): how long an image taken now has yet to wait."""
+        recent = getattr(self.hooks, "batch_s", None)
+        return recent or 0.0
+
+    def _next(self) -> Any:
+        """The next queued item; after ``IDLE_S`` with nothing queued, once per burst, freed memory goes back
+        to the system (:mod:`.memory`) while waiting."""
+        try:
+            return self._queue.get(timeout=IDLE_S) if self._since_trim else self._queue.get()
+        except queue.Empty:
+            release_free_memory()
+            self._since_trim = 0
+            return self._queue.get()
+
     def _wanted(self, item: tuple) -> bool:
         """Whether a queued image still has someone waiting; an abandoned one is dropped and counted."""
         deadline, abandon = item[5], item[6]
         reason = abandon.reason if abandon is not None else None
-        if reason is None and deadline is not None and time.monotonic() > deadline:
-            reason = "deadline"
+        if reason is None and deadline is not None and time.monotonic() + self._batch_s() > deadline:
+            reason = "deadline"  # passed, or would pass before this batch is done: no one would get the answer
         if self.hooks is not None:
             self.hooks.leave_queue(1)
         if reason is None:
             return True
+        if reason == "deadline":  # its request hears it now, not at its deadline; its other images go too
+            if abandon is not None:
+                abandon.reason = "deadline"
+            item[2].call_soon_threadsafe(_resolve, item[1], TooLate())
         self.dropped += 1
         if self.metrics is not None:
             self.metrics.abandoned.labels(reason).inc()
@@ -182,6 +209,7 @@ class Batcher:
             done = time.perf_counter()
             preprocess_ms, model_ms = (forward - start) * 1000, (done - forward) * 1000
             self.batches += 1
+            self._since_trim += 1
             self.images += len(batch)
             if self.hooks is not None:
                 self.hooks.batch_done(done - start)

@@ -24,12 +24,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from bincount.serve.admission import DEADLINE_HEADER, Overloaded, decoded_bytes, deadline_seconds
-from bincount.serve.batcher import Abandon, PreprocessError
+from bincount.serve.batcher import Abandon, PreprocessError, TooLate
 from bincount.serve.connections import read_within
 from bincount.serve.inputs import Instance, ServeError, decode, media_type, parse_instances, read_body, read_s3
 
 log = logging.getLogger("bincount.serve")
 CLIENT_GONE = 499  # no response reaches the client; the status its request is counted under (nginx's convention)
+
+
+TOO_LATE = (f"the request's deadline passed (or would have, before its batch was done) while its images waited for "
+            f"the model (--timeout, or {DEADLINE_HEADER}); they were dropped unanswered; retry later")
 
 
 class ClientGone(Exception):
@@ -162,11 +166,13 @@ async def _wait(futures: list[asyncio.Future], gone: asyncio.Future, deadline: f
     done, _ = await asyncio.wait({answers, gone}, timeout=max(0.0, deadline - time.monotonic()),
                                  return_when=asyncio.FIRST_COMPLETED)
     if answers in done:
-        return answers.result()
+        try:
+            return answers.result()
+        except TooLate:
+            raise Overloaded(TOO_LATE, admission.retry_after()) from None
     abandon.reason = "disconnect" if gone in done else "deadline"
     answers.cancel()  # the images' futures too; the gather's CancelledError is read, or asyncio logs it as an error
     answers.add_done_callback(lambda f: f.cancelled() or f.exception())
     if gone in done:
         raise ClientGone
-    raise Overloaded("the request's deadline passed while its images waited for the model (--timeout, or "
-                     f"{DEADLINE_HEADER}); they were dropped unanswered; retry later", admission.retry_after())
+    raise Overloaded(TOO_LATE, admission.retry_after())
