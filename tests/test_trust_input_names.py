@@ -63,7 +63,7 @@ def test_the_server_names_the_instance(model):
     from bincount.serve.inputs import ServeError, decode
 
     with pytest.raises(ServeError) as err:
-        decode(TEXT, model.transform, model.max_pixels, "instances[1]")
+        decode(TEXT, model.max_pixels, "instances[1]")
     assert err.value.status == 400 and " at 0x" not in err.value.message
     assert err.value.message.startswith("instances[1]: cannot decode (UnidentifiedImageError: ")
 

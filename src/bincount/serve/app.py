@@ -39,6 +39,7 @@ class Settings:
     model: str  # what load_model reads: a bundle/run dir, a model.tar.gz, an s3:// URI
     limits: Limits = field(default_factory=Limits)
     max_batch_size: int = 16
+    calibrate_batch_size: bool = False  # cap batches at the fastest size up to max_batch_size (`bincount serve`: on)
     max_wait_ms: float = 5.0
     device: str = "auto"  # auto: CUDA when there is one
     budgets: Budgets = field(default_factory=Budgets)  # queue, deadline, decoded bytes (admission)
@@ -73,16 +74,22 @@ class State:
             meta = model.metadata
             self.identity = {"backbone": meta["model"]["backbone"], "run": meta.get("run", {}).get("id"),
                              "sha256": meta["weights"]["sha256"][:16]}
-            self.batcher = Batcher(self.model, s.max_batch_size, s.max_wait_ms, hooks=self.admission,
-                                   metrics=self.metrics, transform=self.model.transform)
             watch_model(model, log)  # what it was trained on; one warning for images of another size (issue 27)
-            self.ready.set()
-            log.info("model %s loaded on %s (%s); ready", s.model, device, self.identity["backbone"])
+            # the last step: the batcher's thread says ready once it takes batches (batch sizes timed, if asked)
+            self.batcher = Batcher(self.model, s.max_batch_size, s.max_wait_ms, hooks=self.admission,
+                                   metrics=self.metrics, transform=self.model.transform,
+                                   calibrate=s.calibrate_batch_size, after=threading.current_thread(),
+                                   on_started=lambda: self._ready(device))
         except BaseException as e:  # noqa: BLE001 - reported to the CLI, which exits 1 with the reason
             self.error = e
             log.error("model %s could not be loaded: %s: %s", self.settings.model, type(e).__name__, e)
             if self.settings.on_fail:
                 self.settings.on_fail(e)
+
+    def _ready(self, device: str) -> None:
+        """The batcher is taking batches (its batch sizes timed, when asked): /ping says ready."""
+        self.ready.set()
+        log.info("model %s loaded on %s (%s); ready", self.settings.model, device, self.identity["backbone"])
 
 
 async def ping(request: Request) -> Response:

@@ -74,7 +74,8 @@ class Abandon:
 
 class Batcher:
     def __init__(self, model: Any, max_batch_size: int = 16, max_wait_ms: float = 5.0, hooks: Any = None,
-                 metrics: Any = None, transform: Any = None) -> None:
+                 metrics: Any = None, transform: Any = None, calibrate: bool = False,
+                 after: threading.Thread | None = None, on_started: Any = None) -> None:
         self.model, self.max_batch_size, self.max_wait = model, int(max_batch_size), max_wait_ms / 1000
         self.transform = transform  # applied here, on this thread, to each queued image (see the module's docstring)
         self.hooks, self.metrics = hooks, metrics
@@ -85,6 +86,11 @@ class Batcher:
         self._arriving = 0  # images announced by requests and still decoding
         self.batches = self.images = 0  # served so far (the benchmark and the tests read them)
         self._since_trim = 0  # batches since freed memory was last given back
+        self.calibrate = calibrate and transform is not None  # time batch sizes first (:mod:`.calibrate`)
+        self.started = threading.Event()  # set once the thread is ready to take batches
+        # the thread that loaded the model: timing waits for it to end, and its OpenMP team with it (see above)
+        self._after = after if after is not threading.main_thread() else None
+        self._on_started = on_started
         self._thread = threading.Thread(target=self._work, name="bincount-batcher", daemon=True)
         self._thread.start()
 
@@ -196,7 +202,29 @@ class Batcher:
             self.metrics.abandoned.labels(reason).inc()
         return False
 
+    def _calibrate(self) -> None:
+        """Cap batches at the size the model is fastest at here, timed on this thread (:mod:`.calibrate`)."""
+        import torch
+
+        from bincount.serve.calibrate import best_batch_size
+
+        try:
+            example = self.transform(torch.zeros(3, 400, 500, dtype=torch.uint8))  # an ABID photo's size
+            self.max_batch_size, _ = best_batch_size(self.model, example, self.max_batch_size)
+        except Exception as e:  # noqa: BLE001 - e.g. out of memory at the largest size: keep the largest
+            log.warning("timing batch sizes failed (%s: %s); batches stay capped at %d", type(e).__name__, e,
+                        self.max_batch_size)
+        if self.hooks is not None:
+            self.hooks.max_batch_size = self.max_batch_size
+
     def _work(self) -> None:
+        if self.calibrate:
+            if self._after is not None:
+                self._after.join()
+            self._calibrate()
+        self.started.set()
+        if self._on_started is not None:
+            self._on_started()
         stop = False
         while not stop:
             batch, stop = self._take()

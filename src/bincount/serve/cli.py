@@ -86,7 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s; 0.0.0.0 for all)")
     parser.add_argument("--port", type=_port, default=8080, help="port (default: %(default)s)")
     parser.add_argument("--max-batch-size", type=_positive, default=16, metavar="N",
-                        help="images per model call, across requests (default: %(default)s; 1 turns batching off)")
+                        help="images per model call, across requests (default: %(default)s; 1 turns batching off); "
+                             "at start the forward is timed at 1, 2, 4, ... N and batches are capped at the fastest")
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the batch sizes at start (a few seconds) and cap batches at the fastest "
+                             "(default: on; --no-calibrate caps them at --max-batch-size)")
     parser.add_argument("--max-wait-ms", type=_wait_ms, default=5.0, metavar="MS",
                         help="how long the first image of a batch waits for more, only while other requests "
                              "are still decoding (default: %(default)s)")
@@ -155,13 +159,14 @@ def serve(args: argparse.Namespace) -> int:
         if server is not None:
             server.should_exit = True
 
-    settings = Settings(model=model, limits=limits, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+    settings = Settings(model=model, limits=limits, max_batch_size=args.max_batch_size,
+                        calibrate_batch_size=args.calibrate, max_wait_ms=args.max_wait_ms,
                         device=args.device, on_fail=stop, budgets=budgets, connections=connections)
     app = create_app(settings)
     config = uvicorn_config(app, args.host, args.port, connections, timeout_graceful_shutdown=args.graceful_timeout,
                             log_level="info", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
-    logging.getLogger("bincount.serve").setLevel(logging.INFO)
+    _log_like_uvicorn(logging.getLogger("bincount.serve"))
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
     try:
@@ -173,6 +178,20 @@ def serve(args: argparse.Namespace) -> int:
     if error is not None:
         raise error
     return 0
+
+
+def _log_like_uvicorn(logger: logging.Logger) -> None:
+    """The server's own lines (model loaded, batch sizes, clients gone) on stderr beside uvicorn's, in its format.
+
+    uvicorn's logging config covers only its own loggers; without a handler, INFO lines of ours went nowhere."""
+    from uvicorn.logging import DefaultFormatter
+
+    logger.setLevel(logging.INFO)
+    if not any(getattr(h, "bincount_serve", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=None))
+        handler.bincount_serve = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
 
 
 def run(args: argparse.Namespace) -> int:
