@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from bincount.bundle import BundleError
+from bincount.cli_values import count, positive
 from bincount.layout import BAD_INPUT_CHOICES, DataError
 from bincount.s3.endpoint import S3Error
 from bincount.s3.store import S3ReadError
@@ -27,35 +28,19 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
-def _count(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return int(value)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a bundle dir, a run dir, a model.tar.gz, or an s3:// URI of one")
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
                         help="image files, folders (recursive), ABID roots (bin-images/ + metadata/), s3:// prefixes")
     parser.add_argument("-o", "--output", metavar="CSV", default="predictions.csv",
                         help="the CSV, or s3://bucket/prefix/name.csv (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive, default=32, metavar="N", help="images per batch (default: 32)")
-    parser.add_argument("--num-workers", type=_count, default=2, metavar="N", help="loader processes (default: 2)")
+    parser.add_argument("--batch-size", type=positive, default=32, metavar="N", help="images per batch (default: 32)")
+    parser.add_argument("--num-workers", type=count, default=2, metavar="N", help="loader processes (default: 2)")
     parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="Lightning accelerator (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="32-true", help="Lightning precision (default: 32-true)")
     parser.add_argument("--bad-input", choices=BAD_INPUT_CHOICES, default="skip",
                         help="skip: list bad files and go on; fail: stop at the first (exit 1)")
-    parser.add_argument("--max-pixels", type=_positive, metavar="N", help="refuse larger images (default: the bundle's)")
+    parser.add_argument("--max-pixels", type=positive, metavar="N", help="refuse larger images (default: the bundle's)")
     parser.add_argument("--ids", metavar="FILE", help="only these ids of ABID inputs: one a line, or a CSV with an id column")
     parser.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from bincount.bundle import BundleError
+from bincount.cli_values import bounded, port, positive
 from bincount.s3.endpoint import S3Error
 from bincount.s3.store import S3ReadError
 from bincount.serve.admission import (DEADLINE_HEADER, DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_QUEUE_IMAGES,
@@ -35,40 +36,8 @@ ERRORS = (BundleError, S3Error, S3ReadError, OptionError)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
-def _wait_ms(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 <= number <= 10_000:
-        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 10000, got {value!r}")
-    return number
-
-
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 < number <= 3600:
-        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most 3600, got {value!r}")
-    return number
-
-
-def _port(value: str) -> int:
-    if not value.isdigit() or int(value) > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {value!r}")
-    return int(value)
+_wait_ms = bounded(0, 10_000, "milliseconds")
+_seconds = bounded(0, 3600, "seconds", low_open=True)
 
 
 def _s3_prefix(value: str) -> str:
@@ -84,8 +53,8 @@ def _s3_prefix(value: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="a bundle dir, a run dir, a model.tar.gz, or an s3:// URI of one")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=_port, default=8080, help="port (default: %(default)s)")
-    parser.add_argument("--max-batch-size", type=_positive, default=16, metavar="N",
+    parser.add_argument("--port", type=port, default=8080, help="port (default: %(default)s)")
+    parser.add_argument("--max-batch-size", type=positive, default=16, metavar="N",
                         help="images per model call, across requests (default: %(default)s; 1 turns batching off); "
                              "at start the forward is timed at 1, 2, 4, ... N and batches are capped at the fastest")
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
@@ -94,15 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=_wait_ms, default=5.0, metavar="MS",
                         help="how long the first image of a batch waits for more, only while other requests "
                              "are still decoding (default: %(default)s)")
-    parser.add_argument("--max-body-bytes", type=_positive, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
+    parser.add_argument("--max-body-bytes", type=positive, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
                         help="largest request body (default: %(default)s, SageMaker's real-time limit)")
-    parser.add_argument("--max-instances", type=_positive, default=DEFAULT_MAX_INSTANCES, metavar="N",
+    parser.add_argument("--max-instances", type=positive, default=DEFAULT_MAX_INSTANCES, metavar="N",
                         help="most images in one JSON request (default: %(default)s)")
     parser.add_argument("--allow-s3", action="append", type=_s3_prefix, default=[], metavar="PREFIX",
                         help="s3://bucket/prefix whose objects {\"s3\": ...} instances may name (repeatable; default: none)")
-    parser.add_argument("--max-s3-bytes", type=_positive, default=DEFAULT_MAX_S3_BYTES, metavar="N",
+    parser.add_argument("--max-s3-bytes", type=positive, default=DEFAULT_MAX_S3_BYTES, metavar="N",
                         help="largest S3 object read for an instance (default: %(default)s)")
-    parser.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS, metavar="N",
+    parser.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help="refuse images with more pixels, whatever the bundle allows (default: %(default)s)")
     parser.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs (default: auto)")
@@ -110,13 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each request's deadline; one that cannot be answered in time gets 503 at once, and "
                              f"a client may ask for less with {DEADLINE_HEADER} (default: %(default)s, under "
                              "SageMaker's 60 s)")
-    parser.add_argument("--max-queue", type=_positive, default=DEFAULT_MAX_QUEUE_IMAGES, metavar="N",
+    parser.add_argument("--max-queue", type=positive, default=DEFAULT_MAX_QUEUE_IMAGES, metavar="N",
                         help="images admitted and not yet in a batch; more gets 503 with Retry-After "
                              "(default: %(default)s)")
-    parser.add_argument("--max-request-decoded-bytes", type=_positive, default=DEFAULT_MAX_REQUEST_DECODED_BYTES,
+    parser.add_argument("--max-request-decoded-bytes", type=positive, default=DEFAULT_MAX_REQUEST_DECODED_BYTES,
                         metavar="N", help="a request's images decoded (width x height x channels from their "
                                           "headers); above it 413 (default: %(default)s)")
-    parser.add_argument("--max-decoded-bytes", type=_positive, default=DEFAULT_MAX_DECODED_BYTES, metavar="N",
+    parser.add_argument("--max-decoded-bytes", type=positive, default=DEFAULT_MAX_DECODED_BYTES, metavar="N",
                         help="decoded bytes of all requests decoding at once; when full 503 (default: %(default)s)")
     parser.add_argument("--header-timeout", type=_seconds, default=10.0, metavar="S",
                         help="a request's header must arrive within this, or 408 and closed (default: %(default)s)")
@@ -124,10 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a request's body must arrive within this, or 408 and closed (default: %(default)s)")
     parser.add_argument("--keep-alive", type=_seconds, default=5.0, metavar="S",
                         help="an idle keep-alive connection is closed after this (default: %(default)s)")
-    parser.add_argument("--max-connections", type=_positive, default=None, metavar="N",
+    parser.add_argument("--max-connections", type=positive, default=None, metavar="N",
                         help="open connections; past it the oldest idle one is closed (default: the file limit "
                              f"less 128, here {default_max_connections()})")
-    parser.add_argument("--graceful-timeout", type=_positive, default=25, metavar="S",
+    parser.add_argument("--graceful-timeout", type=positive, default=25, metavar="S",
                         help="seconds to finish requests in flight after SIGTERM (default: %(default)s)")
 
 
