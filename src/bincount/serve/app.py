@@ -29,6 +29,7 @@ from bincount.serve.admission import Admission, Budgets
 from bincount.serve.connections import ConnectionLimits
 from bincount.serve.inputs import Limits, ServeError
 from bincount.serve.invocations import error, invocations
+from bincount.serve.memory import freeze_startup_objects
 from bincount.serve.metrics import Metrics, metrics_route
 
 log = logging.getLogger("bincount.serve")
@@ -88,7 +89,9 @@ class State:
 
     def _ready(self, device: str) -> None:
         """The batcher is taking batches (its batch sizes timed, when asked): /ping says ready."""
+        frozen = freeze_startup_objects()
         self.ready.set()
+        log.debug("%d objects from start-up frozen out of the garbage collector's full passes", frozen)
         log.info("model %s loaded on %s (%s); ready", self.settings.model, device, self.identity["backbone"])
 
 

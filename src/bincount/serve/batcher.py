@@ -216,6 +216,7 @@ class Batcher:
                         self.max_batch_size)
         if self.hooks is not None:
             self.hooks.max_batch_size = self.max_batch_size
+        release_free_memory()  # the timing's batches are freed: the server starts at its idle size
 
     def _work(self) -> None:
         if self.calibrate:
