@@ -27,7 +27,7 @@ MAX_LINES = 400
 # Lowest first; a package may import from its own layer and the ones below it.
 LAYERS = [
     {"bincount.layout", "bincount.samples", "bincount.text", "bincount.secrets", "bincount.untrusted_tar",
-     "bincount.cli_values"},  # contracts
+     "bincount.cli_values", "bincount.aws"},  # contracts
     {"bincount.s3"},  # storage
     {"bincount.manifest"},  # the index of a dataset
     {"bincount.shards"},  # packing and streaming
@@ -43,6 +43,7 @@ LAYERS = [
 EXTRAS = {
     "bincount.s3": {"s3"}, "bincount.shards": {"s3"}, "bincount.data": {"s3"},
     "bincount.sagemaker": {"sagemaker"}, "hydra_plugins.bincount_sagemaker_launcher": {"sagemaker"},
+    "bincount.aws": {"sagemaker"},
     "bincount.sweep": {"sweep"}, "hydra_plugins.bincount_optuna_sweeper": {"sweep"},
     "bincount.wandb_logger": {"wandb"}, "bincount.compare": {"analysis"}, "bincount.report": {"report"},
     "bincount.serve": {"serve", "s3", "sagemaker"}, "bincount.deploy": {"sagemaker", "s3"},

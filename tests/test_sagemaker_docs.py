@@ -13,7 +13,7 @@ What is checked, offline and in about a second:
   calls they make, and the calls ``ModelTrainer.train`` makes, each proven by a needle in the SDK's source;
 - the quota table names every instance type of ``conf/hydra/launcher/*.yaml`` (training and spot) with the
   count the launcher can start at once, and the default endpoint type of ``bincount deploy``;
-- the prices the doc quotes are those of ``bincount.sagemaker.prices``.
+- the prices the doc quotes are those of ``bincount.aws.prices``.
 
 Limits of the scan: a client method is recognised by its receiver (a name containing ``client``, ``s3``,
 ``sm``, ...) and only operations with an underscore in their Python name (``search`` and other one-word
@@ -41,6 +41,7 @@ POLICY_BLOCK = re.compile(r"<!--\s*iam-policy:\s*([\w-]+)\s*-->\s*```json\n(.*?)
 
 # Code that runs on the launching user's machine, with the user's credentials.
 USER_FILES = sorted({*(SRC / "bincount" / "sagemaker").glob("*.py"), *(SRC / "bincount" / "deploy").glob("*.py"),
+                     *(SRC / "bincount" / "aws").glob("*.py"),
                      *(SRC / "hydra_plugins" / "bincount_sagemaker_launcher").glob("*.py")}
                     - {SRC / "bincount" / "sagemaker" / "entry.py"})
 # Everything else of the package may run inside a job, with the role's credentials (entry.py, the data readers).
@@ -382,7 +383,7 @@ def test_the_quota_table_has_every_preset_instance_type():
 
 
 def test_the_doc_quotes_the_price_table():
-    from bincount.sagemaker.prices import HOURLY
+    from bincount.aws.prices import HOURLY
 
     text = doc_text()
     quoted = re.findall(r"(ml\.[a-z0-9]+\.[a-z0-9]+) at \$([0-9.]+)/h", text)

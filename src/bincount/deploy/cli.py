@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bincount.bundle import BundleError
 from bincount.deploy.endpoint import SERVERLESS_MEMORY_MB, DeployError, Plan, add_region_argument
 from bincount.s3.endpoint import S3Error
-from bincount.sagemaker.names import AwsNameError, instance_type, resource_name, role_arn
+from bincount.aws.names import AwsNameError, instance_type, resource_name, role_arn
 
 ERRORS = (DeployError, AwsNameError, BundleError, S3Error, ClientError, BotoCoreError)
 MAX_ENDPOINT_NAME = 48  # leaves room for the -YYYYmmddHHMMSS of its model and config (63 at most)
@@ -58,7 +58,7 @@ def check(args: argparse.Namespace) -> None:
 
 
 def cost_line(plan: Plan) -> str:
-    from bincount.sagemaker.prices import hourly, serverless_per_second
+    from bincount.aws.prices import hourly, serverless_per_second
 
     if plan.serverless_memory_mb:
         per_s = serverless_per_second(plan.serverless_memory_mb)

@@ -15,7 +15,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bincount.deploy.endpoint import DeployError, add_region_argument
-from bincount.sagemaker.names import AwsNameError, resource_name
+from bincount.aws.names import AwsNameError, resource_name
 
 ERRORS = (DeployError, AwsNameError, ClientError, BotoCoreError)
 MAX_BODY_BYTES = 6_291_456  # SageMaker's real-time request limit

@@ -17,7 +17,7 @@ from bincount.bundle import BUNDLE_FILE, WEIGHTS_FILE
 from bincount.bundle.format import check_weights, read_metadata
 from bincount.bundle.load import find_bundle_dir
 from bincount.s3.endpoint import parse_s3_url
-from bincount.sagemaker.names import resource_name
+from bincount.aws.names import resource_name
 
 
 class DeployError(RuntimeError):

@@ -12,7 +12,7 @@ import argparse
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bincount.deploy.endpoint import DeployError, add_region_argument
-from bincount.sagemaker.names import AwsNameError, resource_name
+from bincount.aws.names import AwsNameError, resource_name
 
 ERRORS = (DeployError, AwsNameError, ClientError, BotoCoreError)
 

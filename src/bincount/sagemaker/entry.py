@@ -108,7 +108,7 @@ def child_command(args: argparse.Namespace, cluster: Cluster, job_dir: Path) -> 
     if args.pickle:
         if cluster.distributed:
             raise JobSetupError("payload=pickle runs one process; use payload=script for several hosts")
-        return [sys.executable, "-m", "bincount.sagemaker.invoke", args.pickle]
+        return [sys.executable, "-m", "bincount.sagemaker.run_pickled", args.pickle]
     quoted = str(job_dir).replace("\\", "\\\\").replace("'", "\\'")  # ',' and '=' are override syntax
     # hydra.mode=RUN: an override like +launch=sagemaker (MULTIRUN preset) must not launch again from the job.
     overrides = [*args.overrides, f"hydra.run.dir='{quoted}'", "hydra.mode=RUN", CALLBACK]

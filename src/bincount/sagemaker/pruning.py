@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bincount.sagemaker.contract import MAX_PROGRESS_BYTES
-from bincount.sagemaker.prices import billing_state
+from bincount.aws.prices import billing_state
 
 log = logging.getLogger(__name__)
 ENV_SET = re.compile(r"^\+?hydra\.job\.env_set\.(BINCOUNT_OPTUNA_(?:STUDY|TRIAL|PRUNER))='?([^']*)'?$")
@@ -106,4 +106,4 @@ def pruned_state(spec, elapsed: float, p: dict) -> dict:
     saved = saving(elapsed, epochs, OmegaConf.select(spec.config, "trainer.max_epochs", default=None))
     return {"pruned_after_epochs": epochs, "last_value": last[1] if last else None,
             "saved_s": round(saved, 1) if saved is not None else None,
-            "saved_usd": billing_state(saved, saved, p)["cost_usd"] if saved else None}
+            "saved_usd": billing_state(saved, saved, p["instance_type"], p["instance_count"])["cost_usd"] if saved else None}

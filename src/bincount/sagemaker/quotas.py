@@ -76,7 +76,7 @@ def check_training_quota(client, region: str, instance_type: str, instance_count
 def warm_pool_seconds(client, region: str, p: dict) -> int:
     """The warm pool each job asks for, said once with its cost: none for spot (SageMaker keeps no spot
     instances), and a note when the account's warm-pool quota is 0 (the jobs still run; nothing is kept)."""
-    from bincount.sagemaker.prices import hourly
+    from bincount.aws.prices import hourly
 
     seconds = int(p["keep_alive_s"] or 0)
     if seconds and p["spot"]:

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bincount.sagemaker.callback import jsonable
 from bincount.sagemaker.hints import with_fix
-from bincount.sagemaker.prices import billing_state, cost
+from bincount.aws.prices import billing_state, cost
 from bincount.sagemaker.pruning import prune_if_asked, pruned_state
 from bincount.sagemaker.results import read_result, result_key
 from bincount.sweep.compose import COMPOSE_LOCK
@@ -213,7 +213,7 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
                     status = "Failed"
                 if status in ("Failed", "Stopped") and reason and not spec.extra.get("pruned"):
                     reason = with_fix(plain(reason))  # AWS's FailureReason (or the job's), and what to change here
-                extra = billing_state(*backend.billing(handle, elapsed), p)
+                extra = billing_state(*backend.billing(handle, elapsed), p["instance_type"], p["instance_count"])
                 if spec.extra.get("pruned"):  # stopped by prune_if_asked: the trial is pruned, not failed
                     status, reason = "Pruned", spec.extra["pruned"]
                     extra.update(pruned_state(spec, elapsed, p))

@@ -119,7 +119,7 @@ def validate(p: dict) -> None:
 def check_aws_names(p: dict) -> None:
     """A malformed role ARN, S3 URI or instance type is refused here, not by AWS after the code upload."""
     from bincount.s3.endpoint import S3Error, parse_s3_url
-    from bincount.sagemaker.names import AwsNameError, instance_type, role_arn
+    from bincount.aws.names import AwsNameError, instance_type, role_arn
 
     checks = [("role", role_arn), ("instance_type", instance_type), ("output_s3_uri", parse_s3_url),
               ("checkpoint_s3_uri", parse_s3_url)]

@@ -30,9 +30,9 @@ def serverless_per_second(memory_mb: int) -> float:
     return SERVERLESS_PER_GB_SECOND * memory_mb / 1024
 
 
-def billing_state(training_s: float, billable_s: float, p: dict) -> dict:
+def billing_state(training_s: float, billable_s: float, instance_type: str, instance_count: int) -> dict:
     """What a finished job cost at the price table's rate, and what spot saved (the sweep report sums both)."""
-    price = hourly(p["instance_type"])
-    usd = (lambda s: round(price * p["instance_count"] * s / 3600, 4)) if price is not None else (lambda s: None)
+    price = hourly(instance_type)
+    usd = (lambda s: round(price * instance_count * s / 3600, 4)) if price is not None else (lambda s: None)
     return {"training_s": round(training_s, 1), "billable_s": round(billable_s, 1), "cost_usd": usd(billable_s),
             "spot_saved_usd": usd(training_s - billable_s) if billable_s < training_s else None}
