@@ -23,8 +23,15 @@ from bincount.sagemaker.contract import ENV_CONFIG_SHA, RESULT_FILE
 log = logging.getLogger(__name__)
 
 
-class ConfigMismatchError(RuntimeError):
-    pass
+class ConfigMismatchError(SystemExit):
+    """The job's composed config is not the launcher's: the job must stop, with this message.
+
+    Why a ``SystemExit``: Hydra (1.3.8) catches every ``Exception`` a callback raises and turns it into a
+    warning, so a ``RuntimeError`` here let the job train on the wrong config; ``SystemExit`` passes through
+    and ends the job with exit status 1 and the message on stderr."""
+
+    def __str__(self) -> str:
+        return str(self.code)
 
 
 def config_sha(config: DictConfig) -> str:
