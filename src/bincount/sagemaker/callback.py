@@ -15,10 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
-
 from bincount.sagemaker.contract import ENV_CONFIG_SHA, RESULT_FILE
+from bincount.sagemaker.result_file import is_rank_zero, write_result
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +32,38 @@ class ConfigMismatchError(SystemExit):
         return str(self.code)
 
 
-def config_sha(config: DictConfig) -> str:
+def config_sha(config: Any) -> str:
     """SHA-256 of the task config (``hydra`` node removed, interpolations unresolved).
 
     Unresolved, because ``${oc.env:...}`` and ``${hydra:runtime.output_dir}`` legitimately differ
     between the laptop and the container, while the text of the composed config must not.
     """
+    from omegaconf import OmegaConf  # the job has it (Hydra's); this module imports only the standard library
+
     plain = OmegaConf.to_container(config, resolve=False)
     assert isinstance(plain, dict)
     plain.pop("hydra", None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)
+class JobCallback:
+    """Hydra's callback interface by its method names (Hydra instantiates the ``_target_`` and calls each
+    hook by name; it never checks the base class), so this module needs nothing but the standard library.
+    ``tests/test_sagemaker_job_callback.py`` checks it has every hook Hydra's ``Callback`` has."""
 
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        pass
 
-def write_result(path: Path, status: str, return_value: Any = None, error: str | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"status": status, "return_value": jsonable(return_value), "error": error}))
-    tmp.replace(path)
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:
+        pass
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        pass
 
-def is_rank_zero() -> bool:
-    """torchrun sets RANK; Lightning's own DDP launch sets LOCAL_RANK/NODE_RANK in the processes it starts."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        pass
 
-
-class JobCallback(Callback):
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
         expected = os.environ.get(ENV_CONFIG_SHA)
         if not expected:
             return
@@ -78,7 +74,7 @@ class JobCallback(Callback):
                 "the code channel's conf/ or the overrides differ from the launch (see .hydra/config.yaml)")
         log.info("Config hash %s matches the launcher's", actual[:12])
 
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         if not is_rank_zero():
             return
         out = Path(config.hydra.runtime.output_dir) / RESULT_FILE

@@ -27,7 +27,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bincount.sagemaker.callback import jsonable
+from bincount.sagemaker.result_file import jsonable
 from bincount.sagemaker.hints import with_fix
 from bincount.aws.prices import billing_state, cost
 from bincount.sagemaker.pruning import prune_if_asked, pruned_state
