@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -156,11 +157,23 @@ def _log_like_uvicorn(logger: logging.Logger) -> None:
     from uvicorn.logging import DefaultFormatter
 
     logger.setLevel(logging.INFO)
-    if not any(getattr(h, "bincount_serve", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
         handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=None))
-        handler.bincount_serve = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not the one it was made with: ``serve``
+    may run more than once in a process (tests, notebooks), and an earlier stream may be closed by then."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 def run(args: argparse.Namespace) -> int:
