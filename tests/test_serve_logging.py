@@ -15,7 +15,7 @@ from bincount.serve.cli import _log_like_uvicorn
 
 
 def test_the_servers_lines_follow_the_current_stderr(monkeypatch):
-    logger = logging.getLogger("bincount.serve.test-logging")
+    logger = logging.getLogger("test-serve-logging")  # not under bincount.serve: an earlier serve's handler is there
     first = io.StringIO()
     monkeypatch.setattr(sys, "stderr", first)
     _log_like_uvicorn(logger)
