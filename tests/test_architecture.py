@@ -32,7 +32,8 @@ LAYERS = [
     {"bincount.manifest"},  # the index of a dataset
     {"bincount.shards"},  # packing and streaming
     {"bincount.data"},  # datasets, transforms, synthetic bins, the DataModule
-    {"bincount.models", "bincount.metrics", "bincount.callbacks"},  # the LightningModule and what it reports
+    {"bincount.models", "bincount.metrics", "bincount.callbacks",
+     "bincount.answers"},  # the LightningModule, what it reports, and its answers' one format
     {"bincount.config", "bincount.resolvers", "bincount.resume", "bincount.loggers", "bincount.wandb_logger",
      "bincount.report", "bincount.compare", "bincount.sweep", "bincount.sagemaker", "bincount.serve",
      "bincount.deploy", "bincount.bundle", "bincount.predict", "bincount.train", "bincount.quiet", "bincount.cli",

@@ -37,7 +37,7 @@ from s3_server import free_port, s3_client, s3_endpoint, stop_process, wait_http
 from bincount import cli
 from bincount.bundle import BUNDLE_FILE, WEIGHTS_FILE, load_model
 from bincount.serve.app import Settings, create_app
-from bincount.serve.batcher import rows
+from bincount.answers import answer_rows
 from bincount.serve.inputs import DEFAULT_MAX_BODY_BYTES, Limits
 
 N_IMAGES = 64
@@ -69,7 +69,7 @@ def images(tmp_path_factory) -> list[Path]:
 def expected(bundle, images) -> list[dict]:
     """Each image's answer, computed one image at a time through ``load_model``."""
     model = load_model(bundle)
-    return [rows(model.predict([p.read_bytes()]), model.counts)[0] for p in images]
+    return [answer_rows(model.predict([p.read_bytes()]), model.counts)[0] for p in images]
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,10 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from bincount.answers import fixed
 from bincount.text import csv_cell
 
 FLOAT_DIGITS = 6  # significant digits in metrics.json; more is noise for metrics over a test split
-PROB_DECIMALS = 6  # decimals of the probabilities in predictions.csv
 
 
 class WithinK(Metric):
@@ -212,7 +212,7 @@ def write_predictions_csv(path: str | Path, ids: Sequence[str], true_counts: Any
     counts = [int(min_count) + j for j in range(probs.shape[1])]
     lines: list[list[Any]] = [["id", "true_count", "pred_count", *(f"prob_{c}" for c in counts)]]
     for i in range(n):
-        row_probs = (f"{p:.{PROB_DECIMALS}f}" for p in probs[i])
+        row_probs = (fixed(p) for p in probs[i])
         lines.append([csv_cell(ids[i]), int(true_counts[i]), int(pred_counts[i]), *row_probs])
     return _atomic_write_text(path, _csv_text(lines))
 

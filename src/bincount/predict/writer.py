@@ -20,8 +20,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from bincount.answers import answer_rows, fixed
 from bincount.layout import DataError
-from bincount.metrics import PROB_DECIMALS
 from bincount.predict.inputs import Item
 from bincount.text import csv_cell
 
@@ -60,17 +60,14 @@ class CSVPredictionWriter(BasePredictionWriter):
             if self.bad_input == "fail":
                 raise DataError(f"{name}: {reason} (--bad-input fail; 'skip' lists bad files and goes on)")
             self.bad.append((name, reason))
-        pred = prediction["pred_count"].tolist()
-        expected = prediction["expected_count"].tolist()
-        confidence = prediction["confidence"].tolist()
-        probs = prediction["probs"].tolist()
-        for j, index in enumerate(batch["index"].tolist()):
+        answers = answer_rows(prediction, self.classes["counts"])
+        for answer, index in zip(answers, batch["index"].tolist()):
             item = self.items[index]
             truth = [] if not self.with_truth else ["" if item.true_count is None else item.true_count]
-            self._csv.writerow([csv_cell(item.name), *truth, pred[j], f"{expected[j]:.{PROB_DECIMALS}f}",
-                                f"{confidence[j]:.{PROB_DECIMALS}f}", *(f"{p:.{PROB_DECIMALS}f}" for p in probs[j])])
-            self._score(item.true_count, pred[j])
-        self.rows += len(pred)
+            self._csv.writerow([csv_cell(item.name), *truth, answer["count"], fixed(answer["expected_count"]),
+                                fixed(answer["confidence"]), *map(fixed, answer["probabilities"].values())])
+            self._score(item.true_count, answer["count"])
+        self.rows += len(answers)
         self._file.flush()
 
     def _score(self, true: int | None, pred: int) -> None:

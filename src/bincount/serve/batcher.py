@@ -34,25 +34,13 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
+from bincount.answers import answer_rows
 from bincount.serve.memory import release_free_memory
 
 log = logging.getLogger("bincount.serve")
 _STOP = object()
 POLL_S = 0.0005  # how often a waiting batch re-checks whether anything is still decoding
 IDLE_S = 1.0  # with nothing queued for this long after a burst, freed memory is given back
-
-
-def rows(prediction: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
-    """``predict_step``'s output as answers, rounded as ``bincount predict`` writes its CSV (same numbers)."""
-    from bincount.metrics import PROB_DECIMALS
-
-    def r(x: float) -> float:
-        return float(f"{x:.{PROB_DECIMALS}f}")
-
-    pred, expected = prediction["pred_count"].tolist(), prediction["expected_count"].tolist()
-    confidence, probs = prediction["confidence"].tolist(), prediction["probs"].tolist()
-    return [{"count": int(pred[j]), "expected_count": r(expected[j]), "confidence": r(confidence[j]),
-             "probabilities": {str(c): r(p) for c, p in zip(counts, probs[j])}} for j in range(len(pred))]
 
 
 class PreprocessError(ValueError):
@@ -273,7 +261,7 @@ class Batcher:
         ok = [j for j, answer in enumerate(answers) if answer is None]
         if ok:
             try:
-                computed: list[Any] = rows(self.model.predict(torch.stack(tensors)), self.counts)
+                computed: list[Any] = answer_rows(self.model.predict(torch.stack(tensors)), self.counts)
             except Exception as e:  # noqa: BLE001
                 log.error("a batch of %d failed: %s: %s", len(ok), type(e).__name__, e)
                 computed = [e] * len(ok)
