@@ -101,6 +101,26 @@ def test_imports_point_down():
     assert not upward, "imports that point up:\n" + "\n".join(upward)
 
 
+JOB_SIDE = "bincount.sagemaker.job"
+
+
+def test_the_job_side_imports_only_the_standard_library_and_itself():
+    """Inside the training container: nothing of the launcher's side, nothing third-party at module level
+    (lazy imports of what the job installs, such as boto3 or packaging, are allowed); the launcher side may
+    import the job side. ``tests/test_sagemaker_job_side.py`` checks the same by importing in a fresh Python."""
+    job = {m: p for m, p in _modules().items() if m == JOB_SIDE or m.startswith(JOB_SIDE + ".")}
+    assert {f"{JOB_SIDE}.entry", f"{JOB_SIDE}.callback", f"{JOB_SIDE}.contract"} <= set(job)
+    wrong = []
+    for module, path in job.items():
+        for name, top in _imports(path):
+            ours = name.split(".")[0] in ("bincount", "hydra_plugins")
+            if ours and not (name == JOB_SIDE or name.startswith(JOB_SIDE + ".")):
+                wrong.append(f"{module} imports {name} (the launcher's side, or another package)")
+            elif top and not ours and name.split(".")[0] not in sys.stdlib_module_names | {"__future__"}:
+                wrong.append(f"{module} imports {name} at module level")
+    assert not wrong, "\n".join(wrong)
+
+
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Every strongly connected group of more than one node (Tarjan), as sorted lists."""
     index: dict[str, int] = {}

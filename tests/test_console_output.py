@@ -98,7 +98,7 @@ def test_local_job_progress_reads_the_plain_epoch_lines(tmp_path):
 def test_local_job_logs_name_where_the_report_really_is(tmp_path):
     """The job's log names its run directory inside the scratch code channel (deleted when the next job
     is staged); the copies brought back into the job dir name the job dir instead."""
-    from bincount.sagemaker.contract import Layout
+    from bincount.sagemaker.job.contract import Layout
     from bincount.sagemaker.local import LocalBackend
 
     layout = Layout(tmp_path / "scratch").make()

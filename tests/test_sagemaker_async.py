@@ -74,4 +74,4 @@ def job_process_alive(pid: int) -> bool:
         state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return b"bincount.sagemaker.entry" in cmdline and state not in ("Z", "X")
+    return b"bincount.sagemaker.job.entry" in cmdline and state not in ("Z", "X")

@@ -6,7 +6,7 @@ What is checked, offline and in about a second:
   to SageMaker only (``iam:PassedToService``);
 - every AWS operation the code calls is allowed: the launching user's policy for what runs on the user's
   machine (the launcher, ``deploy``/``invoke``/``undeploy``, the SDK calls they make), the role's policy for what
-  runs in a job (``bincount.sagemaker.entry``, the data readers) and for what SageMaker does with the role.
+  runs in a job (``bincount.sagemaker.job.entry``, the data readers) and for what SageMaker does with the role.
   Operations are collected from the source, not listed by hand: boto3 client calls found by a static scan
   and named with botocore's service models, sagemaker-core resource methods (``TrainingJob.create``,
   ``job.refresh()``, ``Endpoint.create`` ...) followed into the installed SDK's ``resources.py`` to the client

@@ -58,7 +58,7 @@ def test_extras_of_another_apps_config_are_none():
 
 
 def test_job_constraints_leave_the_image_stack_out():
-    from bincount.sagemaker.pins import job_constraints, parse_pins
+    from bincount.sagemaker.job.pins import job_constraints, parse_pins
 
     original = (ROOT / "constraints.txt").read_text()
     assert IMAGE_STACK_LINE.search(original), "the project's constraints pin torch: the filter has work to do"
@@ -153,7 +153,7 @@ def plant(tmp_path: Path, **versions: str) -> Path:
 
 
 def test_startup_check_passes_on_the_installed_versions(tmp_path):
-    from bincount.sagemaker.pins import check_installed
+    from bincount.sagemaker.job.pins import check_installed
 
     pins = plant(tmp_path, omegaconf=metadata.version("omegaconf"), packaging=metadata.version("packaging"),
                  torch="0.0.1", boto3="0.0.1")  # torch: the image's, never compared; boto3: only bincount[s3]'s
@@ -161,7 +161,7 @@ def test_startup_check_passes_on_the_installed_versions(tmp_path):
 
 
 def test_startup_check_names_each_difference(tmp_path):
-    from bincount.sagemaker.pins import PinMismatch, check_installed
+    from bincount.sagemaker.job.pins import PinMismatch, check_installed
 
     found = metadata.version("omegaconf")
     pins = plant(tmp_path, omegaconf="0.0.1", packaging=metadata.version("packaging"), litdata="0.0.2")
@@ -176,8 +176,8 @@ def test_startup_check_names_each_difference(tmp_path):
 
 
 def test_entry_fails_in_seconds_before_training(tmp_path, monkeypatch, capsys):
-    from bincount.sagemaker import entry
-    from bincount.sagemaker.contract import Layout
+    from bincount.sagemaker.job import entry
+    from bincount.sagemaker.job.contract import Layout
 
     layout = Layout(tmp_path / "root").make()
     monkeypatch.chdir(tmp_path)

@@ -13,8 +13,8 @@ import sys
 
 from omegaconf import OmegaConf
 
-from bincount.sagemaker.callback import config_sha
-from bincount.sagemaker.contract import ENV_CONFIG_SHA
+from bincount.sagemaker.job.callback import config_sha
+from bincount.sagemaker.job.contract import ENV_CONFIG_SHA
 
 APP = """
 import hydra
@@ -25,7 +25,7 @@ def main(cfg):
 
 main()
 """
-CALLBACK = "+hydra.callbacks.bincount_sagemaker._target_=bincount.sagemaker.callback.JobCallback"
+CALLBACK = "+hydra.callbacks.bincount_sagemaker._target_=bincount.sagemaker.job.callback.JobCallback"
 
 
 def run_app(tmp_path, sha: str, a: int = 1) -> subprocess.CompletedProcess:

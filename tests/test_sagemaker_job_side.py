@@ -3,7 +3,7 @@
 The container's Python has what pip installed for the job and nothing of the launcher's machine; an
 import that fails there fails a job that has already been paid for. The closure is computed by importing,
 in a fresh interpreter, every module the job's command reaches: the entry (``python -m
-bincount.sagemaker.entry``), the callback the entry adds by override, and the pickled-task runner.
+bincount.sagemaker.job.entry``), the callback the entry adds by override, and the pickled-task runner.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import sys
 
 from hydra.experimental.callback import Callback
 
-from bincount.sagemaker.callback import JobCallback
+from bincount.sagemaker.job.callback import JobCallback
 
-JOB_MODULES = ["bincount.sagemaker.entry", "bincount.sagemaker.callback", "bincount.sagemaker.run_pickled",
-               "bincount.sagemaker.result_file", "bincount.sagemaker.contract", "bincount.sagemaker.network",
-               "bincount.sagemaker.pins"]
+JOB_MODULES = ["bincount.sagemaker.job.entry", "bincount.sagemaker.job.callback", "bincount.sagemaker.job.run_pickled",
+               "bincount.sagemaker.job.result_file", "bincount.sagemaker.job.contract", "bincount.sagemaker.job.network",
+               "bincount.sagemaker.job.pins"]
 PROBE = """
 import json, sys
 before = set(sys.modules)

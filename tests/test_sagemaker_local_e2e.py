@@ -144,7 +144,7 @@ def test_ctrl_c_stops_the_job_and_relaunch_resumes_from_its_checkpoint(data_dir,
 def test_config_hash_mismatch_fails_loudly(monkeypatch, tmp_path):
     from omegaconf import OmegaConf
 
-    from bincount.sagemaker.callback import ConfigMismatchError, JobCallback, config_sha
+    from bincount.sagemaker.job.callback import ConfigMismatchError, JobCallback, config_sha
 
     cfg = OmegaConf.create({"a": 1, "b": "${oc.env:HOME}", "hydra": {"run": {"dir": "x"}}})
     monkeypatch.setenv("BINCOUNT_SM_CONFIG_SHA", config_sha(cfg))
@@ -157,7 +157,7 @@ def test_config_hash_mismatch_fails_loudly(monkeypatch, tmp_path):
 
 
 def test_cluster_from_sagemaker_variables():
-    from bincount.sagemaker.contract import Cluster, lightning_cluster_args
+    from bincount.sagemaker.job.contract import Cluster, lightning_cluster_args
 
     # What a v3 ModelTrainer job exports (container_drivers/scripts/environment.py); the host list is the truth.
     env = {"SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-2", "SM_HOST_COUNT": "2",

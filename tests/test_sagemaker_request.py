@@ -120,7 +120,7 @@ def test_hydra_start_up_imports_neither_the_sdk_nor_the_backends():
 
 
 def test_job_reads_secrets_by_name_inside_the_job(aws, moto_endpoint, monkeypatch):
-    from bincount.sagemaker.entry import JobSetupError, read_secrets
+    from bincount.sagemaker.job.entry import JobSetupError, read_secrets
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
     boto3.client("secretsmanager").create_secret(Name="bincount/wandb", SecretString="s3cr3t-value")

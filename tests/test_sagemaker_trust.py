@@ -92,7 +92,7 @@ def spec_in(tmp_path: Path, pickled: bool = True, rel_dir: str = "multirun/s/0")
 
 
 def test_only_a_pickle_signed_with_the_sweeps_key_for_this_job_is_unpickled(tmp_path):
-    from bincount.sagemaker.contract import result_mac
+    from bincount.sagemaker.job.contract import result_mac
     from bincount.sagemaker.runner import read_result, result_key
 
     key = result_key(tmp_path / "sweep")
@@ -141,7 +141,7 @@ def test_relaunch_refuses_a_tampered_result_of_a_completed_job(tmp_path):
 
 def test_a_script_job_never_sees_the_sweeps_key(tmp_path, monkeypatch):
     """Only the pickle payload signs results; a script's training code (and its dependencies) get no key."""
-    from bincount.sagemaker import entry
+    from bincount.sagemaker.job import entry
 
     script = tmp_path / "code" / "task.py"
     script.parent.mkdir()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bincount.sagemaker.contract import RESULT_FILE, Layout
+from bincount.sagemaker.job.contract import RESULT_FILE, Layout
 from bincount.sagemaker.runner import reattach, save_state
 from bincount.sagemaker.spec import JobSpec
 
@@ -25,7 +25,7 @@ def job_spec(local_dir: Path, max_epochs: int | None = None, sha: str = "config-
              idx: int = 0) -> JobSpec:
     """A launcher's job as ``build_spec`` leaves it, for the fields the code under test reads."""
     config = OmegaConf.create({"trainer": {"max_epochs": max_epochs}} if max_epochs else {})
-    return JobSpec(idx, [], config, local_dir, str(idx), ["python", "-m", "bincount.sagemaker.entry"], {}, sha,
+    return JobSpec(idx, [], config, local_dir, str(idx), ["python", "-m", "bincount.sagemaker.job.entry"], {}, sha,
                    f"bincount-{idx}", state_sha=state_sha)
 
 
@@ -248,3 +248,34 @@ def test_a_dry_runs_request_names_the_configured_regions_image(hydra_sweep_runne
         request = json.loads((Path(job.working_dir) / "create_training_job.json").read_text())
     image = request["AlgorithmSpecification"]["TrainingImage"]
     assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-gpu-py311"
+
+
+# 5. The state file is written whole -----------------------------------------------------------------------------
+
+def test_a_reader_never_sees_half_a_state_file(tmp_path):
+    """A launcher re-attaching, or a test polling, reads the state while the sweep writes it: it must see
+    the old state or the new one, never an empty or truncated file (write_text truncates first)."""
+    import json
+    import threading
+
+    from bincount.sagemaker.runner import STATE_FILE, saved_state
+
+    spec = job_spec(tmp_path / "0")
+    save_state(spec, status="InProgress", note="x" * 20_000)
+    stop, seen, bad = threading.Event(), [], []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(saved_state(spec)["status"])
+            except (json.JSONDecodeError, KeyError) as e:
+                bad.append(repr(e))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(300):
+        save_state(spec, status="InProgress" if i % 2 else "Stopping", note="x" * 20_000)
+    stop.set()
+    reader.join(10)
+    assert bad == [] and seen, bad[:3]
+    assert sorted(p.name for p in (tmp_path / "0").iterdir()) == [STATE_FILE], "no temporary file left behind"

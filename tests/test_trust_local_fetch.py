@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bincount.sagemaker.contract import Layout
+from bincount.sagemaker.job.contract import Layout
 from bincount.sagemaker.local import LocalBackend, LocalJob, copy_tree_no_links
 
 

@@ -30,7 +30,7 @@ from bincount.models.module import BinCounter
 from bincount.quiet import quiet_lightning
 from bincount.report import after_run
 from bincount.resume import last_checkpoint
-from bincount.sagemaker.contract import ENV_PROGRESS, lightning_cluster_args
+from bincount.sagemaker.job.contract import ENV_PROGRESS, lightning_cluster_args
 from bincount.secrets import SecretError
 from bincount.secrets_config import check_resolved
 from bincount.sweep.pruning import pruning_callbacks

@@ -84,7 +84,7 @@ def fake_sagemaker(aws, monkeypatch):
         script = sagemaker.read_s3(next(c for c in req["InputDataConfig"] if c["ChannelName"] == "sm_drivers")
                                    ["DataSource"]["S3DataSource"]["S3Uri"].rstrip("/") + "/sm_train.sh").decode()
         req["_script"] = script
-        req["_args"] = script.split("bincount.sagemaker.entry", 1)[1].split()
+        req["_args"] = script.split("bincount.sagemaker.job.entry", 1)[1].split()
         boto3.client("s3").put_object(Bucket=sagemaker.BUCKET, Key=f"out/{handle.name}/output/output.tar.gz",
                                       Body=sagemaker.tarball(fake.output(req)))
         original_fetch(self, handle, local_dir)

@@ -1,6 +1,6 @@
 """Local backend: each job is a subprocess in a scratch ``/opt/ml`` tree, with SageMaker's variables.
 
-No Docker and no AWS: the same command line (``python -m bincount.sagemaker.entry ...``), the code
+No Docker and no AWS: the same command line (``python -m bincount.sagemaker.job.entry ...``), the code
 channel copied as SageMaker copies it, the ``SM_*`` variables, ``/opt/ml/output/failure`` and
 ``/opt/ml/output/data``. A job's tree is keyed by its sweep and job number and its ``checkpoints/``
 survives a relaunch, as the checkpoint S3 URI does for a restarted spot job.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bincount.sagemaker.contract import ENV_RESULT_KEY, MAX_PROGRESS_BYTES, PROGRESS_FILE, RESULT_FILE, Layout
+from bincount.sagemaker.job.contract import ENV_RESULT_KEY, MAX_PROGRESS_BYTES, PROGRESS_FILE, RESULT_FILE, Layout
 from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
 from bincount.text import plain
 
@@ -49,7 +49,9 @@ class OrphanProcess:
             state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             return False
-        return b"bincount.sagemaker.entry" in cmdline and state not in ("Z", "X")
+        # the entry's module path, and its path before it moved into job/ (a job started by an older launcher)
+        return any(entry in cmdline for entry in (b"bincount.sagemaker.job.entry", b"bincount.sagemaker.entry")) \
+            and state not in ("Z", "X")
 
     def poll(self) -> int | None:
         if self.alive():

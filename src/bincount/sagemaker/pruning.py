@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bincount.sagemaker.contract import MAX_PROGRESS_BYTES
+from bincount.sagemaker.job.contract import MAX_PROGRESS_BYTES
 from bincount.aws.prices import billing_state
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Real backend: one SageMaker training job per Hydra job, through SDK v3's ``ModelTrainer``.
 
 Imported only when ``hydra.launcher.backend=sagemaker`` launches (the SDK takes seconds to import).
-The job runs ``python -m bincount.sagemaker.entry ...`` through ``SourceCode(command=, args=)``:
+The job runs ``python -m bincount.sagemaker.job.entry ...`` through ``SourceCode(command=, args=)``:
 overrides are command arguments (quoted by the SDK), not hyperparameters, and no framework
 ``distributed=`` driver is used (``entry`` starts torchrun itself).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bincount.sagemaker.contract import ENV_INSTALLED, ENV_PINS, MAX_PROGRESS_BYTES, PROGRESS_FILE
-from bincount.sagemaker.pins import job_constraints, parse_pins
+from bincount.sagemaker.job.contract import ENV_INSTALLED, ENV_PINS, MAX_PROGRESS_BYTES, PROGRESS_FILE
+from bincount.sagemaker.job.pins import job_constraints, parse_pins
 from bincount.sagemaker.quotas import check_training_quota, warm_pool_seconds
 from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_code, sweep_key
 from bincount.untrusted_tar import ArchiveTooLarge, Limits, UnsafeArchive, extract

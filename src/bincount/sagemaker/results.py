@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from bincount.sagemaker.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
+from bincount.sagemaker.job.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
 from bincount.sagemaker.spec import JobSpec, OutputRefused
 from bincount.text import plain
 

@@ -27,7 +27,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bincount.sagemaker.result_file import jsonable
+from bincount.sagemaker.job.result_file import jsonable
 from bincount.sagemaker.hints import with_fix
 from bincount.aws.prices import billing_state, cost
 from bincount.sagemaker.pruning import prune_if_asked, pruned_state
@@ -116,8 +116,13 @@ def previous_completion(spec: JobSpec) -> dict | None:
 
 
 def save_state(spec: JobSpec, **fields: Any) -> None:
+    """Written whole or not at all (a temporary file, then a rename): a sweep stopped mid-write, or a reader
+    such as a re-attaching launcher, never sees half a state file."""
     spec.local_dir.mkdir(parents=True, exist_ok=True)
-    (spec.local_dir / STATE_FILE).write_text(json.dumps({"config_sha": spec.sha, "state_sha": spec.state_sha, **fields}, default=str))
+    text = json.dumps({"config_sha": spec.sha, "state_sha": spec.state_sha, **fields}, default=str)
+    tmp = spec.local_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, spec.local_dir / STATE_FILE)
 
 
 def make_backend(p: dict, sweep_dir: Path, source_dir: Path, files: list[str], key: bytes):

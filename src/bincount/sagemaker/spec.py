@@ -22,10 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bincount.secrets import check, check_overrides as check_secrets, split_override
-from bincount.sagemaker.callback import config_sha
-from bincount.sagemaker.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_PROGRESS, ENV_SECRETS
+from bincount.sagemaker.job.callback import config_sha
+from bincount.sagemaker.job.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_PROGRESS, ENV_SECRETS
 from bincount.sagemaker.extras import job_extras
-from bincount.sagemaker.network import ENV_NETWORK, ClusterError, resolve_network
+from bincount.sagemaker.job.network import ENV_NETWORK, ClusterError, resolve_network
 from bincount.sagemaker.pruning import split_trial
 # The code channel's selection lives in bincount.sagemaker.upload; imported here, where the backends look for it.
 from bincount.sagemaker.upload import NEVER_UPLOAD, code_entries, code_summary, select_code, stage_code  # noqa: F401
@@ -108,7 +108,7 @@ def validate(p: dict) -> None:
                 f"hydra.launcher.{missing[0]} is not set: export {env[missing[0]]} (or pass hydra.launcher."
                 f"{missing[0]}=...); backend=sagemaker needs both {' and '.join(env.values())}: the jobs' IAM role ARN "
                 "and the s3://bucket/prefix for code, outputs and checkpoints (docs/sagemaker.md, Set-up)")
-    try:  # the network of a multi-host job (bincount.sagemaker.network): efa on a type without EFA is refused
+    try:  # the network of a multi-host job (bincount.sagemaker.job.network): efa on a type without EFA is refused
         resolve_network(p["network"], p["instance_type"])
     except ClusterError as e:
         raise LauncherConfigError(f"hydra.launcher.{e}") from None
@@ -213,7 +213,7 @@ def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, 
     if p["secrets"]:
         env[ENV_SECRETS] = ",".join(f"{k}={v}" for k, v in p["secrets"].items())
     sha, blob = config_sha(config), None
-    entry = ["python", "-m", "bincount.sagemaker.entry"]
+    entry = ["python", "-m", "bincount.sagemaker.job.entry"]
     if payload == "script":
         script = Path(sys.argv[0]).resolve()
         try:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # What a job reads from its code channel: Python code, Hydra configs and the data-less formats a package
 # reads its settings from (JSON, TOML), requirement lists (a requirements file's `-r other.txt`). Not
 # .md/.rst (docs; README.md is named in include), .csv/.parquet/.npy (data: a data channel), .sh (the
-# job runs `python -m bincount.sagemaker.entry`), .cfg/.ini (where .s3cfg-, .boto- and alembic-style
+# job runs `python -m bincount.sagemaker.job.entry`), .cfg/.ini (where .s3cfg-, .boto- and alembic-style
 # credentials live), nor checkpoints and archives. upload_patterns adds kinds (e.g. "*.jinja").
 UPLOAD_KINDS = ("*.py", "*.yaml", "*.yml", "*.json", "*.toml", "*.txt")
 # Never uploaded, whatever include, upload_patterns and ignore_patterns say: matched in lower case against

@@ -34,7 +34,7 @@ class SageMakerLauncherConf:
     region: Optional[str] = None
     instance_type: str = "ml.g5.xlarge"
     instance_count: int = 1
-    # Several hosts: how NCCL reaches the others (bincount.sagemaker.network). auto: EFA on the types that have
+    # Several hosts: how NCCL reaches the others (bincount.sagemaker.job.network). auto: EFA on the types that have
     # it (ml.p4d.24xlarge, ml.p5.48xlarge, ml.g5.48xlarge, ...), NCCL's own TCP elsewhere; efa: refused on a type
     # without EFA; tcp: TCP even where EFA exists. A variable set in `environment` is never replaced.
     network: str = "auto"

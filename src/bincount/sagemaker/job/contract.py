@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bincount.sagemaker.network import RESOURCE_CONFIG, Cluster
+from bincount.sagemaker.job.network import RESOURCE_CONFIG, Cluster
 
 CONTAINER_ROOT = Path("/opt/ml")
 RESULT_FILE = "result.json"  # written by the job: status, return value, error

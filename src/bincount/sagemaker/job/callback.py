@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bincount.sagemaker.contract import ENV_CONFIG_SHA, RESULT_FILE
-from bincount.sagemaker.result_file import is_rank_zero, write_result
+from bincount.sagemaker.job.contract import ENV_CONFIG_SHA, RESULT_FILE
+from bincount.sagemaker.job.result_file import is_rank_zero, write_result
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
-"""The job's command: ``python -m bincount.sagemaker.entry (--script S | --pickle P) -- OVERRIDES``.
+"""The job's command: ``python -m bincount.sagemaker.job.entry (--script S | --pickle P) -- OVERRIDES``.
 
 It runs in the container (or the local backend's scratch tree) around the real training process:
 reads secrets by name from AWS Secrets Manager, links the job's checkpoint directory to
 ``/opt/ml/checkpoints`` (synced to S3, so a restarted spot job finds its last checkpoint), starts
 ``python SCRIPT OVERRIDES`` (``torchrun`` across hosts when there are several, with the rendezvous and the
-NCCL/EFA environment of ``bincount.sagemaker.network``), copies the
+NCCL/EFA environment of ``bincount.sagemaker.job.network``), copies the
 run directory to ``/opt/ml/output/data`` and, on failure, writes a short reason to
 ``/opt/ml/output/failure``, which SageMaker shows as the job's FailureReason. Before any of that it checks
-that pip installed the versions the launcher pinned for the job (``bincount.sagemaker.pins``).
+that pip installed the versions the launcher pinned for the job (``bincount.sagemaker.job.pins``).
 Standard library only (boto3 lazily, for secrets): the container's Python is not the user's.
 """
 
@@ -23,12 +23,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bincount.sagemaker.contract import (ENV_CKPT_SUBDIR, ENV_INSTALLED, ENV_JOB_DIR, ENV_PINS, ENV_PROGRESS,
+from bincount.sagemaker.job.contract import (ENV_CKPT_SUBDIR, ENV_INSTALLED, ENV_JOB_DIR, ENV_PINS, ENV_PROGRESS,
                                          ENV_RESULT_KEY, ENV_SECRETS, PROGRESS_FILE, RESULT_FILE, job_layout)
-from bincount.sagemaker.network import ENV_NETWORK, RESOURCE_CONFIG, Cluster, ClusterError, network_env
-from bincount.sagemaker.pins import PinMismatch, check_installed
+from bincount.sagemaker.job.network import ENV_NETWORK, RESOURCE_CONFIG, Cluster, ClusterError, network_env
+from bincount.sagemaker.job.pins import PinMismatch, check_installed
 
-CALLBACK = "+hydra.callbacks.bincount_sagemaker._target_=bincount.sagemaker.callback.JobCallback"
+CALLBACK = "+hydra.callbacks.bincount_sagemaker._target_=bincount.sagemaker.job.callback.JobCallback"
 
 
 class JobSetupError(RuntimeError):
@@ -108,7 +108,7 @@ def child_command(args: argparse.Namespace, cluster: Cluster, job_dir: Path) -> 
     if args.pickle:
         if cluster.distributed:
             raise JobSetupError("payload=pickle runs one process; use payload=script for several hosts")
-        return [sys.executable, "-m", "bincount.sagemaker.run_pickled", args.pickle]
+        return [sys.executable, "-m", "bincount.sagemaker.job.run_pickled", args.pickle]
     quoted = str(job_dir).replace("\\", "\\\\").replace("'", "\\'")  # ',' and '=' are override syntax
     # hydra.mode=RUN: an override like +launch=sagemaker (MULTIRUN preset) must not launch again from the job.
     overrides = [*args.overrides, f"hydra.run.dir='{quoted}'", "hydra.mode=RUN", CALLBACK]
@@ -163,7 +163,7 @@ def collect_outputs(job_dir: Path, subdir: str | None, layout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bincount.sagemaker.entry")
+    parser = argparse.ArgumentParser(prog="python -m bincount.sagemaker.job.entry")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--script", help="the @hydra.main script, relative to the code channel")
     mode.add_argument("--pickle", help="a pickled task (payload=pickle)")

@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from bincount.sagemaker.result_file import is_rank_zero, write_result
-from bincount.sagemaker.contract import (ENV_JOB_DIR, ENV_RESULT_KEY, PICKLED_RESULT, PICKLED_RESULT_MAC,
+from bincount.sagemaker.job.result_file import is_rank_zero, write_result
+from bincount.sagemaker.job.contract import (ENV_JOB_DIR, ENV_RESULT_KEY, PICKLED_RESULT, PICKLED_RESULT_MAC,
                                          RESULT_FILE, result_mac)
 
 

@@ -52,7 +52,7 @@ def job_constraints(text: str) -> tuple[str, list[str]]:
             dropped.append(canonical(m.group(1)))
         else:
             kept.append(line)
-    note = ("# The job's copy (bincount.sagemaker.pins): the image's torch/CUDA stack is not pinned here, so pip "
+    note = ("# The job's copy (bincount.sagemaker.job.pins): the image's torch/CUDA stack is not pinned here, so pip "
             "keeps the image's build: " + ", ".join(dropped))
     return "\n".join([note, *kept]) + "\n", dropped
 
