@@ -65,3 +65,16 @@ def test_the_model_is_the_bundle_dir_or_the_archive_in_it(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert model_source(empty) == empty and model_source(tmp_path / "missing") == tmp_path / "missing"
+
+
+def test_any_command_but_serve_is_refused_naming_the_choice_and_help_says_what_it_is(handed, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train"])
+    assert stop.value.code == 2 and handed == []
+    assert "argument command: invalid choice: 'train' (choose from 'serve')" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: bincount.serve.container [-h]") and "[{serve}]" in help_text
+    assert "{serve}" in help_text and "what SageMaker passes" in help_text.split("{serve}", 2)[2]
+    assert "The image's entry point" in help_text
