@@ -126,7 +126,8 @@ def test_a_damaged_result_json_fails_that_job_only(content, tmp_path):
 
 
 def test_relaunch_refuses_a_tampered_result_of_a_completed_job(tmp_path):
-    from bincount.sagemaker.runner import result_key, run_jobs, save_state
+    from bincount.sagemaker.runner import result_key, run_jobs
+    from bincount.sagemaker.state import save_state
 
     marker = tmp_path / "pwned"
     spec = spec_in(tmp_path)

@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bincount.sagemaker.job.contract import RESULT_FILE, Layout
-from bincount.sagemaker.runner import reattach, save_state
+from bincount.sagemaker.state import reattach, save_state
 from bincount.sagemaker.spec import JobSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +258,7 @@ def test_a_reader_never_sees_half_a_state_file(tmp_path):
     import json
     import threading
 
-    from bincount.sagemaker.runner import STATE_FILE, saved_state
+    from bincount.sagemaker.state import STATE_FILE, saved_state
 
     spec = job_spec(tmp_path / "0")
     save_state(spec, status="InProgress", note="x" * 20_000)
