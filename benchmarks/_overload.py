@@ -17,7 +17,7 @@ connections that stall mid-header and mid-body while ``/ping`` is timed. Then th
 for tracebacks; there should be none.
 
 Why by hand: no load tool we could depend on (locust, k6, wrk) has Retry-After-honouring clients with a
-deadline per request and a goodput count; these ~150 lines do just that on httpx and asyncio.
+deadline per request and a goodput count; this module does just that on httpx and asyncio.
 """
 
 from __future__ import annotations

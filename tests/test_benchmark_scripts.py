@@ -34,6 +34,14 @@ def test_gpu_benchmark_runs_on_cpu_and_writes_its_table(tmp_path):
 def test_serve_benchmark_runs_quick():
     out = bench("serve.py", "--quick", "--servers", "bincount")
     assert "goal 1: bincount batching at 8 clients" in out and "goal 2: bincount at 1 client" in out
+    # the overload rows (peak 2 clients in --quick, then 4x and 16x) and the hostile cases
+    for row in ("2 clients, 3 s deadline", "8 clients, 3 s deadline", "32 clients, 3 s deadline"):
+        assert row in out, row
+    assert "goal: goodput at 4x the peak's clients" in out and "goal: goodput at 16x the peak's clients" in out
+    bombs = next(line for line in out.splitlines() if "8 PNG bombs" in line)
+    nested = next(line for line in out.splitlines() if "JSON nested 100,000 deep" in line)
+    assert "413" in bombs and "400" in nested, (bombs, nested)
+    assert "goal: tracebacks in the server's log: 0 (goal 0)" in out
 
 
 def test_quickstart_says_whether_a_run_is_the_readmes_figures_for_this_cpu():
