@@ -109,3 +109,27 @@ def test_the_decoded_bytes_stay_reserved_until_the_answer(bundle):
         t.join(10)
         assert out[0].status_code == 200
         assert reserved_bytes(url) == 0
+
+
+def test_ready_is_said_only_once_requests_can_reach_the_batcher(bundle, monkeypatch):
+    """The batcher's thread says ready (``on_started``); it must not run before the app holds the batcher,
+    or /ping says ready while /invocations finds none (a CI run hit it). A slow constructor widens the gap."""
+    import bincount.serve.app
+    import bincount.serve.batcher
+
+    seen = []
+    original_init, original_ready = bincount.serve.batcher.Batcher.__init__, bincount.serve.app.State._ready
+
+    def slow_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        time.sleep(0.3)
+
+    def recording_ready(self, device):
+        seen.append(self.batcher is not None)
+        original_ready(self, device)
+
+    monkeypatch.setattr(bincount.serve.batcher.Batcher, "__init__", slow_init)
+    monkeypatch.setattr(bincount.serve.app.State, "_ready", recording_ready)
+    with running(Settings(model=str(bundle), max_batch_size=2, max_wait_ms=0)) as (url, app):
+        assert post(url, jpeg()).status_code == 200
+    assert seen == [True]

@@ -80,7 +80,8 @@ class State:
             self.batcher = Batcher(self.model, s.max_batch_size, s.max_wait_ms, hooks=self.admission,
                                    metrics=self.metrics, transform=self.model.transform,
                                    calibrate=s.calibrate_batch_size, after=threading.current_thread(),
-                                   on_started=lambda: self._ready(device))
+                                   on_started=lambda: self._ready(device), start=False)
+            self.batcher.start()  # after the assignment: /ping says ready only once requests can reach it
         except BaseException as e:  # noqa: BLE001 - reported to the CLI, which exits 1 with the reason
             self.error = e
             log.error("model %s could not be loaded: %s: %s", self.settings.model, type(e).__name__, e)

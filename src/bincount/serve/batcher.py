@@ -63,7 +63,7 @@ class Abandon:
 class Batcher:
     def __init__(self, model: Any, max_batch_size: int = 16, max_wait_ms: float = 5.0, hooks: Any = None,
                  metrics: Any = None, transform: Any = None, calibrate: bool = False,
-                 after: threading.Thread | None = None, on_started: Any = None) -> None:
+                 after: threading.Thread | None = None, on_started: Any = None, start: bool = True) -> None:
         self.model, self.max_batch_size, self.max_wait = model, int(max_batch_size), max_wait_ms / 1000
         self.transform = transform  # applied here, on this thread, to each queued image (see the module's docstring)
         self.hooks, self.metrics = hooks, metrics
@@ -80,6 +80,12 @@ class Batcher:
         self._after = after if after is not threading.main_thread() else None
         self._on_started = on_started
         self._thread = threading.Thread(target=self._work, name="bincount-batcher", daemon=True)
+        if start:
+            self._thread.start()
+
+    def start(self) -> None:
+        """Start the thread (for a batcher made with ``start=False``: its owner first keeps a reference to it,
+        so ``on_started`` never runs before the owner can reach the batcher)."""
         self._thread.start()
 
     def submit(self, tensor: Any, ticket: list[int] | None = None, timing: dict | None = None,
