@@ -44,8 +44,8 @@ def test_an_image_that_cannot_finish_before_its_deadline_is_dropped_when_reached
 
 
 def test_admission_leaves_a_share_of_the_deadline_for_decoding_and_the_answer(bundle):
-    with serving(bundle, delay=0.6) as (url, app, model):
-        assert post(url, jpeg(0)).status_code == 200  # one batch of ~0.6 s: the estimate
+    with serving(bundle, delay=1.0) as (url, app, model):
+        assert post(url, jpeg(0)).status_code == 200  # one batch of ~1 s: the estimate
         admission = app.state.bincount.admission
         busy, out = in_thread(post, url, jpeg(1))
         wait_until(lambda: admission.busy)
@@ -71,7 +71,7 @@ def test_freed_memory_goes_back_once_per_burst_when_idle(bundle, monkeypatch):
         done = time.monotonic()
         wait_until(lambda: calls, 5)
         time.sleep(1.0)  # idle on: no second call
-        assert len(calls) == 1 and calls[0] - done >= 0.25
+        assert len(calls) == 1 and calls[0] - done >= 0.1  # after an idle wait, not as the burst ended
         assert post(url, jpeg(4)).status_code == 200
         wait_until(lambda: len(calls) == 2, 5)
 
