@@ -75,7 +75,6 @@ class Batcher:
         self.batches = self.images = 0  # served so far (the benchmark and the tests read them)
         self._since_trim = 0  # batches since freed memory was last given back
         self.calibrate = calibrate and transform is not None  # time batch sizes first (:mod:`.calibrate`)
-        self.started = threading.Event()  # set once the thread is ready to take batches
         # the thread that loaded the model: timing waits for it to end, and its OpenMP team with it (see above)
         self._after = after if after is not threading.main_thread() else None
         self._on_started = on_started
@@ -217,7 +216,6 @@ class Batcher:
             if self._after is not None:
                 self._after.join()
             self._calibrate()
-        self.started.set()
         if self._on_started is not None:
             self._on_started()
         stop = False
