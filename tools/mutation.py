@@ -3,6 +3,7 @@
     python tools/mutation.py bincount.secrets bincount.bundle          # mutate, test, print the table
     python tools/mutation.py bincount.serve --budget 900 --diffs 20     # stop after 15 min, show 20 survivors
     python tools/mutation.py --report bincount.secrets                  # the table from the last run only
+    python tools/mutation.py bincount.secrets --fresh                   # re-check killed mutants too
 
 mutmut does the work (``[tool.mutmut]`` in pyproject.toml: what may be mutated, the fast tier as the test
 selection; it runs only the tests that cover each mutated function, in forked workers). This script adds
@@ -82,10 +83,43 @@ def package_scores(results: dict[str, str], packages: list[str]) -> dict[str, tu
     return out
 
 
-def run_mutmut(packages: list[str], budget_s: float, max_children: int) -> int:
-    globs = [f"{p}.*" for p in packages]
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *globs]
-    print(f"$ {' '.join(cmd)}   (budget {budget_s:.0f} s)", flush=True)
+def stale_modules(packages: list[str]) -> set[str]:
+    """Modules of these packages whose source is newer than mutmut's record of it (or has none): all of
+    their mutants must be (re)generated and checked, under names the old record does not know."""
+    out = set()
+    for source in (ROOT / "src").rglob("*.py"):
+        module = ".".join(source.relative_to(ROOT / "src").with_suffix("").parts).removesuffix(".__init__")
+        if not any(module == p or module.startswith(p + ".") for p in packages):
+            continue
+        meta = MUTANTS / source.relative_to(ROOT).with_name(source.name + ".meta")
+        if not meta.exists() or meta.stat().st_mtime < source.stat().st_mtime:
+            out.add(module)
+    return out
+
+
+def to_check(packages: list[str], fresh: bool) -> list[str]:
+    """What ``mutmut run`` is asked for. mutmut re-runs every mutant a name or glob given to it matches, so a
+    glob per package would start each budgeted run from the beginning. Instead: a glob for modules that are
+    new or changed, and by name the mutants with no verdict yet (a run that the budget stopped) or whose
+    verdict a new test may change (survivors, no tests). Killed mutants keep their verdict: tests are added,
+    not weakened. ``fresh`` re-checks everything."""
+    stale = stale_modules(packages)
+    if fresh or not MUTANTS.exists():
+        return [f"{p}.*" for p in packages]
+    names = [n for n, s in selected(verdicts(), packages).items()
+             if s in ("not checked", "survived", "no tests", "suspicious", "skipped", "check was interrupted by user") and module_of(n) not in stale]
+    return sorted(f"{m}.*" for m in stale) + sorted(names)
+
+
+def run_mutmut(packages: list[str], budget_s: float, max_children: int, fresh: bool = False) -> int:
+    wanted = to_check(packages, fresh)
+    if not wanted:
+        print("mutation.py: every mutant of these packages has a verdict that a new test cannot change "
+              "(--fresh re-checks all)", flush=True)
+        return 0
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *wanted]
+    shown = " ".join(cmd[:6]) + (f" ... ({len(wanted)} names and globs)" if len(wanted) > 3 else " " + " ".join(wanted))
+    print(f"$ {shown}   (budget {budget_s:.0f} s)", flush=True)
     env = dict(os.environ)
     sample = ROOT.parent / "shared" / "data" / "abid" / "sample"  # where the README puts it; mutants/ is one level down
     if "BINCOUNT_ABID_SAMPLE" not in env and sample.is_dir():
@@ -120,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diffs", type=int, default=10, help="surviving diffs to print (default 10)")
     parser.add_argument("--min-score", type=float, default=0.85, help="score every package must reach (0.85)")
     parser.add_argument("--report", action="store_true", help="print the last run's table without running")
+    parser.add_argument("--fresh", action="store_true", help="re-check every mutant, killed ones too")
     args = parser.parse_args(argv)
     bad = [p for p in args.packages if not (ROOT / "src" / p.replace(".", "/")).exists()
            and not (ROOT / "src" / (p.replace(".", "/") + ".py")).exists()]
@@ -127,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such package or module under src/: {', '.join(bad)}")
     started = time.monotonic()
     if not args.report:
-        run_mutmut(args.packages, args.budget, args.max_children)
+        run_mutmut(args.packages, args.budget, args.max_children, args.fresh)
     results = selected(verdicts(), args.packages)
     if not results:
         print("mutation.py: no mutants recorded for these packages (run without --report first)", file=sys.stderr)

@@ -1,0 +1,66 @@
+"""tools/mutation.py asks mutmut for what still needs a verdict, so a budgeted run goes on where the last
+stopped and a new test gets its survivors re-checked (mutmut itself re-runs everything a glob matches)."""
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tool(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("mutation_tool", ROOT / "tools" / "mutation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    monkeypatch.setattr(module, "MUTANTS", tmp_path / "mutants")
+    return module
+
+
+def _module(root: Path, dotted: str, codes: dict | None, meta_newer: bool = True) -> None:
+    source = root / "src" / (dotted.replace(".", "/") + ".py")
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text("x = 1\n")
+    if codes is None:
+        return
+    meta = root / "mutants" / "src" / (dotted.replace(".", "/") + ".py.meta")
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"exit_code_by_key": {f"{dotted}.f__mutmut_{i}": c for i, c in enumerate(codes)}}))
+    t = source.stat().st_mtime + (10 if meta_newer else -10)
+    os.utime(meta, (t, t))
+
+
+def test_only_mutants_without_a_lasting_verdict_are_asked_for_by_name(tool, tmp_path):
+    # killed, survived, no tests, not checked, timeout, interrupted
+    _module(tmp_path, "pkg.a", [1, 0, 33, None, 36, 2])
+    assert tool.to_check(["pkg"], fresh=False) == ["pkg.a.f__mutmut_1", "pkg.a.f__mutmut_2",
+                                                  "pkg.a.f__mutmut_3", "pkg.a.f__mutmut_5"]
+
+
+def test_a_changed_or_new_module_is_asked_for_whole_and_other_packages_are_left_out(tool, tmp_path):
+    _module(tmp_path, "pkg.changed", [1, 0], meta_newer=False)
+    _module(tmp_path, "pkg.new", None)
+    _module(tmp_path, "other.b", [0])
+    assert tool.to_check(["pkg"], fresh=False) == ["pkg.changed.*", "pkg.new.*"]
+
+
+def test_fresh_asks_for_every_mutant_of_each_package(tool, tmp_path):
+    _module(tmp_path, "pkg.a", [1, 1])
+    assert tool.to_check(["pkg", "hydra_plugins"], fresh=True) == ["pkg.*", "hydra_plugins.*"]
+
+
+def test_a_package_with_every_verdict_final_runs_nothing(tool, tmp_path, capsys):
+    _module(tmp_path, "pkg.a", [1, 36])
+    assert tool.run_mutmut(["pkg"], budget_s=1, max_children=1) == 0
+    assert "every mutant of these packages has a verdict" in capsys.readouterr().out
+
+
+def test_scores_count_a_mutant_no_test_reaches_as_a_survivor(tool):
+    results = {"pkg.a.f__mutmut_1": "killed", "pkg.a.f__mutmut_2": "timeout", "pkg.a.f__mutmut_3": "no tests",
+               "pkg.a.f__mutmut_4": "survived", "pkg.a.f__mutmut_5": "not checked", "pkgx.b.f__mutmut_1": "killed"}
+    assert tool.package_scores(results, ["pkg"]) == {"pkg": (2, 4, 0.5)}
