@@ -64,3 +64,8 @@ def test_scores_count_a_mutant_no_test_reaches_as_a_survivor(tool):
     results = {"pkg.a.f__mutmut_1": "killed", "pkg.a.f__mutmut_2": "timeout", "pkg.a.f__mutmut_3": "no tests",
                "pkg.a.f__mutmut_4": "survived", "pkg.a.f__mutmut_5": "not checked", "pkgx.b.f__mutmut_1": "killed"}
     assert tool.package_scores(results, ["pkg"]) == {"pkg": (2, 4, 0.5)}
+
+
+def test_the_table_shows_how_many_kills_were_timeouts(tool):
+    results = {"pkg.a.f__mutmut_1": "killed", "pkg.a.f__mutmut_2": "timeout", "pkg.a.f__mutmut_3": "survived"}
+    assert tool.table(results) == [("pkg.a", 3, 2, 1, 1, 0, 0, 2 / 3)]

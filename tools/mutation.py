@@ -68,8 +68,8 @@ def table(results: dict[str, str]) -> list[tuple]:
         c = by_module[module]
         killed = sum(c[s] for s in KILLED)
         checked = killed + c["survived"] + c["no tests"] + c["suspicious"]
-        rows.append((module, sum(c.values()), killed, c["survived"], c["no tests"], c["not checked"] + c["skipped"],
-                     killed / checked if checked else None))
+        rows.append((module, sum(c.values()), killed, c["timeout"], c["survived"], c["no tests"],
+                     c["not checked"] + c["skipped"], killed / checked if checked else None))
     return rows
 
 
@@ -168,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         print("mutation.py: no mutants recorded for these packages (run without --report first)", file=sys.stderr)
         return 1
     rows = table(results)
-    print(f"\n{'module':<44} {'mutants':>8} {'killed':>7} {'survived':>9} {'no tests':>9} {'unchecked':>10} {'score':>7}")
-    for module, total, killed, survived, no_tests, unchecked, score in rows:
+    # "of which timeout": kills by mutmut's clock, not by an assertion; a high share means a slow test or
+    # fixture, worth a look before trusting the score.
+    print(f"\n{'module':<44} {'mutants':>8} {'killed':>7} {'(timeout)':>9} {'survived':>9} {'no tests':>9} "
+          f"{'unchecked':>10} {'score':>7}")
+    for module, total, killed, timeouts, survived, no_tests, unchecked, score in rows:
         shown = f"{score:.0%}" if score is not None else "-"
-        print(f"{module:<44} {total:>8} {killed:>7} {survived:>9} {no_tests:>9} {unchecked:>10} {shown:>7}")
+        print(f"{module:<44} {total:>8} {killed:>7} {timeouts:>9} {survived:>9} {no_tests:>9} {unchecked:>10} {shown:>7}")
     print()
     failing = []
     for package, (killed, checked, score) in package_scores(results, args.packages).items():
