@@ -69,3 +69,8 @@ def test_scores_count_a_mutant_no_test_reaches_as_a_survivor(tool):
 def test_the_table_shows_how_many_kills_were_timeouts(tool):
     results = {"pkg.a.f__mutmut_1": "killed", "pkg.a.f__mutmut_2": "timeout", "pkg.a.f__mutmut_3": "survived"}
     assert tool.table(results) == [("pkg.a", 3, 2, 1, 1, 0, 0, 2 / 3)]
+
+
+def test_timeouts_are_asked_for_again_only_when_wanted(tool, tmp_path):
+    _module(tmp_path, "pkg.a", [1, 36, 0])
+    assert tool.to_check(["pkg"], fresh=False, timeouts=True) == ["pkg.a.f__mutmut_1", "pkg.a.f__mutmut_2"]

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "mutants"
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+RECHECK = {"not checked", "survived", "no tests", "suspicious", "skipped", "check was interrupted by user"}
 
 
 def status_of(exit_code: int | None) -> str:
@@ -97,22 +98,23 @@ def stale_modules(packages: list[str]) -> set[str]:
     return out
 
 
-def to_check(packages: list[str], fresh: bool) -> list[str]:
+def to_check(packages: list[str], fresh: bool, timeouts: bool = False) -> list[str]:
     """What ``mutmut run`` is asked for. mutmut re-runs every mutant a name or glob given to it matches, so a
     glob per package would start each budgeted run from the beginning. Instead: a glob for modules that are
     new or changed, and by name the mutants with no verdict yet (a run that the budget stopped) or whose
     verdict a new test may change (survivors, no tests). Killed mutants keep their verdict: tests are added,
-    not weakened. ``fresh`` re-checks everything."""
+    not weakened. ``fresh`` re-checks everything; ``timeouts`` also the kills that were timeouts."""
     stale = stale_modules(packages)
     if fresh or not MUTANTS.exists():
         return [f"{p}.*" for p in packages]
     names = [n for n, s in selected(verdicts(), packages).items()
-             if s in ("not checked", "survived", "no tests", "suspicious", "skipped", "check was interrupted by user") and module_of(n) not in stale]
+             if (s in RECHECK or (timeouts and s == "timeout")) and module_of(n) not in stale]
     return sorted(f"{m}.*" for m in stale) + sorted(names)
 
 
-def run_mutmut(packages: list[str], budget_s: float, max_children: int, fresh: bool = False) -> int:
-    wanted = to_check(packages, fresh)
+def run_mutmut(packages: list[str], budget_s: float, max_children: int, fresh: bool = False,
+               timeouts: bool = False) -> int:
+    wanted = to_check(packages, fresh, timeouts)
     if not wanted:
         print("mutation.py: every mutant of these packages has a verdict that a new test cannot change "
               "(--fresh re-checks all)", flush=True)
@@ -124,6 +126,11 @@ def run_mutmut(packages: list[str], budget_s: float, max_children: int, fresh: b
     sample = ROOT.parent / "shared" / "data" / "abid" / "sample"  # where the README puts it; mutants/ is one level down
     if "BINCOUNT_ABID_SAMPLE" not in env and sample.is_dir():
         env["BINCOUNT_ABID_SAMPLE"] = str(sample)
+    # mutmut forks each mutant's test run from a process that has already run torch: a forked child whose
+    # parent had an OpenMP thread pool hangs in its first parallel op, and mutmut scores the hang as a
+    # "timeout", i.e. a kill. Measured: two predict mutants, 2 timeouts in 52 s without this, 2 real kills
+    # in 25 s with it. One thread per worker also keeps the two workers off each other's cores.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     try:
         return proc.wait(timeout=budget_s)
@@ -155,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=0.85, help="score every package must reach (0.85)")
     parser.add_argument("--report", action="store_true", help="print the last run's table without running")
     parser.add_argument("--fresh", action="store_true", help="re-check every mutant, killed ones too")
+    parser.add_argument("--timeouts", action="store_true", help="re-check the kills that were timeouts")
     args = parser.parse_args(argv)
     bad = [p for p in args.packages if not (ROOT / "src" / p.replace(".", "/")).exists()
            and not (ROOT / "src" / (p.replace(".", "/") + ".py")).exists()]
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such package or module under src/: {', '.join(bad)}")
     started = time.monotonic()
     if not args.report:
-        run_mutmut(args.packages, args.budget, args.max_children, args.fresh)
+        run_mutmut(args.packages, args.budget, args.max_children, args.fresh, args.timeouts)
     results = selected(verdicts(), args.packages)
     if not results:
         print("mutation.py: no mutants recorded for these packages (run without --report first)", file=sys.stderr)
