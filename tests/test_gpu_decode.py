@@ -251,3 +251,13 @@ def test_a_tiny_run_trains_with_gpu_decode_on_the_cpu(tmp_path, monkeypatch):
     expected = load_model(tmp_path / "model").predict(files)["probs"]
     got = torch.tensor([[float(row[k]) for k in probs] for row in rows])
     assert got.shape == expected.shape and (got - expected).abs().max().item() <= 1e-5
+
+
+def test_bins_the_workers_already_dropped_stay_reported_beside_the_decoders():
+    """A batch arrives with the workers' own bad list (unreadable files); the decoder adds its bad JPEGs to
+    that list, and loses none of the workers' entries (the run's summary counts every dropped bin)."""
+    batch = batch_of([jpeg(0), corrupt(jpeg(1))], ["00001", "00002"])
+    batch["bad"] = [("00009", "bin-images/00009.jpg: file is empty")]
+    out = decoder("skip")(batch, train=False)
+    assert [sample_id for sample_id, _ in out["bad"]] == ["00009", "00002"]
+    assert out["bad"][0] == ("00009", "bin-images/00009.jpg: file is empty")

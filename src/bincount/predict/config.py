@@ -28,7 +28,7 @@ class PredictConfigError(ValueError):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would exit; name the config key instead of the flag
-        message = re.sub(r"argument --([a-z-]+)", lambda m: f"{m.group(1).replace('-', '_')}", message)
+        message = re.sub(r"argument (?:-[a-z]/)?--([a-z-]+)", lambda m: f"{m.group(1).replace('-', '_')}", message)
         message = message.replace("the following arguments are required: MODEL, INPUT", "bundle and inputs are required")
         raise PredictConfigError(message)
 
@@ -43,13 +43,15 @@ def predict_args(cfg: DictConfig) -> argparse.Namespace:
                                  "'inputs=[data/abid/sample]')")
     inputs = cfg.inputs
     inputs = [str(i) for i in inputs] if isinstance(inputs, (list, ListConfig)) else [str(inputs)]
-    argv: list[str] = [str(cfg.bundle), *inputs]
+    # Options as --key=value and the paths after "--": a value or path starting with "-" is a value, not a flag.
+    argv: list[str] = []
     for key in OPTIONS:
         value: Any = cfg.get(key)
         if value is not None:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
+            argv.append(f"--{key.replace('_', '-')}={value}")
     if not cfg.get("progress", True):
         argv.append("--no-progress")
+    argv += ["--", str(cfg.bundle), *inputs]
     parser = _Parser(prog="predict.py", add_help=False)
     add_arguments(parser)
     return parser.parse_args(argv)
