@@ -45,7 +45,7 @@ def module_of(mutant: str) -> str:
 def verdicts() -> dict[str, str]:
     """mutant name -> status, from the ``.meta`` files mutmut writes beside each mutated module."""
     out = {}
-    for meta in MUTANTS.rglob("*.py.meta"):
+    for meta in (MUTANTS / "src").rglob("*.py.meta"):  # src/ only: a stray nested copy must not override
         try:
             codes = json.loads(meta.read_text())["exit_code_by_key"]
         except (OSError, ValueError, KeyError) as e:
