@@ -261,3 +261,25 @@ def test_bins_the_workers_already_dropped_stay_reported_beside_the_decoders():
     out = decoder("skip")(batch, train=False)
     assert [sample_id for sample_id, _ in out["bad"]] == ["00009", "00002"]
     assert out["bad"][0] == ("00009", "bin-images/00009.jpg: file is empty")
+
+
+def test_decode_setting_errors_say_all_of_it(monkeypatch):
+    """The whole message, not a prefix: the valid choices and the way out are the part a user acts on."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # so a bad name is refused as a name
+    choices = ("is not a valid choice; valid: null (the trainer's device), cuda, cuda:N, cpu (the same decode "
+               "code on the CPU, for tests and benchmarks)")
+    for bad in ("mps", "gpu zero", "cuda:x"):
+        with pytest.raises(ValueError) as e:
+            check_decode("gpu", bad)
+        assert str(e.value) == f"data.decode_device={bad!r} {choices}"
+    with pytest.raises(ValueError) as e:
+        check_decode("cpu", "cuda")
+    assert str(e.value) == ("data.decode_device='cuda' applies to data.decode=gpu only; with data.decode=cpu the "
+                            "loader workers decode: remove data.decode_device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError) as e:
+        check_decode("gpu", None)
+    assert str(e.value) == ("data.decode=gpu needs a CUDA device (nvJPEG); this machine has none "
+                            "(torch.cuda.is_available() is False). Valid choices: data.decode=cpu|gpu; use "
+                            "data.decode=cpu here (data.decode_device=cpu runs the GPU decode path on the CPU, "
+                            "for tests)")

@@ -78,6 +78,23 @@ def test_against_reference_formulas():
         assert out[f"f1_{count}"] == pytest.approx(ref["f1"][i], abs=1e-6)
         assert out[f"support_{count}"] == ref["support"][i]
     assert "precision_0" not in out and "support_5" not in out
+    weights = ref["support"] / ref["support"].sum()
+    assert out["precision_weighted"] == pytest.approx(float((ref["precision"] * weights).sum()), abs=1e-6)
+    assert out["recall_weighted"] == pytest.approx(float((ref["recall"] * weights).sum()), abs=1e-6)
+    assert out["recall_weighted"] == pytest.approx(out["acc"]), "weighted recall is accuracy, by its definition"
+    assert out["precision_weighted"] != pytest.approx(out["precision_macro"], abs=1e-3), "the example tells them apart"
+
+
+def test_defaults_count_from_one_and_within_one_means_one():
+    m = CountMetrics(2)  # the smallest head: two classes
+    m.update(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))
+    out = m.compute()
+    assert (out["support_1"], out["support_2"]) == (2, 1) and "support_0" not in out
+    within = WithinK()
+    within.update(torch.tensor([0, 2, 3]), torch.tensor([1, 0, 3]))
+    assert float(within.compute()) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
+        CountMetrics(1)
 
 
 def test_values_are_plain_python():

@@ -51,9 +51,51 @@ def test_count_safe_crops_are_mild(augment):
         assert erase.scale[1] <= 0.05
 
 
-def test_strong_adds_jitter_rotation_erasing():
+def test_strong_adds_the_documented_jitter_rotation_and_erasing():
     t = build_transform(16, train=True, augment="strong")
-    assert parts(t, v2.ColorJitter) and parts(t, v2.RandomRotation) and parts(t, v2.RandomErasing)
+    (crop,) = parts(t, v2.RandomResizedCrop)
+    assert crop.scale == (0.7, 1.0) and crop.ratio == (3 / 4, 4 / 3)
+    (jitter,) = parts(t, v2.ColorJitter)
+    assert jitter.brightness == jitter.contrast == jitter.saturation == (0.8, 1.2)
+    assert jitter.hue == (-0.02, 0.02)
+    assert list(parts(t, v2.RandomRotation)[0].degrees) == [-10.0, 10.0]
+    (erase,) = parts(t, v2.RandomErasing)
+    assert (erase.p, erase.scale, erase.value) == (0.25, (0.01, 0.04), [0.0])
+    assert isinstance(t.transforms[-1], v2.RandomErasing), "erasing after Normalize: 0 is the mean colour"
+
+
+def _noise_spread(augment: str, train: bool) -> float:
+    """Per-pixel spread after shrinking 256 px of noise to 8 px: about 2 with antialiasing (each output
+    pixel averages ~32x32 inputs), tens without (it samples a few inputs); aliasing turns fine texture
+    into false large structures a counting model would see."""
+    torch.manual_seed(0)
+    noise = torch.randint(0, 256, (3, 256, 256), dtype=torch.uint8)
+    out = build_transform(8, train=train, augment=augment, mean=(0, 0, 0), std=(1 / 255, 1 / 255, 1 / 255))(noise)
+    return float(out.std())
+
+
+@pytest.mark.parametrize(("augment", "train"), [("light", False), ("flip", True), ("light", True),
+                                                ("strong", False), ("capstone_refined", True)])
+def test_every_resize_antialiases(augment, train):
+    if augment == "capstone_refined":  # its crop may keep 8% of the area: 72 px to 8, still a 9x shrink
+        assert _noise_spread(augment, train) < 12
+    else:
+        assert _noise_spread(augment, train) < 5
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bicubic"])
+def test_every_preset_resizes_with_the_backbones_interpolation(interpolation):
+    mode = {"nearest": v2.InterpolationMode.NEAREST, "bicubic": v2.InterpolationMode.BICUBIC}[interpolation]
+    for augment in AUGMENT_CHOICES:
+        for train in (True, False):
+            t = build_transform(16, train=train, augment=augment, interpolation=interpolation)
+            resizes = parts(t, v2.Resize) + parts(t, v2.RandomResizedCrop)
+            assert [r.interpolation for r in resizes] == [mode], (augment, train)
+
+
+@pytest.mark.parametrize("augment", AUGMENT_CHOICES)
+def test_the_smallest_image_size_is_two_pixels(augment):
+    assert build_transform(2, train=True, augment=augment)(image()).shape == (3, 2, 2)
 
 
 def test_capstone_refined_matches_report():
@@ -70,7 +112,9 @@ def test_capstone_refined_matches_report():
     ("kwargs", "message"),
     [
         ({"augment": "heavy"}, "augment='heavy' is not a valid choice; valid: none, flip, light, strong, capstone_refined"),
-        ({"img_size": 0}, "img_size must be a positive integer, got 0"),
+        ({"img_size": 1}, "img_size must be an integer >= 2, got 1"),
+        ({"img_size": True}, "img_size must be an integer >= 2, got True"),
+        ({"img_size": 16.0}, "img_size must be an integer >= 2, got 16.0"),
         ({"mean": (0.5, 0.5)}, "mean must be 3 numbers"),
         ({"std": (0.5, 0.0, 0.5)}, "std must be positive"),
     ],

@@ -52,8 +52,9 @@ def build_transform(
     """
     if augment not in AUGMENT_CHOICES:
         raise ValueError(f"augment={augment!r} is not a valid choice; valid: {', '.join(AUGMENT_CHOICES)}")
-    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
-        raise ValueError(f"img_size must be a positive integer, got {img_size!r}")
+    # 2, not 1: torch's antialiased resize to 1x1 fails with an internal assert (torch 2.x, CPU), not an error.
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 2:
+        raise ValueError(f"img_size must be an integer >= 2, got {img_size!r}")
     mean, std = _check_stats(mean, "mean"), _check_stats(std, "std")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation={interpolation!r} is not a valid choice; valid: {', '.join(INTERPOLATIONS)}")
