@@ -204,3 +204,20 @@ def test_every_option_of_the_projects_conf_composes_clean():
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         found = {" ".join(o): config_problems(compose("train", overrides=o, return_hydra_config=True)) for o in runs}
     assert len(runs) > 40 and {k: v for k, v in found.items() if v} == {}
+
+
+def test_a_quoted_variable_name_is_checked_like_a_bare_one(monkeypatch):
+    """OmegaConf accepts ``${oc.env:"NAME"}`` and ``${oc.env:'NAME'}``: the quotes hid the variable from
+    both checks (its name, and its value while the leaf cannot be resolved yet)."""
+    monkeypatch.setenv("DATABASE_URL", DATABASE_URL)
+    monkeypatch.setenv("MY_DB_PASSWORD", "hunter2")
+    cfg = OmegaConf.create({
+        "later_double": '${hydra:runtime.output_dir}/${oc.env:"DATABASE_URL"}',
+        "later_single": "${hydra:runtime.output_dir}/${oc.env:'DATABASE_URL'}",
+        "db_pw": '${oc.env:"MY_DB_PASSWORD"}',
+    })
+    found = config_problems(cfg)
+    assert [line.split(":")[0] for line in found] == ["config 'later_double'", "config 'later_single'", "config 'db_pw'"]
+    assert "URL with a password" in found[0] and "URL with a password" in found[1]
+    assert "mapping or ${oc.env:} with a secret name (MY_DB_PASSWORD)" in found[2]
+    assert not any(s in " ".join(found) for s in (DB_PASSWORD, "hunter2"))

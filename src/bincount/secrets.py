@@ -60,7 +60,7 @@ _PARAM = re.compile(r"[?&;]\s*([A-Za-z_][\w.-]*)=([^&;#\s]+)")
 SIGNATURES = frozenset({"sig", "signature", "x-amz-signature"})
 _AWS_SECRET = re.compile(rf"(?<![{_B64}=])[{_B64}]{{40}}(?![{_B64}=])")
 _DICT_NAME = re.compile(r"(?:^|[{,\s])([A-Za-z_][\w.-]*)\s*:(?!//)")  # names inside a {k: v} override value
-_ENV_REF = re.compile(r"oc\.env:\s*([A-Za-z_]\w*)")  # ${oc.env:NAME} copies a variable into the config
+_ENV_REF = re.compile(r"oc\.env:\s*['\"]?([A-Za-z_]\w*)")  # ${oc.env:NAME} (or "NAME") copies a variable in
 _WORD = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 
 

@@ -51,7 +51,7 @@ def leaves(node: DictConfig | ListConfig, path: str = "") -> Iterator[tuple[str,
 
 def _env_values(text: str) -> list[str]:
     """The variables an unresolved ``${oc.env:NAME,...}`` would copy in: checked by value as well."""
-    names = [part.split(",")[0].split("}")[0].strip() for part in text.split(_ENV_REF)[1:]]
+    names = [part.split(",")[0].split("}")[0].strip().strip("'\"") for part in text.split(_ENV_REF)[1:]]
     return [os.environ[n] for n in names if n in os.environ]
 
 
