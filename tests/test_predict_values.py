@@ -275,10 +275,23 @@ def test_the_accelerator_reaches_the_trainer(bundle, make_abid, tmp_path):
     add_arguments(parser)
     args = parser.parse_args([str(bundle), str(make_abid([1])), "-o", str(tmp_path / "p.csv"), "--num-workers", "0",
                               "--no-progress", "--accelerator", "mps"])
-    from bincount.predict.cli import predict
+    from bincount.predict.cli import PredictSetupError, predict
 
-    with pytest.raises(Exception, match="MPSAccelerator.* not available"):
+    with pytest.raises(PredictSetupError, match=r"^--accelerator mps --precision 32-true: `MPSAccelerator` can not "
+                       r"run .* \(choose from auto, cpu, gpu, cuda, mps; auto picks what this machine has\)$"):
         predict(args)
+
+
+def test_an_accelerator_this_machine_lacks_is_one_line_and_status_1(bundle, make_abid, tmp_path, capsys):
+    from bincount import cli
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    status = cli.main(["predict", str(bundle), str(make_abid([1])), "-o", str(tmp_path / "p.csv"),
+                       "--num-workers", "0", "--no-progress", "--accelerator", "gpu"])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("bincount predict: error: --accelerator gpu --precision 32-true: ")
 
 
 # -- S3: model, inputs and output -------------------------------------------------------------------------
@@ -325,6 +338,7 @@ def test_an_s3_model_and_s3_inputs_predict_into_an_s3_csv(bucket, s3_run):
     uploaded = json.loads(bucket.client.get_object(Bucket="pv-out", Key="run1/p.summary.json")["Body"].read())
     assert (uploaded["model"], uploaded["images"], uploaded["predicted"], uploaded["metrics"]["n"]) == \
         ("s3://pv-data/models/m", 2, 2, 2)
+    assert uploaded["csv"] == url and "summary_json" not in uploaded  # not the scratch copy, deleted by now
     assert os.listdir(scratch) == [] and os.listdir(".") == []  # the local copy is gone, nothing written here
 
 

@@ -23,7 +23,13 @@ from bincount.s3.endpoint import S3Error
 from bincount.s3.store import S3ReadError
 from bincount.text import plain
 
-ERRORS = (BundleError, DataError, S3Error, S3ReadError)
+
+
+class PredictSetupError(ValueError):
+    """A setting this machine cannot honour (an accelerator it lacks)."""
+
+
+ERRORS = (BundleError, DataError, S3Error, S3ReadError, PredictSetupError)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 
@@ -110,9 +116,12 @@ def predict(args: argparse.Namespace) -> dict:
         scratch = Path(tempfile.mkdtemp(prefix="bincount-predict-"))
         local = argparse.Namespace(**{**vars(args), "output": str(scratch / name)})
         summary = predict(local)
+        local_summary = Path(summary["summary_json"])
+        final = {**summary, "csv": url, "summary_json": f"{base}/{local_summary.name}"}
+        write_summary(local_summary, final)  # the uploaded one names the S3 CSV, not the scratch copy
         s3 = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
-        upload(Path(local.output), Path(summary["summary_json"]), url, s3)
-        return {**summary, "csv": url, "summary_json": f"{base}/{Path(summary['summary_json']).name}"}
+        upload(Path(local.output), local_summary, url, s3)
+        return final
     import lightning as L
 
     from bincount.bundle import load_model
@@ -133,17 +142,28 @@ def predict(args: argparse.Namespace) -> dict:
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
-    trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, callbacks=callbacks,
-                        enable_progress_bar=progress, default_root_dir=str(Path(args.output).parent))
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
+                            enable_checkpointing=False, enable_model_summary=False, callbacks=callbacks,
+                            enable_progress_bar=progress, default_root_dir=str(Path(args.output).parent))
+    except MisconfigurationException as e:  # an accelerator this machine lacks: a usage error, not a traceback
+        raise PredictSetupError(f"--accelerator {args.accelerator} --precision {args.precision}: {e} "
+                                f"(choose from {', '.join(ACCELERATORS)}; auto picks what this machine has)") from None
     trainer.predict(model.module, dataloaders=predict_loader(dataset, args.batch_size, args.num_workers),
                     return_predictions=False)
     summary = {"model": str(args.model), **writer.summary(), **({"warning": warning} if warning else {})}
     out = Path(args.output)
     summary_path = out.with_name(f"{out.stem}.summary.json")
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(summary_path, summary)
     summary["summary_json"] = str(summary_path)
     return summary
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    """``<csv stem>.summary.json``: the summary less its own location."""
+    path.write_text(json.dumps({k: v for k, v in summary.items() if k != "summary_json"}, indent=2) + "\n")
 
 
 def report(summary: dict) -> None:
