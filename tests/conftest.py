@@ -32,7 +32,7 @@ def _resolvers():
     register_resolvers()
 
 # Fixtures several test files use (moto_server, the fake SageMaker), without importing them.
-pytest_plugins = ["helpers.fixtures"]
+pytest_plugins = ["helpers.fixtures", "helpers.quotas"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers.bundles import write_constant_bundle
 import torch
 from helpers.train import read_csv
 
@@ -24,22 +25,6 @@ PREDICTED = 3
 TRUE_COUNTS = {3: 0, 2: 1, 4: -1, 1: 2, 5: -2, 6: -2, 0: None}  # 6 is clipped to the last class, 5
 # By hand over the six scored bins: errors 0, 1, -1, 2, -2, -2.
 N, CORRECT, WITHIN_ONE, ABS_SUM, SQ_SUM = 6, 1, 3, 8, 14
-
-
-def write_constant_bundle(out_dir: Path, count: int = PREDICTED) -> Path:
-    """A bundle of timm's tiny ``test_resnet``, counts 1-5, whose head predicts ``count`` for every image."""
-    from bincount.bundle import write_bundle
-    from bincount.models.module import BinCounter
-
-    torch.manual_seed(0)
-    module = BinCounter(backbone="test_resnet", num_classes=5, min_count=1, pretrained=False, head={"name": "linear"})
-    linear = module.head.net[-1]
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.zero_()
-        linear.bias[count - 1] = 10.0
-    return write_bundle(out_dir, module, img_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                        overflow="clip", max_pixels=40_000_000)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers.bundles import write_constant_bundle
 import torch
 from conftest import write_abid, write_tiny_bundle
 from PIL import Image
@@ -42,22 +43,6 @@ HEADER = "pred_count,expected_count,confidence,prob_1,prob_2,prob_3,prob_4,prob_
 TRUNCATED = "truncated JPEG: no end-of-image marker after the image data"
 NOT_AN_IMAGE = "cannot decode (UnidentifiedImageError: cannot identify image file the image bytes)"
 CLASSES = {"counts": [1, 2, 3, 4, 5], "min_count": 1, "max_count": 5, "overflow": "clip"}
-
-
-def write_constant_bundle(out_dir: Path, count: int = 3) -> Path:
-    """timm's tiny ``test_resnet``, counts 1-5, overflow=clip, whose head predicts ``count`` for any image."""
-    from bincount.bundle import write_bundle
-    from bincount.models.module import BinCounter
-
-    torch.manual_seed(0)
-    module = BinCounter(backbone="test_resnet", num_classes=5, min_count=1, pretrained=False, head={"name": "linear"})
-    linear = module.head.net[-1]
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.zero_()
-        linear.bias[count - 1] = 10.0
-    return write_bundle(out_dir, module, img_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                        overflow="clip", max_pixels=40_000_000)
 
 
 @pytest.fixture(scope="module")

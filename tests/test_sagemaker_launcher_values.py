@@ -131,31 +131,17 @@ def test_an_unsigned_or_missigned_pickle_fails_the_job_with_the_whole_refusal(tm
 # 2. The warm pool a sweep asks for (bincount.sagemaker.quotas.warm_pool_seconds) -------------------------------
 
 boto3 = pytest.importorskip("boto3")
-from botocore.stub import Stubber  # noqa: E402
+from helpers.quotas import stubbed_quotas_client  # noqa: E402
 
 WARM = "ml.p4d.24xlarge for training warm pool usage"
 
 
-@pytest.fixture
-def fresh_quotas():
-    from bincount.sagemaker import quotas
-
-    quotas._CHECKED.clear()
-    yield quotas
-    quotas._CHECKED.clear()
-
-
 def quotas_client(region: str, *responses):
-    """botocore's Service Quotas client (request and response shapes validated), answering ``responses``."""
-    client = boto3.client("service-quotas", region_name=region, aws_access_key_id="x", aws_secret_access_key="y")
-    stub = Stubber(client)
-    for operation, quotas in responses:
-        stub.add_response(operation, {"Quotas": [
-            {"ServiceCode": "sagemaker", "QuotaName": name, "QuotaCode": code, "Value": value,
-             "QuotaArn": f"arn:aws:servicequotas:{region}:123456789012:sagemaker/{code}"}
-            for name, value, code in quotas]}, {"ServiceCode": "sagemaker"})
-    stub.activate()
-    return client, stub
+    """botocore's Service Quotas client answering ``(operation, [(name, value, code), ...])`` pages."""
+    return stubbed_quotas_client(*((operation, {"Quotas": [
+        {"ServiceCode": "sagemaker", "QuotaName": name, "QuotaCode": code, "Value": value,
+         "QuotaArn": f"arn:aws:servicequotas:{region}:123456789012:sagemaker/{code}"}
+        for name, value, code in quotas]}) for operation, quotas in responses), region=region)
 
 
 def pool(**changes) -> dict:

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 boto3 = pytest.importorskip("boto3")
-from botocore.stub import Stubber  # noqa: E402
+from helpers.quotas import stubbed_quotas_client  # noqa: E402
 
 from bincount.sagemaker import quotas  # noqa: E402
 
@@ -28,15 +28,7 @@ def fresh():
 
 
 def client_with(*responses):
-    client = boto3.client("service-quotas", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
-    stub = Stubber(client)
-    for operation, body in responses:
-        if isinstance(body, str):
-            stub.add_client_error(operation, service_error_code=body, http_status_code=403)
-        else:
-            stub.add_response(operation, body, {"ServiceCode": "sagemaker"})
-    stub.activate()
-    return client, stub
+    return stubbed_quotas_client(*responses)
 
 
 def test_a_zero_quota_is_refused_with_the_request_command():

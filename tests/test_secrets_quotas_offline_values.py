@@ -175,19 +175,10 @@ def test_the_multirun_callback_exits_with_the_programs_name_and_the_lines_other_
 
 boto3 = pytest.importorskip("boto3")
 from botocore.exceptions import EndpointConnectionError  # noqa: E402
-from botocore.stub import Stubber  # noqa: E402
+from helpers.quotas import stubbed_quotas_client  # noqa: E402
 
 G5 = "ml.g5.xlarge for training job usage"
 G5_SPOT = "ml.g5.xlarge for spot training job usage"
-
-
-@pytest.fixture
-def quotas():
-    from bincount.sagemaker import quotas
-
-    quotas._CHECKED.clear()
-    yield quotas
-    quotas._CHECKED.clear()
 
 
 def quota(name: str, value: float, code: str | None = "L-G5", region: str = "us-east-1") -> dict:
@@ -196,17 +187,13 @@ def quota(name: str, value: float, code: str | None = "L-G5", region: str = "us-
     return {**q, "QuotaCode": code} if code else q
 
 
+@pytest.fixture
+def quotas(fresh_quotas):
+    return fresh_quotas
+
+
 def client_with(region: str, *responses):
-    """botocore's Service Quotas client answering ``responses``: ``(operation, page)`` or ``(operation, code)``."""
-    client = boto3.client("service-quotas", region_name=region, aws_access_key_id="x", aws_secret_access_key="y")
-    stub = Stubber(client)
-    for operation, body in responses:
-        if isinstance(body, str):
-            stub.add_client_error(operation, service_error_code=body, http_status_code=403)
-        else:
-            stub.add_response(operation, body, {"ServiceCode": "sagemaker"})
-    stub.activate()
-    return client, stub
+    return stubbed_quotas_client(*responses, region=region)
 
 
 def messages(caplog) -> list[tuple[str, str]]:
