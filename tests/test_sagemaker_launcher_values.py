@@ -89,7 +89,7 @@ def test_a_result_pkl_not_asked_for_is_ignored_with_a_warning_naming_the_job(tmp
     spec = job_spec(tmp_path / "3", idx=3)
     (spec.local_dir / RESULT_FILE).write_text(json.dumps({"status": "COMPLETED", "return_value": 7}))
     (spec.local_dir / PICKLED_RESULT).write_bytes(pickle.dumps("from the pickle"))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="bincount"):
         assert read_result(spec, KEY) == ("Completed", 7, None)
     assert messages(caplog, "bincount.sagemaker.results") == [
         ("WARNING", "job 3: ignored result.pkl in its output (results are read from result.json unless "
@@ -157,7 +157,7 @@ def cost_line(seconds: int, most: str, instance_type: str = "ml.p4d.24xlarge") -
 
 def test_spot_asks_for_no_warm_pool_and_says_so(fresh_quotas, caplog):
     client, stub = quotas_client("eu-west-1")
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         assert fresh_quotas.warm_pool_seconds(client, "eu-west-1", pool(spot=True)) == 0
     assert messages(caplog, "bincount.sagemaker.quotas") == [
         ("INFO", "Warm pool: none for spot jobs (SageMaker has no warm pools for managed spot training)")]
@@ -168,7 +168,7 @@ def test_the_warm_pool_costs_price_x_instances_x_hours_and_a_small_quota_warns(f
     """$37.688/h x 4 instances x 3600 s = $150.752 -> $150.75 a job; a quota of 2 keeps none of the 4 warm,
     and the request asks for 4 instances x 3 parallel jobs = 12."""
     client, stub = quotas_client("eu-west-1", ("list_service_quotas", [(WARM, 2.0, "L-WARM")]))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         assert fresh_quotas.warm_pool_seconds(client, "eu-west-1", pool()) == 3600
     assert messages(caplog, "bincount.sagemaker.quotas") == [
         cost_line(3600, "$150.75"),
@@ -181,7 +181,7 @@ def test_a_quota_of_exactly_one_jobs_instances_is_enough(fresh_quotas, caplog):
     """$20.36/h x 2 x 900 s = $10.18; a quota equal to instance_count keeps the instances warm: no warning."""
     client, _ = quotas_client("us-east-1", ("list_service_quotas",
                                             [("ml.g5.48xlarge for training warm pool usage", 2.0, "L-G5")]))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         seconds = fresh_quotas.warm_pool_seconds(client, "us-east-1", pool(instance_type="ml.g5.48xlarge",
                                                                            instance_count=2, keep_alive_s=900))
     assert seconds == 900
@@ -192,7 +192,7 @@ def test_an_unpriced_type_and_an_unknown_quota_still_ask_for_the_pool(fresh_quot
     """No price in the table: the cost line says "the idle time"; no such quota in this region: not checked."""
     name = "ml.trn1.32xlarge for training warm pool usage"
     client, stub = quotas_client("eu-west-1", ("list_service_quotas", []), ("list_aws_default_service_quotas", []))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         assert fresh_quotas.warm_pool_seconds(client, "eu-west-1", pool(instance_type="ml.trn1.32xlarge",
                                                                         keep_alive_s=60)) == 60
     assert messages(caplog, "bincount.sagemaker.quotas") == [
@@ -205,7 +205,7 @@ def test_each_region_reads_its_own_warm_pool_quota(fresh_quotas, caplog):
     """The quota is cached per region: a second region is asked, and its own answer counts."""
     ok, ok_stub = quotas_client("us-east-1", ("list_service_quotas", [(WARM, 8.0, "L-WARM")]))
     zero, zero_stub = quotas_client("eu-west-1", ("list_service_quotas", [(WARM, 0.0, "L-WARM")]))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="bincount"):
         assert fresh_quotas.warm_pool_seconds(ok, "us-east-1", pool()) == 3600
         assert fresh_quotas.warm_pool_seconds(zero, "eu-west-1", pool()) == 3600
     assert messages(caplog, "bincount.sagemaker.quotas") == [
@@ -299,7 +299,7 @@ def test_new_epochs_are_reported_to_the_trial_and_a_good_job_runs_on(study, loca
     env = study.trial()
     spec, job = make(4, env)
     job.write({0: 0.6, 1: 0.7})
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         prune_if_asked(backend, spec, job)
     pruner = spec.extra["pruner"]
     assert isinstance(pruner, JobPruner) and pruner.trial.number == int(env["BINCOUNT_OPTUNA_TRIAL"])
@@ -345,7 +345,7 @@ def test_a_pruned_job_is_stopped_once_with_the_pruners_reason(study, local_job, 
     backend, make = local_job
     spec, job = make(5, study.trial())
     job.write({0: 0.75, 1: 0.125})
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         prune_if_asked(backend, spec, job)
     reason = "pruned by the study's pruner after epoch 2 (value 0.125)"
     assert spec.extra["pruned"] == reason
@@ -357,7 +357,7 @@ def test_a_pruned_job_is_stopped_once_with_the_pruners_reason(study, local_job, 
     job.stopped = None
     caplog.clear()
     job.write({0: 0.75, 1: 0.125, 2: 0.0625})
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         prune_if_asked(backend, spec, job)
     assert spec.extra["pruner"].last == (2, 0.0625)
     assert spec.extra["pruned"] == reason and job.stopped is None
@@ -372,7 +372,7 @@ def test_an_unreachable_study_leaves_the_job_running_unpruned_and_says_why(study
     monkeypatch.delenv(ENV_STORAGE)  # the sweeper's environment lost the storage URL
     spec, job = make(6, study.trial())
     job.write({0: 0.1})
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         prune_if_asked(backend, spec, job)
     assert messages(caplog, "bincount.sagemaker.pruning") == [
         ("WARNING", "bincount-6-20250101000000: cannot ask the pruner (KeyError: 'BINCOUNT_OPTUNA_STORAGE'); "

@@ -155,8 +155,8 @@ APP = """\
 defaults:
   - override hydra/sweeper: bincount_optuna
   - override hydra/sweeper/pruner: none
-  - override hydra/job_logging: disabled
-  - override hydra/hydra_logging: disabled
+  - override hydra/job_logging: none  # "disabled" would disable every logger that exists, for later tests too
+  - override hydra/hydra_logging: none
   - _self_
 optimized_metric: val/acc
 x: 1

@@ -221,7 +221,7 @@ def test_cached_quota_asks_once_per_region_and_quota_name(quotas, caplog):
     east, east_stub = client_with("us-east-1", ("list_service_quotas", {"Quotas": [quota(G5, 4)]}),
                                   ("list_service_quotas", {"Quotas": [quota(G5_SPOT, 6, "L-SPOT")]}))
     west, west_stub = client_with("eu-west-1", ("list_service_quotas", {"Quotas": [quota(G5, 0, "L-W", "eu-west-1")]}))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         assert quotas.cached_quota(east, "us-east-1", G5) == (4.0, "L-G5")
         assert quotas.cached_quota(east, "us-east-1", G5_SPOT) == (6.0, "L-SPOT")
         assert quotas.cached_quota(west, "eu-west-1", G5) == (0.0, "L-W")
@@ -237,7 +237,7 @@ def test_cached_quota_asks_once_per_region_and_quota_name(quotas, caplog):
 def test_cached_quota_says_once_that_no_such_quota_exists_in_the_region(quotas, caplog):
     client, stub = client_with("ap-south-1", ("list_service_quotas", {"Quotas": []}),
                                ("list_aws_default_service_quotas", {"Quotas": []}))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         assert quotas.cached_quota(client, "ap-south-1", G5) is None
         assert quotas.cached_quota(client, "ap-south-1", G5) is None
     assert messages(caplog) == [("INFO", f"no quota named '{G5}' in ap-south-1's Service Quotas; not checked")]
@@ -249,7 +249,7 @@ def test_cached_quota_names_the_aws_error_code_when_it_cannot_read(quotas, caplo
     """The code from AWS's answer: a modeled one (botocore raises a class of that name) and one that is not
     (expired credentials: a plain ClientError, whose class name is not the reason)."""
     client, stub = client_with("us-east-1", ("list_service_quotas", code))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         assert quotas.cached_quota(client, "us-east-1", G5) is None
         assert quotas.cached_quota(client, "us-east-1", G5) is None
     assert messages(caplog) == [
@@ -266,7 +266,7 @@ def test_cached_quota_names_the_exception_type_when_aws_never_answered(quotas, c
         raise EndpointConnectionError(endpoint_url=request.url)
 
     client.meta.events.register("before-send", unreachable)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         assert quotas.cached_quota(client, "us-east-1", G5) is None
     assert messages(caplog) == [
         ("WARNING", f"could not read the quota '{G5}' (EndpointConnectionError); if it is too small, "
@@ -288,7 +288,7 @@ def test_check_training_quota_refuses_a_quota_below_one_job_with_the_whole_messa
 def test_check_training_quota_warns_how_many_parallel_jobs_fit_with_the_whole_message(quotas, caplog):
     """7 instances, jobs of 3, 4 in parallel: 2 jobs fit at once; the request asks for 12."""
     client, _ = client_with("us-east-1", ("list_service_quotas", {"Quotas": [quota(G5, 7)]}))
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="bincount"):
         quotas.check_training_quota(client, "us-east-1", "ml.g5.xlarge", 3, 4, spot=False)
     assert messages(caplog) == [
         ("WARNING", f"the quota '{G5}' is 7 in us-east-1: at most 2 of the 4 parallel jobs "
@@ -300,7 +300,7 @@ def test_check_training_quota_warns_how_many_parallel_jobs_fit_with_the_whole_me
 def test_check_training_quota_reads_each_regions_own_quota(quotas, caplog):
     east, _ = client_with("us-east-1", ("list_service_quotas", {"Quotas": [quota(G5, 8)]}))
     west, west_stub = client_with("eu-west-1", ("list_service_quotas", {"Quotas": [quota(G5, 0, "L-W", "eu-west-1")]}))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="bincount"):
         assert quotas.check_training_quota(east, "us-east-1", "ml.g5.xlarge", 1, 8, spot=False) is None
         with pytest.raises(quotas.QuotaError) as exc:
             quotas.check_training_quota(west, "eu-west-1", "ml.g5.xlarge", 1, 8, spot=False)
