@@ -171,13 +171,15 @@ def test_a_recorded_job_that_is_gone_is_launched_again(tmp_path, caplog):
                                          "launching it again")]
 
 
-@pytest.mark.parametrize("state, backend, said", [
-    ({"name": "bincount-3-20250101", "status": "InProgress"}, AttachOnly(error=RuntimeError("throttled")),
+@pytest.mark.parametrize("state, make_backend, said", [  # a factory: each run of the test gets a fresh backend
+    ({"name": "bincount-3-20250101", "status": "InProgress"}, lambda: AttachOnly(error=RuntimeError("throttled")),
      "job 3: could not re-attach to bincount-3-20250101 (RuntimeError: throttled); launching it"),
-    ({}, Tagged(find_error=ValueError("search failed")),
+    ({}, lambda: Tagged(find_error=ValueError("search failed")),
      "job 3: could not re-attach to a job tagged for it (ValueError: search failed); launching it"),
 ])
-def test_a_job_that_cannot_be_asked_about_is_launched_again_with_a_warning(tmp_path, caplog, state, backend, said):
+def test_a_job_that_cannot_be_asked_about_is_launched_again_with_a_warning(tmp_path, caplog, state, make_backend,
+                                                                           said):
+    backend = make_backend()
     spec = recorded(tmp_path, idx=3, **state)
     with caplog.at_level(logging.INFO, logger=STATE_LOGGER):
         assert reattach(backend, spec) is None
