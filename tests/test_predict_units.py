@@ -373,3 +373,45 @@ def test_upload_refuses_a_key_that_is_not_a_csv_before_writing(bucket, tmp_path)
     with pytest.raises(argparse.ArgumentTypeError, match=r"^-o s3://pu-data/out/p\.txt: an S3 output is a CSV key"):
         upload(csv_path, summary, "s3://pu-data/out/p.txt", bucket["s3"])
     assert keys_under(bucket["client"], "pu-data", "out/") == [] and csv_path.exists()
+
+
+def test_the_help_says_every_option_its_value_name_and_default(capsys, monkeypatch):
+    """``bincount predict --help`` is the reference a user reads: its whole text, at 100 columns."""
+    from bincount import cli
+
+    monkeypatch.setenv("COLUMNS", "100")
+    assert cli.main(["predict", "--help"]) == 0
+    assert capsys.readouterr().out == HELP
+
+
+HELP = '''\
+usage: bincount predict [-h] [-o CSV] [--batch-size N] [--num-workers N]
+                        [--accelerator {auto,cpu,gpu,cuda,mps}]
+                        [--precision {32-true,16-mixed,bf16-mixed,16-true,bf16-true,64-true}]
+                        [--bad-input {skip,fail}] [--max-pixels N] [--ids FILE]
+                        [--endpoint-url URL] [--no-progress]
+                        MODEL INPUT [INPUT ...]
+
+predict counts with a model bundle for images, folders, ABID roots or s3://
+
+positional arguments:
+  MODEL                 a bundle dir, a run dir, a model.tar.gz, or an s3:// URI of one
+  INPUT                 image files, folders (recursive), ABID roots (bin-images/ + metadata/),
+                        s3:// prefixes
+
+options:
+  -h, --help            show this help message and exit
+  -o CSV, --output CSV  the CSV, or s3://bucket/prefix/name.csv (default: predictions.csv)
+  --batch-size N        images per batch (default: 32)
+  --num-workers N       loader processes (default: 2)
+  --accelerator {auto,cpu,gpu,cuda,mps}
+                        Lightning accelerator (default: auto)
+  --precision {32-true,16-mixed,bf16-mixed,16-true,bf16-true,64-true}
+                        Lightning precision (default: 32-true)
+  --bad-input {skip,fail}
+                        skip: list bad files and go on; fail: stop at the first (exit 1)
+  --max-pixels N        refuse larger images (default: the bundle's)
+  --ids FILE            only these ids of ABID inputs: one a line, or a CSV with an id column
+  --endpoint-url URL    S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3)
+  --no-progress         no progress bar
+'''
