@@ -22,7 +22,8 @@ STREAMING_READERS = ("objects", "shards")
 
 
 def _value(config: DictConfig, key: str) -> Any:
-    """The value at ``key``, resolved if it can be (``???`` and unresolvable interpolations: their text)."""
+    """The value at ``key``, resolved if it can be; an interpolation the launcher cannot resolve (a variable
+    set only in the job): its text, which still shows an ``s3://`` prefix; ``???`` or no such key: None."""
     try:
         return OmegaConf.select(config, key, default=None, throw_on_missing=False)
     except Exception:  # noqa: BLE001 - an interpolation the launcher cannot resolve, or another app's shape
