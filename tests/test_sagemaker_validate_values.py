@@ -1,0 +1,79 @@
+"""The launcher's settings check (``bincount.sagemaker.spec.validate``): each bound accepted at its edge and
+refused one past it, and each refusal's whole message (the key, the bad value and what is valid)."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from bincount.sagemaker.spec import LauncherConfigError, validate
+from bincount.secrets import SecretError
+
+ROLE = "arn:aws:iam::123456789012:role/bincount-jobs"
+S3 = "s3://bincount-bucket/runs"
+
+
+def params(**changes) -> dict:
+    """The launcher's typed defaults with a role and bucket set (a launch that would go ahead), then ``changes``."""
+    from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLauncherConf
+
+    p = OmegaConf.to_container(OmegaConf.structured(SageMakerLauncherConf), resolve=True)
+    p.update(role=ROLE, output_s3_uri=S3)
+    p.update(changes)
+    return p
+
+
+def refusal(**changes) -> str:
+    with pytest.raises(LauncherConfigError) as e:
+        validate(params(**changes))
+    return str(e.value)
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"keep_alive_s": 0}, {"keep_alive_s": 3600}, {"max_retry_attempts": 0}, {"max_retry_attempts": 30},
+    {"max_parallel_jobs": 1, "instance_count": 1}, {"spot": True, "max_wait_s": 14400, "max_runtime_s": 14400},
+    {"spot": True, "max_wait_s": None}, {"spot": False, "max_wait_s": 10, "max_runtime_s": 14400},
+    {"framework_version": "2.9"}, {"framework_version": "2.9.0"}, {"requirements": "requirements/job.txt"},
+    {"backend": "local", "role": None, "output_s3_uri": None}, {"dry_run": True, "role": None, "output_s3_uri": None},
+])
+def test_settings_at_their_bounds_are_accepted(changes):
+    assert validate(params(**changes)) is None
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"backend": "cloud"}, "hydra.launcher.backend='cloud'; valid: ['sagemaker', 'local']"),
+    ({"payload": "zip"}, "hydra.launcher.payload='zip'; valid: ['auto', 'script', 'pickle']"),
+    ({"max_parallel_jobs": 0}, "hydra.launcher.max_parallel_jobs and instance_count must be >= 1"),
+    ({"instance_count": 0}, "hydra.launcher.max_parallel_jobs and instance_count must be >= 1"),
+    ({"keep_alive_s": -1}, "hydra.launcher.keep_alive_s=-1: 0 (no warm pool) to 3600 seconds"),
+    ({"keep_alive_s": 3601}, "hydra.launcher.keep_alive_s=3601: 0 (no warm pool) to 3600 seconds"),
+    ({"max_retry_attempts": -1}, "hydra.launcher.max_retry_attempts=-1: 0 (never) to 30"),
+    ({"max_retry_attempts": 31}, "hydra.launcher.max_retry_attempts=31: 0 (never) to 30"),
+    ({"spot": True, "max_wait_s": 14399, "max_runtime_s": 14400},
+     "hydra.launcher.max_wait_s=14399 must be >= max_runtime_s=14400 (spot waits count against it)"),
+    ({"framework_version": "latest"}, "hydra.launcher.framework_version='latest': a PyTorch version such as 2.9 or "
+                                      "2.9.0, or null for the newest image the SDK knows"),
+    ({"framework_version": "2.9." + "x" * 60}, "hydra.launcher.framework_version='2.9." + "x" * 36 + "': a PyTorch "
+                                             "version such as 2.9 or 2.9.0, or null for the newest image the SDK knows"),
+    ({"requirements": "../x\n.txt"}, "hydra.launcher.requirements='../x?.txt': a path relative to source_dir, of "
+                                     "letters, digits, '.', '_', '-' and '/' (no '..')"),
+    ({"requirements": "r/" + "a" * 100 + " x"}, "hydra.launcher.requirements='r/" + "a" * 78 + "': a path relative to "
+                                         "source_dir, of letters, digits, '.', '_', '-' and '/' (no '..')"),
+])
+def test_a_bad_setting_is_refused_naming_the_value_and_what_is_valid(changes, message):
+    assert refusal(**changes) == message
+
+
+@pytest.mark.parametrize("missing, variable", [("role", "SAGEMAKER_ROLE_ARN"), ("output_s3_uri", "BINCOUNT_SM_S3")])
+def test_a_missing_role_or_bucket_names_its_variable_and_both(missing, variable):
+    assert refusal(**{missing: None}) == (
+        f"hydra.launcher.{missing} is not set: export {variable} (or pass hydra.launcher.{missing}=...); "
+        "backend=sagemaker needs both SAGEMAKER_ROLE_ARN and BINCOUNT_SM_S3: the jobs' IAM role ARN and the "
+        "s3://bucket/prefix for code, outputs and checkpoints (docs/sagemaker.md, Set-up)")
+
+
+def test_a_secret_reference_may_have_a_secret_name_but_an_environment_value_may_not_look_like_one():
+    assert validate(params(secrets={"WANDB_API_KEY": "bincount/wandb"})) is None
+    with pytest.raises(SecretError, match=r"^refused: setting 'hydra\.launcher\.environment\.DB': the value looks "
+                                          r"like a URL with a password"):
+        validate(params(environment={"DB": "postgres://u:hunter2@db.example/x"}))
