@@ -77,3 +77,38 @@ def test_a_secret_reference_may_have_a_secret_name_but_an_environment_value_may_
     with pytest.raises(SecretError, match=r"^refused: setting 'hydra\.launcher\.environment\.DB': the value looks "
                                           r"like a URL with a password"):
         validate(params(environment={"DB": "postgres://u:hunter2@db.example/x"}))
+
+
+def test_a_sweeps_key_is_its_folder_name_made_safe_and_cut_then_8_hex_digits_of_its_absolute_path(tmp_path):
+    import hashlib
+
+    from bincount.sagemaker.spec import sweep_key
+
+    folder = tmp_path / ("My sweep_2026.12.07" + "x" * 40)
+    digest = hashlib.sha1(str(folder.absolute()).encode()).hexdigest()[:8]
+    assert sweep_key(folder) == ("My-sweep-2026-12-07" + "x" * 40)[:40] + "-" + digest
+    assert sweep_key(tmp_path / "a" / "s") != sweep_key(tmp_path / "b" / "s")  # same name, other sweep
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("instance_type", "g5.xlarge", "hydra.launcher.instance_type: "),
+    ("checkpoint_s3_uri", "http://bucket/x", "hydra.launcher.checkpoint_s3_uri: "),
+    ("output_s3_uri", "bucket/x", "hydra.launcher.output_s3_uri: "),
+])
+def test_a_malformed_aws_name_is_refused_by_its_key(key, value, message):
+    assert refusal(**{key: value}).startswith(message)
+
+
+def test_an_override_with_a_control_character_is_refused_in_full(tmp_path):
+    from bincount.sagemaker.spec import check_overrides
+
+    config = OmegaConf.create({"hydra": {"overrides": {"hydra": [], "task": ["ok=1"]}}})
+    key = "k" * 70 + "\tx"
+    with pytest.raises(LauncherConfigError) as e:
+        check_overrides(config, [[f"{key}=1\nrm -rf ~"]], params())
+    assert str(e.value) == (
+        f"override {'k' * 60!r} contains a control character ('\\t'); overrides become the job's shell command, "
+        "where a newline can end the SDK's heredoc and run the rest as shell. Valid: printable characters only (put "
+        "multi-line text in a config file)")
+    interpolated = OmegaConf.create({"hydra": {"overrides": {"hydra": [], "task": ["a=${b}"]}}, "b": "x\ny"})
+    assert check_overrides(interpolated, [], params()) is None, "the override's text is checked, not its value"
