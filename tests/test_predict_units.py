@@ -301,6 +301,7 @@ def test_collect_keeps_the_order_of_s3_inputs(bucket):
     ("s3://pu-out/a/b/predictions.csv", ("s3://pu-out/a/b", "predictions.csv")),
     ("s3://pu-out/p.csv", ("s3://pu-out", "p.csv")),
     ("s3://pu-out/run1/p.csv/", ("s3://pu-out/run1", "p.csv")),
+    ("s3://pu-out/run1/P.CSV", ("s3://pu-out/run1", "P.CSV")),  # the key keeps its case
 ])
 def test_s3_output_splits_the_prefix_from_the_csv_name(url, expected):
     assert s3_output(url) == expected

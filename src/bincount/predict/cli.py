@@ -84,7 +84,7 @@ def s3_output(url: str) -> tuple[str, str]:
     from bincount.s3.endpoint import parse_s3_url
 
     base, _, name = url.rstrip("/").rpartition("/")
-    if base == "s3:/" or not name.endswith(".csv"):
+    if base == "s3:/" or not name.lower().endswith(".csv"):  # p.CSV too, as a local -o p.CSV is
         raise argparse.ArgumentTypeError(f"-o {url}: an S3 output is a CSV key, e.g. s3://bucket/out/predictions.csv")
     try:
         parse_s3_url(base)
