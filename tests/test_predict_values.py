@@ -546,3 +546,11 @@ def test_quiet_lightning_silences_info_and_one_warning_only():
 def test_show_progress_only_on_a_terminal_for_more_than_one_batch(no_progress, tty, images, shown, monkeypatch):
     monkeypatch.setattr(sys, "stderr", SimpleNamespace(isatty=lambda: tty))
     assert show_progress(argparse.Namespace(no_progress=no_progress, batch_size=4), images) is shown
+
+
+def test_the_summary_file_is_indented_json_without_its_own_location(tmp_path):
+    from bincount.predict.cli import write_summary
+
+    path = tmp_path / "p.summary.json"
+    write_summary(path, {"model": "m", "summary_json": str(path), "bad": [{"name": "x.jpg"}]})
+    assert path.read_text() == '{\n  "model": "m",\n  "bad": [\n    {\n      "name": "x.jpg"\n    }\n  ]\n}\n'

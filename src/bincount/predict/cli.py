@@ -24,7 +24,6 @@ from bincount.s3.store import S3ReadError
 from bincount.text import plain
 
 
-
 class PredictSetupError(ValueError):
     """A setting this machine cannot honour (an accelerator it lacks)."""
 
