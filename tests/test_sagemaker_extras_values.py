@@ -39,10 +39,16 @@ def test_value_gives_the_text_of_what_cannot_be_resolved_and_none_for_missing():
     assert [_value(cfg, k) for k in ("m", "d.m", "a.b.zz", "nope.x", "top.x")] == [None] * 5
 
 
-def test_the_launchers_settings_are_resolved_once_when_hydra_builds_it():
-    launcher = SageMakerLauncher(instance_type="ml.g5.xlarge", base_job_name="${instance_type}-run")
-    assert launcher.params == {"instance_type": "ml.g5.xlarge", "base_job_name": "ml.g5.xlarge-run"}
-    assert type(launcher.params) is dict and not launcher.cancelled.is_set()
+def test_the_launchers_settings_are_typed_checked_and_resolved_once_at_setup():
+    from bincount.sagemaker.settings import LauncherSettings, LocalSettings
+
+    launcher = SageMakerLauncher(backend="local", instance_type="local", base_job_name="${instance_type}-run",
+                                 local=OmegaConf.create({"num_gpus": 2}))
+    assert launcher.settings is None and not launcher.cancelled.is_set()
+    launcher.setup(hydra_context=None, task_function=None, config=None)
+    assert launcher.settings == LauncherSettings(backend="local", instance_type="local", base_job_name="local-run",
+                                                 local=LocalSettings(num_gpus=2))
+    assert type(launcher.settings.local) is LocalSettings and type(launcher.settings.environment) is dict
 
 
 def test_a_launch_before_setup_is_refused():
@@ -53,6 +59,9 @@ def test_a_launch_before_setup_is_refused():
     with pytest.raises(AssertionError):
         launcher.launch([["x=1"]], initial_job_idx=0)
     launcher.task_function = lambda cfg: None  # all but the Hydra context: still refused
+    with pytest.raises(AssertionError):
+        launcher.launch([["x=1"]], initial_job_idx=0)
+    launcher.hydra_context = object()  # all but the settings, which only setup() builds: still refused
     with pytest.raises(AssertionError):
         launcher.launch([["x=1"]], initial_job_idx=0)
     launcher.cancel()

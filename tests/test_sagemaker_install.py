@@ -114,12 +114,12 @@ def test_dry_run_logs_the_extras_and_the_install_command(aws, hydra_sweep_runner
 def test_what_goes_into_the_job_requirements_is_a_plain_value(key, value):
     from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLauncherConf
 
-    from bincount.sagemaker.spec import LauncherConfigError, validate
+    from bincount.sagemaker.settings import LauncherConfigError, settings_from
 
     p = {**OmegaConf.to_container(OmegaConf.structured(SageMakerLauncherConf)), "dry_run": True, key: value}
     with pytest.raises(LauncherConfigError, match=f"hydra.launcher.{key}="):
-        validate(p)
-    validate({**p, key: {"framework_version": "2.6.0", "requirements": "extra/req-gpu.txt"}[key]})
+        settings_from(p)
+    settings_from({**p, key: {"framework_version": "2.6.0", "requirements": "extra/req-gpu.txt"}[key]})
 
 
 @pytest.mark.slow

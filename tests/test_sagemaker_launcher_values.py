@@ -131,6 +131,7 @@ def test_an_unsigned_or_missigned_pickle_fails_the_job_with_the_whole_refusal(tm
 # 2. The warm pool a sweep asks for (bincount.sagemaker.quotas.warm_pool_seconds) -------------------------------
 
 boto3 = pytest.importorskip("boto3")
+from helpers.launcher_settings import settings  # noqa: E402
 from helpers.quotas import stubbed_quotas_client  # noqa: E402
 
 WARM = "ml.p4d.24xlarge for training warm pool usage"
@@ -144,9 +145,9 @@ def quotas_client(region: str, *responses):
         for name, value, code in quotas]}) for operation, quotas in responses), region=region)
 
 
-def pool(**changes) -> dict:
-    return {"instance_type": "ml.p4d.24xlarge", "instance_count": 4, "max_parallel_jobs": 3, "spot": False,
-            "keep_alive_s": 3600, **changes}
+def pool(**changes):
+    return settings(**{"instance_type": "ml.p4d.24xlarge", "instance_count": 4, "max_parallel_jobs": 3, "spot": False,
+                       "keep_alive_s": 3600, **changes})
 
 
 def cost_line(seconds: int, most: str, instance_type: str = "ml.p4d.24xlarge") -> tuple[str, str]:
@@ -277,8 +278,7 @@ def local_job(tmp_path):
     from bincount.sagemaker.local import LocalBackend, LocalJob, OrphanProcess
 
     sweep = tmp_path / "sweep"
-    backend = LocalBackend({"local": {"root": str(tmp_path / "local"), "copy_code": True, "python": None,
-                                      "num_gpus": 0}}, sweep, sweep, [], KEY)
+    backend = LocalBackend(settings(local={"root": str(tmp_path / "local")}), sweep, sweep, [], KEY)
 
     def make(idx: int, trial_env: dict | None):
         spec = job_spec(sweep / str(idx), idx=idx)

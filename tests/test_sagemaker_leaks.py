@@ -21,7 +21,7 @@ from helpers.secrets import AWS_SECRET, WANDB_KEY, files_containing
 
 
 def launcher_params(**changes) -> dict:
-    """The launcher's settings as ``launch()`` gets them, whatever set them (a preset YAML, an override)."""
+    """The launcher node as Hydra passes it to the plugin, whatever set it (a preset YAML, an override)."""
     from omegaconf import OmegaConf
 
     from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLocalLauncherConf
@@ -38,7 +38,7 @@ def launcher_params(**changes) -> dict:
     ({"secrets": {"WANDB_API_KEY": WANDB_KEY}}, "secrets.WANDB_API_KEY"),  # a value, not a Secrets Manager name
 ])
 def test_environment_tags_and_secret_names_are_checked_by_name_and_value(changes, key):
-    from bincount.sagemaker.spec import validate
+    from bincount.sagemaker.settings import settings_from as validate
     from bincount.secrets import SecretError
 
     with pytest.raises(SecretError) as e:

@@ -132,7 +132,7 @@ def test_bad_modes_are_refused_by_name():
     ("hydra.launcher.network=efa", r"hydra.launcher.network='efa' but instance type 'ml.g5.12xlarge' has no EFA"),
 ])
 def test_the_launcher_refuses_a_bad_network_before_anything_starts(hydra_sweep_runner, tmp_path, override, message):
-    from bincount.sagemaker.spec import LauncherConfigError
+    from bincount.sagemaker.settings import LauncherConfigError
 
     sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module", task_function=None,
                                config_path="configs", config_name="compose.yaml", temp_dir=tmp_path,

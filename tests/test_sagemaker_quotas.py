@@ -5,10 +5,12 @@ answers are the ones a new account gives."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 
 boto3 = pytest.importorskip("boto3")
+from helpers.launcher_settings import settings  # noqa: E402
 from helpers.quotas import stubbed_quotas_client  # noqa: E402
 
 from bincount.sagemaker import quotas  # noqa: E402
@@ -74,7 +76,7 @@ def test_enough_quota_passes_quietly(caplog):
     assert caplog.text == ""
 
 
-P = {"instance_type": "ml.g5.xlarge", "instance_count": 1, "max_parallel_jobs": 4, "spot": False, "keep_alive_s": 300}
+P = settings(instance_type="ml.g5.xlarge", instance_count=1, max_parallel_jobs=4, spot=False, keep_alive_s=300)
 
 
 def test_a_sweeps_warm_pool_states_its_cost_and_a_zero_quota(caplog):
@@ -89,8 +91,8 @@ def test_a_sweeps_warm_pool_states_its_cost_and_a_zero_quota(caplog):
 def test_spot_and_zero_ask_for_no_warm_pool(caplog):
     client, stub = client_with()
     with caplog.at_level(logging.INFO):
-        assert quotas.warm_pool_seconds(client, "us-east-1", {**P, "spot": True}) == 0
-        assert quotas.warm_pool_seconds(client, "us-east-1", {**P, "keep_alive_s": 0}) == 0
+        assert quotas.warm_pool_seconds(client, "us-east-1", replace(P, spot=True)) == 0
+        assert quotas.warm_pool_seconds(client, "us-east-1", replace(P, keep_alive_s=0)) == 0
     assert "none for spot jobs" in caplog.text
     stub.assert_no_pending_responses()
 

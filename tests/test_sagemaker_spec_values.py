@@ -17,10 +17,11 @@ from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
+from helpers.launcher_settings import settings
 
 from bincount.sagemaker.job.callback import config_sha
-from bincount.sagemaker.spec import (LauncherConfigError, _key, base_job_name, build_spec, extra_overrides, job_dirs,
-                                     resolve_payload)
+from bincount.sagemaker.settings import LauncherConfigError
+from bincount.sagemaker.spec import _key, base_job_name, build_spec, extra_overrides, job_dirs, resolve_payload
 
 APP = """\
 defaults:
@@ -45,13 +46,9 @@ def main_task(cfg) -> float:
 main_task.__module__ = "__main__"
 
 
-def params(**changes) -> dict:
-    """The launcher's parameters, as ``SageMakerLauncher`` holds them: the typed defaults, then ``changes``."""
-    from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLauncherConf
-
-    p = OmegaConf.to_container(OmegaConf.structured(SageMakerLauncherConf), resolve=True)
-    p.update(changes)
-    return p
+def params(**changes):
+    """The launcher's settings, as ``SageMakerLauncher`` holds them: the typed defaults, then ``changes``."""
+    return settings(**changes)
 
 
 @pytest.fixture
@@ -148,18 +145,18 @@ def test_a_payload_named_by_the_user_is_kept_whatever_the_task(tmp_path, monkeyp
     script = tmp_path / "app.py"
     script.write_text("print()\n")
     monkeypatch.setattr(sys, "argv", [str(script)])
-    assert resolve_payload({"payload": "pickle"}, main_task) == "pickle"
-    assert resolve_payload({"payload": "script"}, task) == "script"
-    assert resolve_payload({"payload": "script"}, None) == "script"
+    assert resolve_payload(settings(payload="pickle"), main_task) == "pickle"
+    assert resolve_payload(settings(payload="script"), task) == "script"
+    assert resolve_payload(settings(payload="script"), None) == "script"
 
 
 def test_auto_is_script_for_the_main_of_an_existing_py_file_run_as_argv_0(tmp_path, monkeypatch):
     script = tmp_path / "app.py"
     script.write_text("print()\n")
     monkeypatch.setattr(sys, "argv", [str(script)])
-    assert resolve_payload({"payload": "auto"}, main_task) == "script"
+    assert resolve_payload(settings(payload="auto"), main_task) == "script"
     monkeypatch.setattr(sys, "argv", [str(script), "x=1"])  # the script is argv[0], not an argument
-    assert resolve_payload({"payload": "auto"}, main_task) == "script"
+    assert resolve_payload(settings(payload="auto"), main_task) == "script"
 
 
 def test_auto_is_pickle_for_any_other_task_or_script(tmp_path, monkeypatch):
@@ -171,7 +168,7 @@ def test_auto_is_pickle_for_any_other_task_or_script(tmp_path, monkeypatch):
              ([str(other), str(script)], main_task), ([str(tmp_path)], main_task)]
     for argv, task_function in cases:
         monkeypatch.setattr(sys, "argv", argv)
-        assert resolve_payload({"payload": "auto"}, task_function) == "pickle", (argv, task_function)
+        assert resolve_payload(settings(payload="auto"), task_function) == "pickle", (argv, task_function)
 
 
 # job_dirs ---------------------------------------------------------------------------------------------------

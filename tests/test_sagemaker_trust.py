@@ -126,6 +126,8 @@ def test_a_damaged_result_json_fails_that_job_only(content, tmp_path):
 
 
 def test_relaunch_refuses_a_tampered_result_of_a_completed_job(tmp_path):
+    from helpers.launcher_settings import settings
+
     from bincount.sagemaker.runner import result_key, run_jobs
     from bincount.sagemaker.state import save_state
 
@@ -134,7 +136,7 @@ def test_relaunch_refuses_a_tampered_result_of_a_completed_job(tmp_path):
     save_state(spec, name="job-0", status="Completed")  # an earlier launch completed it
     (spec.local_dir / "result.pkl").write_bytes(pickle.dumps(Touch(marker)))
     backend = SimpleNamespace(close=lambda: None)  # nothing to submit: the job is skipped as completed
-    ret = run_jobs(backend, [spec], {"skip_completed": True, "max_parallel_jobs": 1, "poll_interval_s": 0},
+    ret = run_jobs(backend, [spec], settings(skip_completed=True, max_parallel_jobs=1, poll_interval_s=0),
                    result_key(tmp_path / "sweep"))[0]
     assert ret.status.name == "FAILED" and "refused result.pkl" in str(ret._return_value)
     assert not marker.exists()
@@ -190,7 +192,7 @@ def test_the_crafted_override_is_live_against_the_sdks_own_script_builder(tmp_pa
     ["hydra/launcher=sagemaker_local_base"],
 ])
 def test_an_override_with_a_control_character_is_refused_before_anything_runs(backend, hydra_sweep_runner, tmp_path):
-    from bincount.sagemaker.spec import LauncherConfigError
+    from bincount.sagemaker.settings import LauncherConfigError
 
     marker = tmp_path / "pwned"
     sweep = sweep_of(hydra_sweep_runner, tmp_path / "sweep", [*backend, f"hydra.launcher.source_dir={APP}",
@@ -213,7 +215,7 @@ def test_an_override_with_a_control_character_is_refused_before_anything_runs(ba
     ("hydra.launcher.role=null hydra.launcher.dry_run=false", "hydra.launcher.role is not set: export SAGEMAKER_ROLE_ARN"),
 ])
 def test_malformed_aws_names_are_refused_before_anything_runs(override, needle, hydra_sweep_runner, tmp_path):
-    from bincount.sagemaker.spec import LauncherConfigError
+    from bincount.sagemaker.settings import LauncherConfigError
 
     sweep = sweep_of(hydra_sweep_runner, tmp_path / "sweep", [*REMOTE, "hydra.launcher.dry_run=true",
                                                                f"hydra.launcher.source_dir={APP}", *override.split()])

@@ -1,26 +1,22 @@
-"""The launcher's settings check (``bincount.sagemaker.spec.validate``): each bound accepted at its edge and
+"""The launcher's settings check (``bincount.sagemaker.settings.validate``): each bound accepted at its edge and
 refused one past it, and each refusal's whole message (the key, the bad value and what is valid)."""
 
 from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
+from helpers.launcher_settings import settings
 
-from bincount.sagemaker.spec import LauncherConfigError, validate
+from bincount.sagemaker.settings import LauncherConfigError, validate
 from bincount.secrets import SecretError
 
 ROLE = "arn:aws:iam::123456789012:role/bincount-jobs"
 S3 = "s3://bincount-bucket/runs"
 
 
-def params(**changes) -> dict:
+def params(**changes):
     """The launcher's typed defaults with a role and bucket set (a launch that would go ahead), then ``changes``."""
-    from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLauncherConf
-
-    p = OmegaConf.to_container(OmegaConf.structured(SageMakerLauncherConf), resolve=True)
-    p.update(role=ROLE, output_s3_uri=S3)
-    p.update(changes)
-    return p
+    return settings(**{"role": ROLE, "output_s3_uri": S3, **changes})
 
 
 def refusal(**changes) -> str:
@@ -112,3 +108,44 @@ def test_an_override_with_a_control_character_is_refused_in_full(tmp_path):
         "multi-line text in a config file)")
     interpolated = OmegaConf.create({"hydra": {"overrides": {"hydra": [], "task": ["a=${b}"]}}, "b": "x\ny"})
     assert check_overrides(interpolated, [], params()) is None, "the override's text is checked, not its value"
+
+
+# The settings object built from the launcher node (bincount.sagemaker.settings.settings_from) -------------------
+
+def node(**changes) -> dict:
+    """The launcher node as Hydra passes it to the plugin: every field, ``_target_`` gone, then ``changes``."""
+    from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLocalLauncherConf
+
+    fields = OmegaConf.to_container(OmegaConf.structured(SageMakerLocalLauncherConf))
+    return {**{k: v for k, v in fields.items() if k != "_target_"}, **changes}
+
+
+def test_the_settings_are_the_nodes_values_typed():
+    from bincount.sagemaker.settings import LauncherSettings, LocalSettings, settings_from
+
+    built = settings_from(node(max_parallel_jobs="3", spot="true", poll_interval_s=1, local={"num_gpus": 2},
+                               environment={"N": 5}, base_job_name="${instance_type}-x"))
+    assert type(built) is LauncherSettings and type(built.local) is LocalSettings
+    assert (built.max_parallel_jobs, built.spot, built.poll_interval_s) == (3, True, 1.0)
+    assert built.local == LocalSettings(num_gpus=2) and built.environment == {"N": "5"}
+    assert built.base_job_name == "local-x" and built.backend == "local"
+    assert settings_from({**node(), "_target_": "anything"}) == settings_from(node()), "Hydra's _target_ is not a key"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"instance_typo": "ml.g5.xlarge"}, "hydra.launcher.instance_typo: Key 'instance_typo' not in 'LauncherSettings'; "
+                                        "valid keys there: backend, role, region, instance_type, "),
+    ({"local": {"gpus": 1}}, "hydra.launcher.local.gpus: Key 'gpus' not in 'LocalSettings'; valid keys there: root, "
+                             "copy_code, python, num_gpus"),
+    ({"max_parallel_jobs": "many"}, "hydra.launcher.max_parallel_jobs: Value 'many' of type 'str' could not be "
+                                    "converted to Integer; valid keys there: backend, "),
+    ({"max_parallel_jobs": 0}, "hydra.launcher.max_parallel_jobs and instance_count must be >= 1"),
+])
+def test_a_bad_node_is_refused_naming_the_key_and_the_valid_ones(changes, message):
+    from bincount.sagemaker.settings import settings_from
+
+    with pytest.raises(LauncherConfigError) as e:
+        settings_from(node(**changes))
+    assert str(e.value).startswith(message), str(e.value)
+    if "valid keys there" in message and "LocalSettings" not in message:
+        assert str(e.value).endswith("max_output_mb, dry_run, local")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers.launcher_settings import settings
 from omegaconf import OmegaConf
 
 from bincount.sagemaker.job.contract import RESULT_FILE, Layout
@@ -55,7 +57,7 @@ def running_trial(tmp_path):
 
 
 def pruned_job(local_dir: Path, trial_env: dict, progress: dict[int, float], max_epochs: int, elapsed: float,
-               p: dict) -> dict:
+               p) -> dict:
     """A job stopped after the epochs in ``progress``: its recorded state, as the launcher's loop writes it."""
     from bincount.sagemaker.pruning import JobPruner, pruned_state
 
@@ -75,7 +77,7 @@ def test_a_pruned_jobs_state_and_the_sweep_report_say_what_pruning_saved(tmp_pat
     the report: 1200 s = 20.0 instance-minutes, $0.9387 -> $0.94."""
     from bincount.sweep.report import billing_summary, from_job_dirs
 
-    p = {"instance_type": "ml.g5.xlarge", "instance_count": 2}
+    p = settings(instance_type="ml.g5.xlarge", instance_count=2)
     sweep = tmp_path / "sweep"
     first = pruned_job(sweep / "0", running_trial(), {0: 0.31, 1: 0.42}, 8, 300.0, p)
     second = pruned_job(sweep / "1", running_trial(), {0: 0.25}, 4, 100.0, p)
@@ -94,7 +96,7 @@ def test_a_job_pruned_without_max_epochs_records_no_saving(tmp_path, running_tri
     spec = job_spec(tmp_path)
     spec.extra["pruner"] = JobPruner(running_trial())
     spec.extra["pruner"].observe({0: 0.5, 1: 0.6, 2: 0.7})
-    state = pruned_state(spec, 300.0, {"instance_type": "ml.g5.xlarge", "instance_count": 1})
+    state = pruned_state(spec, 300.0, settings(instance_type="ml.g5.xlarge", instance_count=1))
     assert state == {"pruned_after_epochs": 3, "last_value": 0.7, "saved_s": None, "saved_usd": None}
 
 
@@ -103,8 +105,8 @@ def test_a_job_pruned_without_max_epochs_records_no_saving(tmp_path, running_tri
 def local_backend(sweep_dir: Path):
     from bincount.sagemaker.local import LocalBackend
 
-    p = {"local": {"root": str(sweep_dir / ".sagemaker_local"), "copy_code": True, "python": None, "num_gpus": 0}}
-    return LocalBackend(p, sweep_dir, sweep_dir, [], b"k" * 32)
+    return LocalBackend(settings(local={"root": str(sweep_dir / ".sagemaker_local")}), sweep_dir, sweep_dir, [],
+                        b"k" * 32)
 
 
 def finished_job(backend, spec: JobSpec, recorded_by: JobSpec) -> None:
@@ -207,19 +209,16 @@ def test_the_configured_region_wins_over_the_environments(monkeypatch, tmp_path)
     are all in us-east-1 (an image from another region's registry, or a job in another region than its bucket,
     fails only once it reaches AWS). The environment's region counts only when none is configured."""
     pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
-    from hydra_plugins.bincount_sagemaker_launcher.config import SageMakerLauncherConf
-
     from bincount.sagemaker.offline import offline_session
     from bincount.sagemaker.remote import SageMakerBackend, make_boto_session
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    p = {**OmegaConf.to_container(OmegaConf.structured(SageMakerLauncherConf)), "region": "us-east-1",
-         "dry_run": True, "instance_type": "ml.g5.xlarge", "framework_version": "2.5"}
+    p = settings(region="us-east-1", dry_run=True, instance_type="ml.g5.xlarge", framework_version="2.5")
     assert make_boto_session("us-east-1").region_name == "us-east-1"
     assert make_boto_session(None).region_name == "eu-west-1"
-    assert offline_session({**p, "region": None}).region_name == "eu-west-1"
+    assert offline_session(replace(p, region=None)).region_name == "eu-west-1"
     session = offline_session(p)
     assert session.region_name == "us-east-1"
     (tmp_path / "app.py").write_text("print('job')\n")

@@ -13,14 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers.launcher_settings import settings
 
 from bincount.sagemaker.job.contract import Layout
 from bincount.sagemaker.local import LocalBackend, LocalJob, copy_tree_no_links
 
 
 def job_tree(tmp_path: Path) -> tuple[LocalBackend, LocalJob]:
-    backend = LocalBackend({"local": {"root": str(tmp_path / "scratch"), "copy_code": True}}, tmp_path / "sweep", tmp_path,
-                           [], b"k")
+    backend = LocalBackend(settings(local={"root": str(tmp_path / "scratch")}), tmp_path / "sweep", tmp_path, [], b"k")
     layout = Layout(backend.root / "job0").make()
     (layout.ml / "job.log").write_text("epoch 1/1\n")
     spec = SimpleNamespace(rel_dir="multirun/s/0")  # the one field fetch reads: where the job ran in its channel

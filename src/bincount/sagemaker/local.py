@@ -25,6 +25,7 @@ from pathlib import Path
 from bincount.sagemaker.job.contract import ENV_RESULT_KEY, MAX_PROGRESS_BYTES, PROGRESS_FILE, RESULT_FILE, Layout
 from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
 from bincount.text import plain
+from bincount.sagemaker.settings import LauncherSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,11 @@ class LocalJob:
 
 
 class LocalBackend:
-    def __init__(self, p: dict, sweep_dir: Path, source_dir: Path, files: list[str], key: bytes) -> None:
-        self.p, self.local, self.source_dir, self.files, self.key = p, p["local"], source_dir, files, key
-        self.root = Path(self.local["root"] or sweep_dir / ".sagemaker_local") / sweep_key(sweep_dir)
+    def __init__(self, settings: LauncherSettings, sweep_dir: Path, source_dir: Path, files: list[str],
+                 key: bytes) -> None:
+        self.settings, self.local, self.source_dir, self.files, self.key = (settings, settings.local, source_dir,
+                                                                            files, key)
+        self.root = Path(self.local.root or sweep_dir / ".sagemaker_local") / sweep_key(sweep_dir)
 
     def _layout(self, spec: JobSpec) -> Layout:
         layout = Layout(self.root / f"job{spec.idx}")
@@ -90,24 +93,24 @@ class LocalBackend:
 
     def describe(self, spec: JobSpec) -> str:
         return (f"job {spec.idx}: {' '.join(spec.argv)} (cwd /opt/ml/input/data/code, env {sorted(spec.env)}; "
-                f"extras [{','.join(spec.extras)}], installs nothing: it runs {self.local['python'] or sys.executable})")
+                f"extras [{','.join(spec.extras)}], installs nothing: it runs {self.local.python or sys.executable})")
 
     def submit(self, spec: JobSpec) -> LocalJob:
         layout = self._layout(spec)
         name = f"{spec.base_name}-{datetime.now():%Y%m%d%H%M%S}"
         argv = list(spec.argv)
-        if self.local["copy_code"]:
+        if self.local.copy_code:
             cwd = stage_code(self.source_dir, layout.code, self.files)
         else:  # in place: the job runs in the launch directory (Hydra's integration tests expect that)
             cwd = self.source_dir
         if spec.pickle is not None:
-            target = (cwd if self.local["copy_code"] else layout.config) / spec.pickle_path
+            target = (cwd if self.local.copy_code else layout.config) / spec.pickle_path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(spec.pickle)
             argv[argv.index("--pickle") + 1] = str(target)
-        python = self.local["python"] or sys.executable
+        python = self.local.python or sys.executable
         src = [str(cwd / "src")] if (cwd / "src").is_dir() else []
-        env = {**os.environ, **spec.env, **layout.env(name, num_gpus=self.local["num_gpus"]),
+        env = {**os.environ, **spec.env, **layout.env(name, num_gpus=self.local.num_gpus),
                # no algo-1 host here: torchrun's rendezvous on loopback, on a free port
                "SM_MASTER_ADDR": "127.0.0.1", "SM_MASTER_PORT": str(free_port()),
                # this machine's job, and the user asked for pickled results: it may sign one
@@ -163,7 +166,7 @@ class LocalBackend:
         return elapsed_s, elapsed_s
 
     def poll(self, job: LocalJob) -> tuple[str, str | None]:
-        if job.proc.poll() is None and time.time() - job.started > self.p["max_runtime_s"]:
+        if job.proc.poll() is None and time.time() - job.started > self.settings.max_runtime_s:
             self.stop(job, reason="MaxRuntimeExceeded: the job ran past max_runtime_s")
         rc = job.proc.poll()
         if rc is None:
@@ -201,7 +204,7 @@ class LocalBackend:
         if skipped:
             log.warning("Job %s: not copied from its output (links are never followed, only regular files and "
                         "directories are copied): %s", job.name, ", ".join(plain(s) for s in skipped))
-        code = job.layout.code if self.local["copy_code"] else self.source_dir
+        code = job.layout.code if self.local.copy_code else self.source_dir
         name_local_paths(local_dir, code / job.spec.rel_dir)
 
     def close(self) -> None:

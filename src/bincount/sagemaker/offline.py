@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 
+from bincount.sagemaker.settings import LauncherSettings
+
 ACCOUNT = "000000000000"  # no account: a dry run has no credentials to ask with
 
 
@@ -63,14 +65,14 @@ class OfflineAWS:
         return {}
 
 
-def offline_session(p: dict):
-    """The dry run's boto3 session for launcher params ``p`` (region from them or the environment)."""
+def offline_session(settings: LauncherSettings):
+    """The dry run's boto3 session for the launcher's settings (region from them or the environment)."""
     import boto3
 
     from bincount.sagemaker.remote import NO_REGION, split_s3
 
-    region = p["region"] or boto3.Session().region_name
+    region = settings.region or boto3.Session().region_name
     if not region:
         raise ValueError(NO_REGION)
-    bucket, _ = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
+    bucket, _ = split_s3(settings.output_s3_uri or "s3://dry-run-bucket")
     return OfflineAWS(region, bucket).session

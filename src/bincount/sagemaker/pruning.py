@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from bincount.sagemaker.job.contract import MAX_PROGRESS_BYTES
 from bincount.aws.prices import billing_state
+from bincount.sagemaker.settings import LauncherSettings
 
 log = logging.getLogger(__name__)
 ENV_SET = re.compile(r"^\+?hydra\.job\.env_set\.(BINCOUNT_OPTUNA_(?:STUDY|TRIAL|PRUNER))='?([^']*)'?$")
@@ -99,11 +100,12 @@ def prune_if_asked(backend, spec, handle) -> None:
         backend.stop(handle)
 
 
-def pruned_state(spec, elapsed: float, p: dict) -> dict:
+def pruned_state(spec, elapsed: float, settings: LauncherSettings) -> dict:
     """What a pruned job's state records: where it stopped and what stopping saved (the sweep report sums it)."""
     last = spec.extra["pruner"].last
     epochs = last[0] + 1 if last else 0
     saved = saving(elapsed, epochs, OmegaConf.select(spec.config, "trainer.max_epochs", default=None))
     return {"pruned_after_epochs": epochs, "last_value": last[1] if last else None,
             "saved_s": round(saved, 1) if saved is not None else None,
-            "saved_usd": billing_state(saved, saved, p["instance_type"], p["instance_count"])["cost_usd"] if saved else None}
+            "saved_usd": (billing_state(saved, saved, settings.instance_type, settings.instance_count)["cost_usd"]
+                          if saved else None)}

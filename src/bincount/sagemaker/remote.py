@@ -24,6 +24,7 @@ from bincount.sagemaker.job.pins import job_constraints, parse_pins
 from bincount.sagemaker.quotas import check_training_quota, warm_pool_seconds
 from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_code, sweep_key
 from bincount.untrusted_tar import ArchiveTooLarge, Limits, UnsafeArchive, extract
+from bincount.sagemaker.settings import LauncherSettings
 
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
@@ -124,23 +125,24 @@ class RemoteJob:
 
 
 class SageMakerBackend:
-    def __init__(self, p: dict, sweep_dir: Path, source_dir: Path, files: list[str], boto_session=None) -> None:
+    def __init__(self, settings: LauncherSettings, sweep_dir: Path, source_dir: Path, files: list[str],
+                 boto_session=None) -> None:
         from sagemaker.core.helper.session_helper import Session
 
-        self.p, self.sweep = p, sweep_key(sweep_dir)
-        self.boto = boto_session or make_boto_session(p["region"])
-        if not (p["region"] or self.boto.region_name):  # before the SDK's Session, whose message names neither
+        self.settings, self.sweep = settings, sweep_key(sweep_dir)
+        self.boto = boto_session or make_boto_session(settings.region)
+        if not (settings.region or self.boto.region_name):  # before the SDK's Session, whose message names neither
             raise ValueError(NO_REGION)
-        bucket, prefix = split_s3(p["output_s3_uri"] or "s3://dry-run-bucket")
-        if not p["dry_run"]:  # a dry run asks AWS nothing
-            region = p["region"] or self.boto.region_name
+        bucket, prefix = split_s3(settings.output_s3_uri or "s3://dry-run-bucket")
+        if not settings.dry_run:  # a dry run asks AWS nothing
+            region = settings.region or self.boto.region_name
             check_bucket_region(self.boto.client("s3"), bucket, region)
             quotas = self.boto.client("service-quotas", region_name=region)
-            check_training_quota(quotas, region, p["instance_type"], p["instance_count"], p["max_parallel_jobs"],
-                                 p["spot"])
-            self.keep_alive_s = warm_pool_seconds(quotas, region, p)
+            check_training_quota(quotas, region, settings.instance_type, settings.instance_count,
+                                 settings.max_parallel_jobs, settings.spot)
+            self.keep_alive_s = warm_pool_seconds(quotas, region, settings)
         else:
-            self.keep_alive_s = 0 if p["spot"] else p["keep_alive_s"]
+            self.keep_alive_s = 0 if settings.spot else settings.keep_alive_s
         # The SDK uploads the code channel and its drivers under the default bucket and prefix: inside
         # output_s3_uri, so a role scoped to that prefix (docs/sagemaker.md, IAM) can read them.
         offline = getattr(self.boto, "bincount_offline", None)  # a dry run's session: telemetry off too
@@ -148,17 +150,17 @@ class SageMakerBackend:
                                sagemaker_config=offline.SDK_CONFIG if offline else None)
         self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", files)
         self.project = project_name(self.code / "pyproject.toml") if (self.code / "pyproject.toml").is_file() else None
-        self.framework_version = p["framework_version"] or newest_pytorch()
+        self.framework_version = settings.framework_version or newest_pytorch()
         self.constraints = self._constraints()
-        self.image = p["image"] or self._default_image()
+        self.image = settings.image or self._default_image()
 
     def _default_image(self) -> str:
         from sagemaker.core import image_uris
 
-        region = self.p["region"] or self.boto.region_name
+        region = self.settings.region or self.boto.region_name
         image = image_uris.retrieve(framework="pytorch", region=region, version=self.framework_version,
-                                    instance_type=self.p["instance_type"], image_scope="training")
-        if not self.p["framework_version"]:
+                                    instance_type=self.settings.instance_type, image_scope="training")
+        if not self.settings.framework_version:
             log.info("Training image %s: the newest PyTorch training image the installed SDK knows (pin one with "
                      "hydra.launcher.framework_version=2.9)", image)
         return image
@@ -171,13 +173,13 @@ class SageMakerBackend:
                 log.warning("no constraints.txt in the code channel: the job installs %s unpinned", self.project)
             return None
         text, dropped = job_constraints(src.read_text())
-        if not self.p["image"]:  # the SDK's image for framework_version: a torch that needs replacing is an error
+        if not self.settings.image:  # the SDK's image for framework_version: a torch that needs replacing is an error
             text += f"{IMAGE_TORCH_NOTE}\ntorch=={self.framework_version}.*\n"
         (self.code / JOB_CONSTRAINTS).parent.mkdir(parents=True, exist_ok=True)
         (self.code / JOB_CONSTRAINTS).write_text(text)
         log.info("Job constraints %s: %d pins; the image's own torch/CUDA stack (%d packages) is left to it%s",
                  JOB_CONSTRAINTS, len(parse_pins(text)), len(dropped),
-                 "" if self.p["image"] else f", torch stays the image's {self.framework_version}")
+                 "" if self.settings.image else f", torch stays the image's {self.framework_version}")
         return JOB_CONSTRAINTS
 
     def requirement(self, spec: JobSpec) -> str | None:
@@ -187,7 +189,7 @@ class SageMakerBackend:
     def install_args(self, spec: JobSpec) -> list[str]:
         """``pip install`` arguments of the job, relative to the code channel ([]: nothing to install)."""
         target = [f".{extras_suffix(spec.extras)}"] if (self.code / "pyproject.toml").is_file() else []
-        user = ["-r", self.p["requirements"]] if self.p["requirements"] else []
+        user = ["-r", self.settings.requirements] if self.settings.requirements else []
         if not target and not user:
             return []
         return [*(["-c", self.constraints] if self.constraints else []), *target, *user]
@@ -213,7 +215,8 @@ class SageMakerBackend:
         return path.relative_to(self.code).as_posix()
 
     def checkpoint_uri(self, spec: JobSpec) -> str:
-        base = self.p["checkpoint_s3_uri"] or f"{(self.p['output_s3_uri'] or 's3://OUTPUT').rstrip('/')}/checkpoints"
+        output = (self.settings.output_s3_uri or 's3://OUTPUT').rstrip('/')
+        base = self.settings.checkpoint_s3_uri or f"{output}/checkpoints"
         return f"{base.rstrip('/')}/{self.sweep}/{spec.idx}"
 
     def trainer(self, spec: JobSpec):
@@ -221,36 +224,38 @@ class SageMakerBackend:
                                                      StoppingCondition, Tag)
         from sagemaker.train.model_trainer import ModelTrainer
 
-        p = self.p
+        settings = self.settings
         env = dict(spec.env)
         if self.project and self.constraints:  # the job checks these versions before it trains
             env[ENV_PINS], env[ENV_INSTALLED] = self.constraints, self.requirement(spec)
         if (self.code / "src").is_dir():
             env["PYTHONPATH"] = f"{CODE}/src"
-        tags = {**p["tags"], "bincount:sweep": self.sweep, "bincount:job": str(spec.idx), TRIAL_TAG: self.trial_tag(spec)}
+        tags = {**settings.tags, "bincount:sweep": self.sweep, "bincount:job": str(spec.idx),
+                TRIAL_TAG: self.trial_tag(spec)}
         trainer = ModelTrainer(
-            sagemaker_session=self.session, role=p["role"] or DRY_RUN_ROLE, base_job_name=spec.base_name,
+            sagemaker_session=self.session, role=settings.role or DRY_RUN_ROLE, base_job_name=spec.base_name,
             training_image=self.image,
             source_code=SourceCode(source_dir=str(self.code), requirements=self._requirements(spec),
                                    command=" ".join(spec.argv[:3]), args=spec.argv[3:]),
-            compute=Compute(instance_type=p["instance_type"], instance_count=p["instance_count"],
-                            volume_size_in_gb=p["volume_size_gb"], enable_managed_spot_training=p["spot"],
+            compute=Compute(instance_type=settings.instance_type, instance_count=settings.instance_count,
+                            volume_size_in_gb=settings.volume_size_gb, enable_managed_spot_training=settings.spot,
                             keep_alive_period_in_seconds=self.keep_alive_s or None),
             stopping_condition=StoppingCondition(
-                max_runtime_in_seconds=p["max_runtime_s"],
-                max_wait_time_in_seconds=(p["max_wait_s"] or p["max_runtime_s"] * 2) if p["spot"] else None),
-            output_data_config=OutputDataConfig(s3_output_path=p["output_s3_uri"]),
+                max_runtime_in_seconds=settings.max_runtime_s,
+                max_wait_time_in_seconds=((settings.max_wait_s or settings.max_runtime_s * 2) if settings.spot
+                                          else None)),
+            output_data_config=OutputDataConfig(s3_output_path=settings.output_s3_uri),
             checkpoint_config=CheckpointConfig(s3_uri=self.checkpoint_uri(spec), local_path="/opt/ml/checkpoints"),
             environment=env, tags=[Tag(key=k, value=str(v)) for k, v in tags.items()],
         )
-        if p["max_retry_attempts"]:
+        if settings.max_retry_attempts:
             from sagemaker.core.shapes import RetryStrategy
 
-            trainer = trainer.with_retry_strategy(RetryStrategy(maximum_retry_attempts=p["max_retry_attempts"]))
+            trainer = trainer.with_retry_strategy(RetryStrategy(maximum_retry_attempts=settings.max_retry_attempts))
         return trainer
 
     def describe(self, spec: JobSpec) -> str:
-        return (f"job {spec.idx}: {self.p['instance_count']} x {self.p['instance_type']} image {self.image} "
+        return (f"job {spec.idx}: {self.settings.instance_count} x {self.settings.instance_type} image {self.image} "
                 f"extras [{','.join(spec.extras)}] install {self.install_command(spec)} "
                 f"command {' '.join(spec.argv)} checkpoints {self.checkpoint_uri(spec)} warm pool {self.keep_alive_s} s")
 
@@ -355,9 +360,9 @@ class SageMakerBackend:
 
     def fetch(self, handle: RemoteJob, local_dir: Path) -> None:
         """``output.tar.gz`` (the job's /opt/ml/output/data) -> the local job dir."""
-        bucket, prefix = split_s3(self.p["output_s3_uri"])
+        bucket, prefix = split_s3(self.settings.output_s3_uri)
         key = f"{prefix}/{handle.name}/output/output.tar.gz".lstrip("/")
-        download_output(self.boto.client("s3"), bucket, key, local_dir, int(self.p["max_output_mb"] * 2**20))
+        download_output(self.boto.client("s3"), bucket, key, local_dir, int(self.settings.max_output_mb * 2**20))
 
     def close(self) -> None:
         pass

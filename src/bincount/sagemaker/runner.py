@@ -32,7 +32,8 @@ from bincount.sagemaker.job.result_file import jsonable
 from bincount.sagemaker.pruning import prune_if_asked, pruned_state
 from bincount.sagemaker.results import read_result, result_key
 from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
-                                     resolve_payload, select_code, validate)
+                                     resolve_payload, select_code)
+from bincount.sagemaker.settings import LauncherSettings
 from bincount.sagemaker.state import previous_completion, reattach, save_state
 from bincount.sweep.compose import COMPOSE_LOCK
 from bincount.text import plain
@@ -42,9 +43,9 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 STATUS_EVERY_S = 300  # a status line per job when it (or its progress) changes, and every 5 minutes anyway
 
 
-def status_line(name: str, status: str, elapsed: float, p: dict) -> str:
+def status_line(name: str, status: str, elapsed: float, settings: LauncherSettings) -> str:
     m, s = divmod(int(elapsed), 60)
-    return f"{name:<48} {status:<11} {m:>3}m{s:02d}s  ~{cost(p['instance_type'], p['instance_count'], elapsed)}"
+    return f"{name:<48} {status:<11} {m:>3}m{s:02d}s  ~{cost(settings.instance_type, settings.instance_count, elapsed)}"
 
 
 def make_return(spec: JobSpec, status: str, value: Any = None, reason: str | None = None) -> JobReturn:
@@ -77,19 +78,19 @@ def write_local_stubs(spec: JobSpec) -> None:
     _save_config(spec.config.hydra.overrides.task, "overrides.yaml", hydra_dir)
 
 
-def make_backend(p: dict, sweep_dir: Path, source_dir: Path, files: list[str], key: bytes):
+def make_backend(settings: LauncherSettings, sweep_dir: Path, source_dir: Path, files: list[str], key: bytes):
     """The local backend gets the sweep's key (its jobs run on this machine); the real one never does."""
-    if p["backend"] == "local":
+    if settings.backend == "local":
         from bincount.sagemaker.local import LocalBackend
 
-        return LocalBackend(p, sweep_dir, source_dir, files, key)
+        return LocalBackend(settings, sweep_dir, source_dir, files, key)
     from bincount.sagemaker.remote import SageMakerBackend
 
-    if p["dry_run"]:  # the SDK builds each request as for real, against a session that answers offline
+    if settings.dry_run:  # the SDK builds each request as for real, against a session that answers offline
         from bincount.sagemaker.offline import offline_session
 
-        return SageMakerBackend(p, sweep_dir, source_dir, files, boto_session=offline_session(p))
-    return SageMakerBackend(p, sweep_dir, source_dir, files)
+        return SageMakerBackend(settings, sweep_dir, source_dir, files, boto_session=offline_session(settings))
+    return SageMakerBackend(settings, sweep_dir, source_dir, files)
 
 
 class _Stop(Exception):
@@ -100,12 +101,12 @@ def _raise_stop(signum, _frame):
     raise _Stop(f"signal {signum}")
 
 
-def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
+def run_jobs(backend, specs: list[JobSpec], settings: LauncherSettings, key: bytes,
              cancelled: threading.Event | None = None) -> dict[int, JobReturn]:
     results: dict[int, JobReturn] = {}
     pending, running = deque(), {}
     for spec in specs:
-        done = previous_completion(spec) if p["skip_completed"] else None
+        done = previous_completion(spec) if settings.skip_completed else None
         if done is not None:
             log.info("%s already completed in an earlier launch: skipped", done.get("name"))
             status, value, error = read_result(spec, key)
@@ -117,7 +118,7 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
     old = signal.signal(signal.SIGTERM, _raise_stop) if threading.current_thread() is threading.main_thread() else None
     try:
         while pending or running:
-            while pending and len(running) < p["max_parallel_jobs"]:
+            while pending and len(running) < settings.max_parallel_jobs:
                 spec = pending.popleft()
                 handle = reattach(backend, spec)
                 if handle is not None:
@@ -137,7 +138,7 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
                 save_state(spec, name=handle.name, status="InProgress", started=spec.extra["started"],
                            **backend.handle_state(handle))
                 running[spec.idx] = (spec, handle)
-            if stop.wait(p["poll_interval_s"]):  # the poll interval, or at once on cancel()
+            if stop.wait(settings.poll_interval_s):  # the poll interval, or at once on cancel()
                 raise _Stop("the sweep was cancelled")
             for idx, (spec, handle) in list(running.items()):
                 try:
@@ -150,7 +151,7 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
                 detail = backend.progress(handle) if status == "InProgress" else None  # "Training", "epoch 2/6"
                 shown = f"{status} ({detail})" if detail else status
                 if last_shown.get(idx, ("", 0))[0] != shown or now - last_shown[idx][1] > STATUS_EVERY_S:
-                    log.info(status_line(handle.name, shown, elapsed, p))
+                    log.info(status_line(handle.name, shown, elapsed, settings))
                     last_shown[idx] = (shown, now)
                 if status == "InProgress" and spec.extra.get("trial"):
                     prune_if_asked(backend, spec, handle)
@@ -170,10 +171,11 @@ def run_jobs(backend, specs: list[JobSpec], p: dict, key: bytes,
                     status = "Failed"
                 if status in ("Failed", "Stopped") and reason and not spec.extra.get("pruned"):
                     reason = with_fix(plain(reason))  # AWS's FailureReason (or the job's), and what to change here
-                extra = billing_state(*backend.billing(handle, elapsed), p["instance_type"], p["instance_count"])
+                extra = billing_state(*backend.billing(handle, elapsed), settings.instance_type,
+                                      settings.instance_count)
                 if spec.extra.get("pruned"):  # stopped by prune_if_asked: the trial is pruned, not failed
                     status, reason = "Pruned", spec.extra["pruned"]
-                    extra.update(pruned_state(spec, elapsed, p))
+                    extra.update(pruned_state(spec, elapsed, settings))
                 save_state(spec, name=handle.name, status=status, reason=reason, elapsed_s=round(elapsed, 1),
                            return_value=jsonable(value), **extra)  # a pickle payload's object: its repr
                 results[idx] = make_return(spec, status, value, reason)
@@ -201,34 +203,33 @@ def launch_sweep(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
         prepared = prepare(launcher, job_overrides, initial_job_idx)
     if isinstance(prepared, list):  # a dry run: nothing to wait for
         return prepared
-    backend, specs, p, key = prepared
-    results = run_jobs(backend, specs, p, key, getattr(launcher, "cancelled", None))
+    backend, specs, settings, key = prepared
+    results = run_jobs(backend, specs, settings, key, getattr(launcher, "cancelled", None))
     return [results[s.idx] for s in specs]
 
 
 def prepare(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
-    p = launcher.params
+    settings: LauncherSettings = launcher.settings  # built and checked once, in the plugin's setup()
     config: DictConfig = launcher.config
-    validate(p)
-    check_overrides(config, job_overrides, p)  # before anything is written, staged or launched
+    check_overrides(config, job_overrides, settings)  # before anything is written, staged or launched
     setup_globals()
     HydraConfig.instance().set_config(config)
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    source_dir = Path(p["source_dir"] or os.getcwd()).resolve()
-    payload = resolve_payload(p, launcher.task_function)
-    files = select_code(source_dir, code_entries(p, config, payload, source_dir), p["ignore_patterns"],
-                        p["upload_patterns"], p["max_upload_file_mb"], p["max_upload_mb"])
+    source_dir = Path(settings.source_dir or os.getcwd()).resolve()
+    payload = resolve_payload(settings, launcher.task_function)
+    files = select_code(source_dir, code_entries(settings, config, payload, source_dir), settings.ignore_patterns,
+                        settings.upload_patterns, settings.max_upload_file_mb, settings.max_upload_mb)
     log.info("Code channel from %s: %s", source_dir, code_summary(files))
-    log.info("SageMaker launcher (%s backend, %s payload): %d job(s) in %s", p["backend"], payload,
+    log.info("SageMaker launcher (%s backend, %s payload): %d job(s) in %s", settings.backend, payload,
              len(job_overrides), sweep_dir)
     saved_state = Singleton.get_state()
-    specs = [build_spec(launcher, p, list(o), initial_job_idx + i, payload, source_dir)
+    specs = [build_spec(launcher, settings, list(o), initial_job_idx + i, payload, source_dir)
              for i, o in enumerate(job_overrides)]
     Singleton.set_state(saved_state)  # composing job configs must not leak into the driver's state
     key = result_key(sweep_dir)
-    backend = make_backend(p, sweep_dir, source_dir, files, key)
-    if p["dry_run"]:
+    backend = make_backend(settings, sweep_dir, source_dir, files, key)
+    if settings.dry_run:
         log.info("[dry run] code channel files: %s", ", ".join(files))
         for spec in specs:
             log.info("[dry run] %s", backend.describe(spec))
@@ -237,4 +238,4 @@ def prepare(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: i
                          backend.dry_run_request(spec))
         backend.close()
         return [make_return(s, "Completed", None) for s in specs]
-    return backend, specs, p, key
+    return backend, specs, settings, key

@@ -21,12 +21,13 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bincount.secrets import check, check_overrides as check_secrets, split_override
+from bincount.secrets import check_overrides as check_secrets, split_override
 from bincount.sagemaker.job.callback import config_sha
 from bincount.sagemaker.job.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_PROGRESS, ENV_SECRETS
 from bincount.sagemaker.extras import job_extras
-from bincount.sagemaker.job.network import ENV_NETWORK, ClusterError, resolve_network
+from bincount.sagemaker.job.network import ENV_NETWORK
 from bincount.sagemaker.pruning import split_trial
+from bincount.sagemaker.settings import CONTROL, LauncherConfigError, LauncherSettings
 # The code channel's selection lives in bincount.sagemaker.upload; imported here, where the backends look for it.
 from bincount.sagemaker.upload import NEVER_UPLOAD, code_entries, code_summary, select_code, stage_code  # noqa: F401
 
@@ -34,17 +35,7 @@ log = logging.getLogger(__name__)
 
 # Hydra overrides that configure the launch, not the job (the job runs in RUN mode in the container).
 LAUNCH_ONLY = re.compile(r"^[+~]*hydra(/launcher|\.launcher|/sweeper|\.sweeper|\.mode|\.run\.|\.sweep\.)")
-PAYLOADS = ("auto", "script", "pickle")
-BACKENDS = ("sagemaker", "local")
 PICKLE_DIR = "_sagemaker_jobs"
-# C0 controls and DEL: a newline in a command-line argument can end the SDK's heredoc and run as shell.
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# hydra.launcher.requirements goes into the job's requirements file: a plain relative path only.
-PLAIN_PATH = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9._/-]+$")
-
-
-class LauncherConfigError(ValueError):
-    pass
 
 
 class OutputRefused(RuntimeError):
@@ -76,65 +67,10 @@ class JobSpec:
         return f"{PICKLE_DIR}/job{self.idx}.pkl"
 
 
-def validate(p: dict) -> None:
-    if p["backend"] not in BACKENDS:
-        raise LauncherConfigError(f"hydra.launcher.backend={p['backend']!r}; valid: {list(BACKENDS)}")
-    if p["payload"] not in PAYLOADS:
-        raise LauncherConfigError(f"hydra.launcher.payload={p['payload']!r}; valid: {list(PAYLOADS)}")
-    if p["max_parallel_jobs"] < 1 or p["instance_count"] < 1:
-        raise LauncherConfigError("hydra.launcher.max_parallel_jobs and instance_count must be >= 1")
-    if not 0 <= p["keep_alive_s"] <= 3600:
-        raise LauncherConfigError(f"hydra.launcher.keep_alive_s={p['keep_alive_s']}: 0 (no warm pool) to 3600 seconds")
-    if not 0 <= p["max_retry_attempts"] <= 30:
-        raise LauncherConfigError(f"hydra.launcher.max_retry_attempts={p['max_retry_attempts']}: 0 (never) to 30")
-    # The job's environment is logged by the SDK's driver and, like tags, shown by DescribeTrainingJob.
-    check([*((f"hydra.launcher.environment.{k}", v) for k, v in p["environment"].items()),
-           *((f"hydra.launcher.tags.{k}", v) for k, v in p["tags"].items())])
-    check([(f"hydra.launcher.secrets.{k}", v) for k, v in p["secrets"].items()], names=False)
-    if p["requirements"] and not PLAIN_PATH.match(p["requirements"]):
-        raise LauncherConfigError(f"hydra.launcher.requirements={CONTROL.sub('?', p['requirements'])[:80]!r}: a path "
-                                  "relative to source_dir, of letters, digits, '.', '_', '-' and '/' (no '..')")
-    if p["framework_version"] is not None and not re.fullmatch(r"\d+(\.\d+){0,2}", str(p["framework_version"])):
-        raise LauncherConfigError(f"hydra.launcher.framework_version={CONTROL.sub('?', str(p['framework_version']))[:40]!r}"
-                                  ": a PyTorch version such as 2.9 or 2.9.0, or null for the newest image the SDK knows")
-    if p["spot"] and p["max_wait_s"] is not None and p["max_wait_s"] < p["max_runtime_s"]:
-        raise LauncherConfigError(f"hydra.launcher.max_wait_s={p['max_wait_s']} must be >= max_runtime_s="
-                                  f"{p['max_runtime_s']} (spot waits count against it)")
-    if p["backend"] == "sagemaker" and not p["dry_run"]:
-        missing = [k for k in ("role", "output_s3_uri") if not p.get(k)]
-        if missing:
-            env = {"role": "SAGEMAKER_ROLE_ARN", "output_s3_uri": "BINCOUNT_SM_S3"}
-            raise LauncherConfigError(
-                f"hydra.launcher.{missing[0]} is not set: export {env[missing[0]]} (or pass hydra.launcher."
-                f"{missing[0]}=...); backend=sagemaker needs both {' and '.join(env.values())}: the jobs' IAM role ARN "
-                "and the s3://bucket/prefix for code, outputs and checkpoints (docs/sagemaker.md, Set-up)")
-    try:  # the network of a multi-host job (bincount.sagemaker.job.network): efa on a type without EFA is refused
-        resolve_network(p["network"], p["instance_type"])
-    except ClusterError as e:
-        raise LauncherConfigError(f"hydra.launcher.{e}") from None
-    if p["backend"] == "sagemaker":
-        check_aws_names(p)
-
-
-def check_aws_names(p: dict) -> None:
-    """A malformed role ARN, S3 URI or instance type is refused here, not by AWS after the code upload."""
-    from bincount.s3.endpoint import S3Error, parse_s3_url
-    from bincount.aws.names import AwsNameError, instance_type, role_arn
-
-    checks = [("role", role_arn), ("instance_type", instance_type), ("output_s3_uri", parse_s3_url),
-              ("checkpoint_s3_uri", parse_s3_url)]
-    for key, check_one in checks:
-        if key == "instance_type" or p.get(key):
-            try:
-                check_one(p[key])
-            except (AwsNameError, S3Error) as e:
-                raise LauncherConfigError(f"hydra.launcher.{key}: {e}") from None
-
-
-def check_overrides(config: DictConfig, job_overrides, p: dict) -> None:
+def check_overrides(config: DictConfig, job_overrides, settings: LauncherSettings) -> None:
     """Refuse, before anything is written or launched, what must not reach the job's command line."""
     typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)
-    every = [*typed["hydra"], *typed["task"], *p["job_overrides"], *(o for job in job_overrides for o in job)]
+    every = [*typed["hydra"], *typed["task"], *settings.job_overrides, *(o for job in job_overrides for o in job)]
     for override in every:
         bad = CONTROL.search(override)
         if bad:
@@ -146,10 +82,10 @@ def check_overrides(config: DictConfig, job_overrides, p: dict) -> None:
     check_secrets(every)
 
 
-def resolve_payload(p: dict, task_function: Any) -> str:
+def resolve_payload(settings: LauncherSettings, task_function: Any) -> str:
     """``script`` when the task is the ``@hydra.main`` of the script being run, else ``pickle``."""
-    if p["payload"] != "auto":
-        return p["payload"]
+    if settings.payload != "auto":
+        return settings.payload
     script = sys.argv[0]
     is_script = getattr(task_function, "__module__", None) == "__main__" and script.endswith(".py")
     return "script" if is_script and Path(script).is_file() else "pickle"
@@ -199,19 +135,20 @@ def sweep_key(sweep_dir: Path) -> str:
     return f"{re.sub(r'[^a-zA-Z0-9-]', '-', sweep_dir.name)[:40]}-{digest}"
 
 
-def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, source_dir: Path) -> JobSpec:
+def build_spec(launcher, settings: LauncherSettings, overrides: list[str], idx: int, payload: str,
+               source_dir: Path) -> JobSpec:
     ctx, task_function = launcher.hydra_context, launcher.task_function
-    all_overrides = [*overrides, *extra_overrides(overrides, p["job_overrides"], launcher.config)]
+    all_overrides = [*overrides, *extra_overrides(overrides, settings.job_overrides, launcher.config)]
     config = ctx.config_loader.load_sweep_config(launcher.config, all_overrides)
     with open_dict(config):
-        config.hydra.job.id = f"{p['base_job_name']}_{idx}"
+        config.hydra.job.id = f"{settings.base_job_name}_{idx}"
         config.hydra.job.num = idx
     local_dir, rel_dir = job_dirs(config, source_dir)
-    env = {ENV_JOB_DIR: rel_dir, ENV_NETWORK: p["network"], **{k: str(v) for k, v in p["environment"].items()}}
-    if p["checkpoint_subdir"]:
-        env[ENV_CKPT_SUBDIR] = p["checkpoint_subdir"]
-    if p["secrets"]:
-        env[ENV_SECRETS] = ",".join(f"{k}={v}" for k, v in p["secrets"].items())
+    env = {ENV_JOB_DIR: rel_dir, ENV_NETWORK: settings.network, **{k: str(v) for k, v in settings.environment.items()}}
+    if settings.checkpoint_subdir:
+        env[ENV_CKPT_SUBDIR] = settings.checkpoint_subdir
+    if settings.secrets:
+        env[ENV_SECRETS] = ",".join(f"{k}={v}" for k, v in settings.secrets.items())
     sha, blob = config_sha(config), None
     entry = ["python", "-m", "bincount.sagemaker.job.entry"]
     if payload == "script":
@@ -239,8 +176,8 @@ def build_spec(launcher, p: dict, overrides: list[str], idx: int, payload: str, 
         code = blob
     state_sha = hashlib.sha256(sha.encode() + code).hexdigest()
     spec = JobSpec(idx, list(overrides), config, local_dir, rel_dir, argv, env, sha,
-                   base_job_name(p["base_job_name"], idx), blob, state_sha, job_extras(config))
+                   base_job_name(settings.base_job_name, idx), blob, state_sha, job_extras(config))
     if payload == "script" and trial:
         spec.extra["trial"] = trial
-    spec.pickled_result = p["payload"] == "pickle"
+    spec.pickled_result = settings.payload == "pickle"
     return spec

@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 
 from omegaconf import DictConfig, OmegaConf
 
+from bincount.sagemaker.settings import LauncherSettings
+
 log = logging.getLogger(__name__)
 
 # What a job reads from its code channel: Python code, Hydra configs and the data-less formats a package
@@ -72,16 +74,16 @@ def never_upload(rel: PurePosixPath) -> str | None:
     return None
 
 
-def code_entries(p: dict, config: DictConfig, payload: str, source_dir: Path) -> list[str]:
+def code_entries(settings: LauncherSettings, config: DictConfig, payload: str, source_dir: Path) -> list[str]:
     """``include``, plus what this launch needs: the entry script, the requirements, the app's config dir."""
-    extra = [p["requirements"]] if p["requirements"] else []
+    extra = [settings.requirements] if settings.requirements else []
     if payload == "script":
         extra.append(sys.argv[0])
     for src in OmegaConf.select(config, "hydra.runtime.config_sources", default=None) or []:
         if src.get("provider") == "main" and src.get("schema") == "file":
             extra.append(src["path"])
     rel = []
-    for entry in [*p["include"], *extra]:
+    for entry in [*settings.include, *extra]:
         path = (source_dir / entry).resolve()
         if path.is_relative_to(source_dir):
             rel.append(path.relative_to(source_dir).as_posix())

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +30,27 @@ class SageMakerLauncher(Launcher):
     reattaches = True
 
     def __init__(self, **params: Any) -> None:
-        # Hydra passes the launcher node's fields; keep them as a plain dict (no interpolations left).
-        self.params = OmegaConf.to_container(OmegaConf.create(params), resolve=True)
+        # Hydra passes the launcher node's fields; they become the typed settings in setup() (checked there).
+        self.params = params
+        self.settings = None  # bincount.sagemaker.settings.LauncherSettings, once set up
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
         self.cancelled = threading.Event()  # set by cancel(); every launch in flight stops its jobs
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from bincount.sagemaker.spec import validate
+        from bincount.sagemaker.settings import settings_from
 
-        # Here, not only in launch(): the sweeper writes multirun.yaml between the two, and a preset's
-        # environment or tags holding a credential must be refused before that file holds it (docs/security.md).
-        validate(self.params)
+        # Here, not in launch(): the sweeper writes multirun.yaml between the two, and a preset's environment
+        # or tags holding a credential must be refused before that file holds it (docs/security.md).
+        self.settings = settings_from(self.params)
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from bincount.sagemaker.runner import launch_sweep
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
+        assert self.settings is not None, "setup() builds the settings"
         return launch_sweep(self, job_overrides, initial_job_idx)
 
     def cancel(self) -> None:
