@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, QuotedString, RangeSweep
 
 SYNTAX = "interval(a,b), tag(log, interval(a,b)), int(interval(a,b)), range(start,stop,step), choice(a,b,...) or a,b"
 
@@ -36,8 +36,6 @@ class SearchSpace:
 
 def format_value(value: Any) -> str:
     """A value as Hydra override text (quoted when Hydra's grammar needs it)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return repr(value)
     return Override._get_value_element_as_str(value)
 
 
@@ -46,7 +44,8 @@ def _distribution(override: Override):
 
     key, value = override.get_key_element(), override.value()
     if isinstance(value, ChoiceSweep):
-        choices = list(value.list)
+        # ``a,'b c'`` keeps Hydra's QuotedString objects (``choice(...)`` unquotes them): the text is the value.
+        choices = [c.text if isinstance(c, QuotedString) else c for c in value.list]
         bad = [c for c in choices if not isinstance(c, (bool, int, float, str, type(None)))]
         if bad:
             raise SearchSpaceError(f"{key}: choice values must be numbers, strings, booleans or null, got {bad[0]!r}")
@@ -54,7 +53,7 @@ def _distribution(override: Override):
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
         if not all(float(x).is_integer() for x in (start, stop, step)) or step <= 0:
-            return CategoricalDistribution(list(_float_range(start, stop, step)))
+            return CategoricalDistribution(list(_float_range(key, start, stop, step)))
         last = start + ((int(stop) - int(start) - 1) // int(step)) * int(step)  # stop excluded, as in Hydra
         if last < start:
             raise SearchSpaceError(f"{key}=range({start},{stop},{step}) is empty")
@@ -68,12 +67,12 @@ def _distribution(override: Override):
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
-    raise SearchSpaceError(f"{key}={override.input_line}: unsupported sweep; use {SYNTAX}")
+    raise SearchSpaceError(f"{override.input_line}: unsupported sweep; use {SYNTAX}")
 
 
-def _float_range(start: float, stop: float, step: float):
+def _float_range(key: str, start: float, stop: float, step: float):
     if step == 0 or (stop - start) / step <= 0:
-        raise SearchSpaceError(f"range({start},{stop},{step}) is empty")
+        raise SearchSpaceError(f"{key}=range({start},{stop},{step}) is empty")
     for i in range(math.ceil((stop - start) / step)):
         yield start + i * step
 
