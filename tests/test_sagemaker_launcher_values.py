@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from bincount.sagemaker.job.contract import MAX_PROGRESS_BYTES, PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
+from bincount.sagemaker.job.contract import PICKLED_RESULT, PICKLED_RESULT_MAC, RESULT_FILE, result_mac
+from bincount.sagemaker.job.progress import MAX_PROGRESS_BYTES
 from bincount.sagemaker.spec import JobSpec, OutputRefused
+from bincount.sagemaker.warm_pool import warm_pool_seconds
 
 KEY = b"k" * 32
 
@@ -32,8 +34,8 @@ def job_spec(local_dir: Path, idx: int = 0, pickled_result: bool = False) -> Job
                    pickle=b"task" if pickled_result else None, state_sha="state", pickled_result=pickled_result)
 
 
-def messages(caplog, logger: str) -> list[tuple[str, str]]:
-    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == logger]
+def messages(caplog, *loggers: str) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name in loggers]
 
 
 # 1. A job's result (bincount.sagemaker.results) ---------------------------------------------------------------
@@ -159,8 +161,8 @@ def cost_line(seconds: int, most: str, instance_type: str = "ml.p4d.24xlarge") -
 def test_spot_asks_for_no_warm_pool_and_says_so(fresh_quotas, caplog):
     client, stub = quotas_client("eu-west-1")
     with caplog.at_level(logging.INFO, logger="bincount"):
-        assert fresh_quotas.warm_pool_seconds(client, "eu-west-1", pool(spot=True)) == 0
-    assert messages(caplog, "bincount.sagemaker.quotas") == [
+        assert warm_pool_seconds(client, "eu-west-1", pool(spot=True)) == 0
+    assert messages(caplog, "bincount.sagemaker.warm_pool", "bincount.sagemaker.quotas") == [
         ("INFO", "Warm pool: none for spot jobs (SageMaker has no warm pools for managed spot training)")]
     stub.assert_no_pending_responses()
 
@@ -170,8 +172,8 @@ def test_the_warm_pool_costs_price_x_instances_x_hours_and_a_small_quota_warns(f
     and the request asks for 4 instances x 3 parallel jobs = 12."""
     client, stub = quotas_client("eu-west-1", ("list_service_quotas", [(WARM, 2.0, "L-WARM")]))
     with caplog.at_level(logging.INFO, logger="bincount"):
-        assert fresh_quotas.warm_pool_seconds(client, "eu-west-1", pool()) == 3600
-    assert messages(caplog, "bincount.sagemaker.quotas") == [
+        assert warm_pool_seconds(client, "eu-west-1", pool()) == 3600
+    assert messages(caplog, "bincount.sagemaker.warm_pool", "bincount.sagemaker.quotas") == [
         cost_line(3600, "$150.75"),
         ("WARNING", f"the quota '{WARM}' is 2 in eu-west-1: the jobs run, but no instance is kept warm; ask for 12 "
                     "(quota code L-WARM) to make the next trial start in seconds")]
@@ -183,10 +185,10 @@ def test_a_quota_of_exactly_one_jobs_instances_is_enough(fresh_quotas, caplog):
     client, _ = quotas_client("us-east-1", ("list_service_quotas",
                                             [("ml.g5.48xlarge for training warm pool usage", 2.0, "L-G5")]))
     with caplog.at_level(logging.INFO, logger="bincount"):
-        seconds = fresh_quotas.warm_pool_seconds(client, "us-east-1", pool(instance_type="ml.g5.48xlarge",
+        seconds = warm_pool_seconds(client, "us-east-1", pool(instance_type="ml.g5.48xlarge",
                                                                            instance_count=2, keep_alive_s=900))
     assert seconds == 900
-    assert messages(caplog, "bincount.sagemaker.quotas") == [cost_line(900, "$10.18", "ml.g5.48xlarge")]
+    assert messages(caplog, "bincount.sagemaker.warm_pool", "bincount.sagemaker.quotas") == [cost_line(900, "$10.18", "ml.g5.48xlarge")]
 
 
 def test_an_unpriced_type_and_an_unknown_quota_still_ask_for_the_pool(fresh_quotas, caplog):
@@ -194,9 +196,9 @@ def test_an_unpriced_type_and_an_unknown_quota_still_ask_for_the_pool(fresh_quot
     name = "ml.trn1.32xlarge for training warm pool usage"
     client, stub = quotas_client("eu-west-1", ("list_service_quotas", []), ("list_aws_default_service_quotas", []))
     with caplog.at_level(logging.INFO, logger="bincount"):
-        assert fresh_quotas.warm_pool_seconds(client, "eu-west-1", pool(instance_type="ml.trn1.32xlarge",
+        assert warm_pool_seconds(client, "eu-west-1", pool(instance_type="ml.trn1.32xlarge",
                                                                         keep_alive_s=60)) == 60
-    assert messages(caplog, "bincount.sagemaker.quotas") == [
+    assert messages(caplog, "bincount.sagemaker.warm_pool", "bincount.sagemaker.quotas") == [
         cost_line(60, "the idle time", "ml.trn1.32xlarge"),
         ("INFO", f"no quota named '{name}' in eu-west-1's Service Quotas; not checked")]
     stub.assert_no_pending_responses()
@@ -207,9 +209,9 @@ def test_each_region_reads_its_own_warm_pool_quota(fresh_quotas, caplog):
     ok, ok_stub = quotas_client("us-east-1", ("list_service_quotas", [(WARM, 8.0, "L-WARM")]))
     zero, zero_stub = quotas_client("eu-west-1", ("list_service_quotas", [(WARM, 0.0, "L-WARM")]))
     with caplog.at_level(logging.WARNING, logger="bincount"):
-        assert fresh_quotas.warm_pool_seconds(ok, "us-east-1", pool()) == 3600
-        assert fresh_quotas.warm_pool_seconds(zero, "eu-west-1", pool()) == 3600
-    assert messages(caplog, "bincount.sagemaker.quotas") == [
+        assert warm_pool_seconds(ok, "us-east-1", pool()) == 3600
+        assert warm_pool_seconds(zero, "eu-west-1", pool()) == 3600
+    assert messages(caplog, "bincount.sagemaker.warm_pool", "bincount.sagemaker.quotas") == [
         ("WARNING", f"the quota '{WARM}' is 0 in eu-west-1: the jobs run, but no instance is kept warm; ask for 12 "
                     "(quota code L-WARM) to make the next trial start in seconds")]
     ok_stub.assert_no_pending_responses()
@@ -219,29 +221,41 @@ def test_each_region_reads_its_own_warm_pool_quota(fresh_quotas, caplog):
 # 3. Pruning a running trial (bincount.sagemaker.pruning) ------------------------------------------------------
 
 def progress_file(values: dict) -> bytes:
-    """What ``bincount.callbacks.EpochMetricFile`` writes: ``{"values": {"<epoch>": value}}``."""
+    """What a job's ``bincount.sagemaker.job.progress.write_progress`` leaves: ``{"values": {"<epoch>": value}}``."""
     return json.dumps({"values": {str(k): v for k, v in values.items()}}).encode()
 
 
 def test_parse_progress_reads_epochs_and_values_as_numbers():
-    from bincount.sagemaker.pruning import parse_progress
+    from bincount.sagemaker.job.progress import parse_progress
 
     assert parse_progress(b'{"values": {"0": 0.5, "1": "0.25", "10": 1}, "monitor": "val/acc"}') == {
         0: 0.5, 1: 0.25, 10: 1.0}
     assert parse_progress(b'{"values": {}}') == {}
 
 
+def test_the_progress_file_is_written_whole_and_read_back(tmp_path):
+    """The job's writer and the launcher's reader share one format: the exact bytes, and nothing left beside."""
+    from bincount.sagemaker.job.progress import parse_progress, write_progress
+
+    path = tmp_path / "checkpoints" / "bincount_progress.json"
+    write_progress(path, "val/acc", {"0": 0.25, "1": 0.5})
+    assert path.read_text() == '{"metric": "val/acc", "values": {"0": 0.25, "1": 0.5}}'
+    write_progress(path, "val/acc", {"0": 0.25, "1": 0.5, "2": 0.75})
+    assert parse_progress(path.read_bytes()) == {0: 0.25, 1: 0.5, 2: 0.75}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bincount_progress.json"]
+
+
 @pytest.mark.parametrize("data", [None, b"", b"not json", b'{"VALUES": {"0": 1}}', b'{"values": [1, 2]}',
                                   b'{"values": {"x": 1}}', b'{"values": {"0": "high"}}', b'{"values": {"0": null}}',
                                   b"[1]"])
 def test_a_malformed_progress_file_is_no_progress(data):
-    from bincount.sagemaker.pruning import parse_progress
+    from bincount.sagemaker.job.progress import parse_progress
 
     assert parse_progress(data) == {}
 
 
 def test_a_progress_file_is_read_up_to_its_size_limit_and_not_beyond():
-    from bincount.sagemaker.pruning import parse_progress
+    from bincount.sagemaker.job.progress import parse_progress
 
     body = progress_file({0: 0.5})
     at_limit = body + b" " * (MAX_PROGRESS_BYTES - len(body))
@@ -274,7 +288,8 @@ def study(tmp_path, monkeypatch):
 def local_job(tmp_path):
     """The local backend and one of its jobs, ended (as a re-attached job's process is): ``write(values)``
     puts its progress file where the job's checkpoint dir is; ``backend.stop`` on it records the stop."""
-    from bincount.sagemaker.job.contract import PROGRESS_FILE, Layout
+    from bincount.sagemaker.job.contract import Layout
+    from bincount.sagemaker.job.progress import PROGRESS_FILE
     from bincount.sagemaker.local import LocalBackend, LocalJob, OrphanProcess
 
     sweep = tmp_path / "sweep"

@@ -14,6 +14,7 @@ from helpers.launcher_settings import settings  # noqa: E402
 from helpers.quotas import stubbed_quotas_client  # noqa: E402
 
 from bincount.sagemaker import quotas  # noqa: E402
+from bincount.sagemaker.warm_pool import warm_pool_seconds  # noqa: E402
 
 ARN = "arn:aws:servicequotas:us-east-1:123456789012:sagemaker/L-1"
 
@@ -83,7 +84,7 @@ def test_a_sweeps_warm_pool_states_its_cost_and_a_zero_quota(caplog):
     client, _ = client_with(("list_service_quotas", {"Quotas": [quota("ml.g5.xlarge for training warm pool usage", 0,
                                                                       "L-WARM")]}))
     with caplog.at_level(logging.INFO):
-        assert quotas.warm_pool_seconds(client, "us-east-1", P) == 300
+        assert warm_pool_seconds(client, "us-east-1", P) == 300
     assert "stays up to 300 s after it ends" in caplog.text and "at most $0.12 a job (ml.g5.xlarge)" in caplog.text
     assert "no instance is kept warm; ask for 4 (quota code L-WARM)" in caplog.text
 
@@ -91,8 +92,8 @@ def test_a_sweeps_warm_pool_states_its_cost_and_a_zero_quota(caplog):
 def test_spot_and_zero_ask_for_no_warm_pool(caplog):
     client, stub = client_with()
     with caplog.at_level(logging.INFO):
-        assert quotas.warm_pool_seconds(client, "us-east-1", replace(P, spot=True)) == 0
-        assert quotas.warm_pool_seconds(client, "us-east-1", replace(P, keep_alive_s=0)) == 0
+        assert warm_pool_seconds(client, "us-east-1", replace(P, spot=True)) == 0
+        assert warm_pool_seconds(client, "us-east-1", replace(P, keep_alive_s=0)) == 0
     assert "none for spot jobs" in caplog.text
     stub.assert_no_pending_responses()
 

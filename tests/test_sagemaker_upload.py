@@ -104,7 +104,7 @@ def refused(caplog) -> dict[str, str]:
 
 
 def test_only_what_a_job_needs_is_uploaded_and_every_refusal_is_named(tmp_path, caplog):
-    from bincount.sagemaker.spec import select_code
+    from bincount.sagemaker.upload import select_code
 
     root = project(tmp_path / "project")
     with caplog.at_level("WARNING"):
@@ -133,7 +133,7 @@ def test_only_what_a_job_needs_is_uploaded_and_every_refusal_is_named(tmp_path, 
 
 def test_the_never_upload_list_holds_whatever_the_allowlist_says(tmp_path, caplog):
     """Guard 2 alone: every kind allowed, and credentials named in include itself, at the root and inside."""
-    from bincount.sagemaker.spec import select_code
+    from bincount.sagemaker.upload import select_code
 
     root = project(tmp_path / "project", big_mb=1)
     named = [".env", "conf/ID_RSA", "conf/.docker", "src/.AWS/credentials", "conf/.config/gcloud"]
@@ -151,7 +151,7 @@ def test_the_never_upload_list_holds_whatever_the_allowlist_says(tmp_path, caplo
 def test_only_the_kinds_a_job_needs_leave_an_include_directory(tmp_path, caplog):
     """Guard 1 alone: a secret in a file no never-upload pattern knows stays home; the user can add kinds,
     and a file named in include goes whatever its kind."""
-    from bincount.sagemaker.spec import select_code
+    from bincount.sagemaker.upload import select_code
 
     root = project(tmp_path / "project", big_mb=1)
     assert not {"conf/prod.ini", "src/app/notes.md"} & set(select_code(root, INCLUDE, IGNORE))
@@ -164,7 +164,7 @@ def test_only_the_kinds_a_job_needs_leave_an_include_directory(tmp_path, caplog)
 
 def test_an_app_whose_config_dir_is_the_project_root_uploads_the_kinds_only(tmp_path, caplog):
     """``@hydra.main(config_path=".")`` makes the whole project an entry: both guards still apply."""
-    from bincount.sagemaker.spec import select_code
+    from bincount.sagemaker.upload import select_code
 
     root = project(tmp_path / "project", big_mb=1)
     write(root, {"notes.txt": "todo\n", "data/raw.bin": "x"})
@@ -176,7 +176,7 @@ def test_an_app_whose_config_dir_is_the_project_root_uploads_the_kinds_only(tmp_
 
 
 def test_a_hard_link_is_uploaded_only_when_every_link_is(tmp_path, caplog):
-    from bincount.sagemaker.spec import select_code
+    from bincount.sagemaker.upload import select_code
 
     root = tmp_path / "project"
     write(root, {"conf/x.yaml": "a: 1\n", "conf/y.yaml": "b: 2\n"})
@@ -196,7 +196,7 @@ def test_a_hard_link_is_uploaded_only_when_every_link_is(tmp_path, caplog):
 
 
 def test_the_size_budgets_are_settings(tmp_path, caplog):
-    from bincount.sagemaker.spec import select_code
+    from bincount.sagemaker.upload import select_code
 
     root = tmp_path / "project"
     write(root, {"conf/x.yaml": "a: 1\n"})
@@ -226,7 +226,7 @@ def test_code_that_merely_sounds_like_a_credential_is_not_on_the_list(path):
 
 def test_bincounts_own_code_channel_loses_nothing():
     """The kinds are wide enough for this project: every file of src/, conf/ and experiments/ goes."""
-    from bincount.sagemaker.spec import select_code
+    from bincount.sagemaker.upload import select_code
 
     repo = Path(__file__).resolve().parents[1]
     files = set(select_code(repo, ["src", "conf", "experiments"], IGNORE))

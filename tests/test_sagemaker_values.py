@@ -210,7 +210,8 @@ def test_the_configured_region_wins_over_the_environments(monkeypatch, tmp_path)
     fails only once it reaches AWS). The environment's region counts only when none is configured."""
     pytest.importorskip("sagemaker.train", reason="the sagemaker extra (sagemaker-train) is not installed")
     from bincount.sagemaker.offline import offline_session
-    from bincount.sagemaker.remote import SageMakerBackend, make_boto_session
+    from bincount.sagemaker.preflight import make_boto_session
+    from bincount.sagemaker.remote import SageMakerBackend
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.delenv("AWS_REGION", raising=False)
@@ -222,8 +223,8 @@ def test_the_configured_region_wins_over_the_environments(monkeypatch, tmp_path)
     session = offline_session(p)
     assert session.region_name == "us-east-1"
     (tmp_path / "app.py").write_text("print('job')\n")
-    backend = SageMakerBackend(p, tmp_path / "sweep", tmp_path, ["app.py"], boto_session=session)
-    assert backend.image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-gpu-py311"
+    backend = SageMakerBackend(p, tmp_path / "sweep", tmp_path, ["app.py"], session, 0)
+    assert backend.staged.image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-gpu-py311"
     assert backend.session.boto_region_name == "us-east-1"
     assert backend.boto.client("sagemaker").meta.endpoint_url == "https://api.sagemaker.us-east-1.amazonaws.com"
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning, ProgressBar
@@ -85,15 +85,12 @@ class StepTiming(L.Callback):
 
 
 class EpochMetricFile(L.Callback):
-    """Each validation epoch's value of ``monitor`` in a small JSON file: ``{"metric", "values": {epoch: v}}``.
+    """Each validation epoch's value of ``monitor`` in a pruned SageMaker trial's progress file, whose format
+    and reason are ``bincount.sagemaker.job.progress``'s (the launcher reads it to ask the study's pruner).
+    ``write`` is that module's ``write_progress``, passed in: the SageMaker package sits above this one."""
 
-    Why a file: a SageMaker job cannot reach the sweep's Optuna storage, but its checkpoint directory is
-    synced to S3 while it runs; the launcher reads this file there and asks the study's pruner for the job
-    (``bincount.sagemaker.pruning``). Written whole and renamed, so a reader never sees half a file.
-    """
-
-    def __init__(self, path: str | Path, monitor: str) -> None:
-        self.path, self.monitor = Path(path), monitor
+    def __init__(self, path: str | Path, monitor: str, write: Callable[[Path, str, dict[str, float]], None]) -> None:
+        self.path, self.monitor, self.write = Path(path), monitor, write
         self.values: dict[str, float] = {}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -101,10 +98,7 @@ class EpochMetricFile(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or value is None:
             return
         self.values[str(trainer.current_epoch)] = float(value)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"metric": self.monitor, "values": self.values}))
-        tmp.replace(self.path)
+        self.write(self.path, self.monitor, self.values)
 
 
 def stdout_is_terminal() -> bool:

@@ -30,7 +30,8 @@ from bincount.models.module import BinCounter
 from bincount.quiet import quiet_lightning
 from bincount.report import after_run
 from bincount.resume import last_checkpoint
-from bincount.sagemaker.job.contract import ENV_PROGRESS, lightning_cluster_args
+from bincount.sagemaker.job.contract import lightning_cluster_args
+from bincount.sagemaker.job.progress import ENV_PROGRESS, write_progress
 from bincount.secrets import SecretError
 from bincount.secrets_config import check_resolved
 from bincount.sweep.pruning import pruning_callbacks
@@ -72,7 +73,7 @@ def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callba
         callbacks.append(StagedUnfreezing(_plain(cfg.model.unfreeze), lr_scale=cfg.model.unfreeze_lr_scale))
     callbacks += pruning_callbacks(cfg.optimized_metric)  # Optuna sweep trials on local launchers only
     if os.environ.get(ENV_PROGRESS):  # a pruned trial in a SageMaker job: its launcher reads this file
-        callbacks.append(EpochMetricFile(os.environ[ENV_PROGRESS], cfg.optimized_metric))
+        callbacks.append(EpochMetricFile(os.environ[ENV_PROGRESS], cfg.optimized_metric, write_progress))
     return callbacks
 
 

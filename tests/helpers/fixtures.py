@@ -67,7 +67,7 @@ def fake_sagemaker(aws, monkeypatch):
     """
     import boto3
 
-    from bincount.sagemaker import remote
+    from bincount.sagemaker import preflight, remote
     from helpers import sagemaker
 
     fake = SimpleNamespace(requests=[], output=lambda req: {"result.json": '{"status": "COMPLETED", "return_value": 1}'})
@@ -89,6 +89,6 @@ def fake_sagemaker(aws, monkeypatch):
                                       Body=sagemaker.tarball(fake.output(req)))
         original_fetch(self, handle, local_dir)
 
-    monkeypatch.setattr(remote, "make_boto_session", session)
+    monkeypatch.setattr(preflight, "make_boto_session", session)
     monkeypatch.setattr(remote.SageMakerBackend, "fetch", fetch_after_fake_job)
     return fake

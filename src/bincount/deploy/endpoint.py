@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bincount.aws.session import make_boto_session
 from bincount.deploy.model_data import DeployError
 
 log = logging.getLogger(__name__)
@@ -137,12 +138,6 @@ def remove(endpoint_name: str, client: Any) -> Removed:
     for model in models:
         client.delete_model(ModelName=model)
     return Removed(endpoint_name, config_name, models)
-
-
-def make_boto_session(region: str | None):
-    import boto3
-
-    return boto3.Session(region_name=region)
 
 
 def session_for(region: str | None):

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bincount.sagemaker.job.contract import ENV_RESULT_KEY, MAX_PROGRESS_BYTES, PROGRESS_FILE, RESULT_FILE, Layout
-from bincount.sagemaker.spec import JobSpec, stage_code, sweep_key
+from bincount.sagemaker.job.contract import ENV_RESULT_KEY, RESULT_FILE, Layout
+from bincount.sagemaker.job.progress import MAX_PROGRESS_BYTES, PROGRESS_FILE
+from bincount.sagemaker.spec import JobSpec, sweep_key
+from bincount.sagemaker.upload import stage_code
 from bincount.text import plain
 from bincount.sagemaker.settings import LauncherSettings
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
+import logging
+from pathlib import Path
 
 from bincount.sagemaker.settings import LauncherSettings
 
+log = logging.getLogger(__name__)
 ACCOUNT = "000000000000"  # no account: a dry run has no credentials to ask with
 
 
@@ -69,10 +73,49 @@ def offline_session(settings: LauncherSettings):
     """The dry run's boto3 session for the launcher's settings (region from them or the environment)."""
     import boto3
 
-    from bincount.sagemaker.remote import NO_REGION, split_s3
+    from bincount.sagemaker.preflight import job_region, split_s3
 
-    region = settings.region or boto3.Session().region_name
-    if not region:
-        raise ValueError(NO_REGION)
+    region = job_region(settings, boto3.Session())
     bucket, _ = split_s3(settings.output_s3_uri or "s3://dry-run-bucket")
     return OfflineAWS(region, bucket).session
+
+
+class DryRunBackend:
+    """``hydra.launcher.dry_run=true`` as a backend: the chosen backend is built as for a launch (the SageMaker
+    one on the offline session, with no preflight: a dry run asks AWS nothing), each job is described and, for
+    SageMaker, its CreateTrainingJob request is built by the SDK and written; nothing starts."""
+
+    def __init__(self, settings: LauncherSettings, sweep_dir: Path, source_dir: Path, files: list[str],
+                 key: bytes) -> None:
+        self.files = files
+        if settings.backend == "local":
+            from bincount.sagemaker.local import LocalBackend
+
+            self.backend, self.offline = LocalBackend(settings, sweep_dir, source_dir, files, key), None
+            return
+        from bincount.sagemaker.remote import SageMakerBackend
+
+        session = offline_session(settings)
+        from bincount.sagemaker.warm_pool import requested_seconds
+
+        self.backend = SageMakerBackend(settings, sweep_dir, source_dir, files, session, requested_seconds(settings))
+        self.offline = session.bincount_offline
+
+    def run(self, specs: list) -> None:
+        """Log what each job would be and write its request beside it; the launch loop never runs."""
+        log.info("[dry run] code channel files: %s", ", ".join(self.files))
+        for spec in specs:
+            log.info("[dry run] %s", self.backend.describe(spec))
+            if self.offline is not None:
+                log.info("[dry run] job %d: the CreateTrainingJob request the SDK built (not sent): %s", spec.idx,
+                         self.request(spec))
+        self.backend.close()
+
+    def request(self, spec) -> Path:
+        """``<job dir>/create_training_job.json``: the request the SDK builds for ``spec`` on the offline session
+        (validated by botocore against the API model), written instead of sent."""
+        self.backend.submit(spec)
+        path = spec.local_dir / "create_training_job.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.offline.requests[-1], indent=2, default=str) + "\n")
+        return path

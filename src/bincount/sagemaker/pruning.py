@@ -1,7 +1,7 @@
-"""Early stopping of SageMaker sweep trials, decided on the launcher's machine.
+"""Early stopping of SageMaker sweep trials, the launcher's side: decided on the launcher's machine.
 
 Why here: the study's storage (often a sqlite file on the laptop) is out of a job's reach, so the job
-only writes its validation metric per epoch (``bincount.callbacks.EpochMetricFile``) into its checkpoint
+only writes its validation metric per epoch (``bincount.sagemaker.job.progress``) into its checkpoint
 directory, which SageMaker syncs to S3 while the job runs. Chosen over metric definitions parsed from the
 log: those reach CloudWatch, not DescribeTrainingJob, so reading them back per epoch needs another API and
 permission, while the checkpoint prefix is one the launcher already reads and writes. At each poll the
@@ -14,15 +14,14 @@ the launcher takes those out of the job's command line and keeps them here.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from bincount.sagemaker.job.contract import MAX_PROGRESS_BYTES
 from bincount.aws.prices import billing_state
+from bincount.sagemaker.job.progress import parse_progress
 from bincount.sagemaker.settings import LauncherSettings
 
 log = logging.getLogger(__name__)
@@ -39,17 +38,6 @@ def split_trial(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
         else:
             keep.append(override)
     return keep, trial
-
-
-def parse_progress(data: bytes | None) -> dict[int, float]:
-    """``{epoch: value}`` from a job's progress file; written by the job, so anything malformed is nothing."""
-    if not data or len(data) > MAX_PROGRESS_BYTES:
-        return {}
-    try:
-        values = json.loads(data)["values"]
-        return {int(k): float(v) for k, v in values.items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return {}
 
 
 class JobPruner:

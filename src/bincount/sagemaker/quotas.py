@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 
-from bincount.sagemaker.settings import LauncherSettings
-
 log = logging.getLogger(__name__)
 _CHECKED: dict[tuple[str, str], tuple[float, str] | None] = {}  # (region, quota name) -> (value, code), once
 
@@ -73,28 +71,3 @@ def check_training_quota(client, region: str, instance_type: str, instance_count
         log.warning("the quota %r is %g in %s: at most %d of the %d parallel jobs (hydra.launcher.max_parallel_jobs) "
                     "can run at once; the others fail to start (ResourceLimitExceeded). To run all: %s", name, value,
                     region, int(value // instance_count), parallel, ask)
-
-
-def warm_pool_seconds(client, region: str, settings: LauncherSettings) -> int:
-    """The warm pool each job asks for, said once with its cost: none for spot (SageMaker keeps no spot
-    instances), and a note when the account's warm-pool quota is 0 (the jobs still run; nothing is kept)."""
-    from bincount.aws.prices import hourly
-
-    seconds = int(settings.keep_alive_s or 0)
-    if seconds and settings.spot:
-        log.info("Warm pool: none for spot jobs (SageMaker has no warm pools for managed spot training)")
-        return 0
-    if not seconds:
-        return 0
-    price = hourly(settings.instance_type)
-    most = f"${price * settings.instance_count * seconds / 3600:.2f}" if price is not None else "the idle time"
-    log.info("Warm pool: each job's instance stays up to %d s after it ends, so the next trial on it starts in "
-             "seconds instead of minutes; billed while idle, at most %s a job (%s); hydra.launcher.keep_alive_s=0 "
-             "turns it off", seconds, most, settings.instance_type)
-    name = f"{settings.instance_type} for training warm pool usage"
-    found = cached_quota(client, region, name)  # unknown: SageMaker keeps the instance if the quota allows
-    if found is not None and found[0] < settings.instance_count:
-        log.warning("the quota %r is %g in %s: the jobs run, but no instance is kept warm; ask for %d (quota code "
-                    "%s) to make the next trial start in seconds", name, found[0], region,
-                    settings.instance_count * settings.max_parallel_jobs, found[1])
-    return seconds

@@ -8,32 +8,25 @@ overrides are command arguments (quoted by the SDK), not hyperparameters, and no
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from bincount.sagemaker.job.contract import ENV_INSTALLED, ENV_PINS, MAX_PROGRESS_BYTES, PROGRESS_FILE
-from bincount.sagemaker.job.pins import job_constraints, parse_pins
-from bincount.sagemaker.quotas import check_training_quota, warm_pool_seconds
-from bincount.sagemaker.spec import PICKLE_DIR, JobSpec, OutputRefused, stage_code, sweep_key
-from bincount.untrusted_tar import ArchiveTooLarge, Limits, UnsafeArchive, extract
+from bincount.sagemaker.job.contract import ENV_INSTALLED, ENV_PINS
+from bincount.sagemaker.job.progress import MAX_PROGRESS_BYTES, PROGRESS_FILE
+from bincount.sagemaker.preflight import job_region, split_s3
 from bincount.sagemaker.settings import LauncherSettings
+from bincount.sagemaker.spec import JobSpec, OutputRefused, sweep_key
+from bincount.sagemaker.staging import StagedCode
+from bincount.untrusted_tar import ArchiveTooLarge, Limits, UnsafeArchive, extract
 
 log = logging.getLogger(__name__)
 CODE = "/opt/ml/input/data/code"
-NO_REGION = "no AWS region: set hydra.launcher.region=<region> (e.g. us-east-1) or AWS_DEFAULT_REGION"
 TRIAL_TAG = "bincount:trial"  # <sweep>/<job>/<config and code sha>: a relaunch finds its job by it
 DRY_RUN_ROLE = "arn:aws:iam::000000000000:role/no-role-set"  # a dry run may omit the role; validate() requires it otherwise
-JOB_CONSTRAINTS = f"{PICKLE_DIR}/constraints.txt"  # the code channel's constraints.txt minus the image's stack
-IMAGE_TORCH_NOTE = ("# The image's torch (framework_version): pip fails rather than replace it if a package "
-                    "wanted another")
 STATUS = {"InProgress": "InProgress", "Stopping": "InProgress", "Completed": "Completed", "Failed": "Failed",
           "Stopped": "Stopped"}
 
@@ -69,54 +62,6 @@ def download_output(s3, bucket: str, key: str, local_dir: Path, max_bytes: int) 
     return True
 
 
-def extras_suffix(extras: list[str]) -> str:
-    return f"[{','.join(extras)}]" if extras else ""
-
-
-def project_name(pyproject: Path) -> str | None:
-    """``[project] name`` of a pyproject.toml (a regex: the launcher may run on Python 3.10, before tomllib)."""
-    m = re.search(r"^\[project\]\s*$(.*?)^name\s*=\s*[\"']([^\"']+)[\"']", pyproject.read_text(), re.M | re.S)
-    return m.group(2) if m and "\n[" not in m.group(1) else None
-
-
-def newest_pytorch() -> str:
-    """The newest ``major.minor`` of the SDK's PyTorch training images (its image config, offline): a new SDK
-    release brings a new default image without a change here."""
-    from sagemaker.core import image_uris
-
-    aliases = image_uris.config_for_framework("pytorch")["training"]["version_aliases"]
-    return max(aliases, key=lambda v: tuple(int(x) for x in v.split(".")))
-
-
-def make_boto_session(region: str | None):
-    import boto3
-
-    return boto3.Session(region_name=region)
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    u = urlparse(uri)
-    if u.scheme != "s3" or not u.netloc:
-        raise ValueError(f"not an S3 URI: {uri!r} (expected s3://bucket/prefix)")
-    return u.netloc, u.path.strip("/")
-
-
-def check_bucket_region(s3, bucket: str, region: str) -> None:
-    """A job's S3 locations must be in its region: refused here, before the code upload, naming both regions.
-    Where the user may not ask (no s3:GetBucketLocation), AWS answers for itself when the job is created."""
-    try:
-        where = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"  # None: us-east-1
-    except Exception as e:  # noqa: BLE001 - AccessDenied, NoSuchBucket: said once, the launch goes on
-        code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
-        log.warning("could not check the region of bucket %s (%s); SageMaker needs it in %s", bucket, code, region)
-        return
-    where = {"EU": "eu-west-1"}.get(where, where)  # the legacy name S3 still returns for eu-west-1
-    if where != region:
-        raise ValueError(f"bucket {bucket} (hydra.launcher.output_s3_uri) is in {where}, the jobs would run in {region}: "
-                         f"SageMaker needs a job's S3 locations in its region; use a bucket in {region} or "
-                         f"hydra.launcher.region={where}")
-
-
 @dataclass
 class RemoteJob:
     name: str
@@ -125,94 +70,22 @@ class RemoteJob:
 
 
 class SageMakerBackend:
-    def __init__(self, settings: LauncherSettings, sweep_dir: Path, source_dir: Path, files: list[str],
-                 boto_session=None) -> None:
+    """Submits, polls, stops and collects SageMaker training jobs on ``boto`` (a real session, after
+    ``preflight``, or the dry run's offline one); ``keep_alive_s`` is the warm pool each job asks for."""
+
+    def __init__(self, settings: LauncherSettings, sweep_dir: Path, source_dir: Path, files: list[str], boto,
+                 keep_alive_s: int) -> None:
         from sagemaker.core.helper.session_helper import Session
 
-        self.settings, self.sweep = settings, sweep_key(sweep_dir)
-        self.boto = boto_session or make_boto_session(settings.region)
-        if not (settings.region or self.boto.region_name):  # before the SDK's Session, whose message names neither
-            raise ValueError(NO_REGION)
+        self.settings, self.sweep, self.boto, self.keep_alive_s = settings, sweep_key(sweep_dir), boto, keep_alive_s
+        region = job_region(settings, boto)
         bucket, prefix = split_s3(settings.output_s3_uri or "s3://dry-run-bucket")
-        if not settings.dry_run:  # a dry run asks AWS nothing
-            region = settings.region or self.boto.region_name
-            check_bucket_region(self.boto.client("s3"), bucket, region)
-            quotas = self.boto.client("service-quotas", region_name=region)
-            check_training_quota(quotas, region, settings.instance_type, settings.instance_count,
-                                 settings.max_parallel_jobs, settings.spot)
-            self.keep_alive_s = warm_pool_seconds(quotas, region, settings)
-        else:
-            self.keep_alive_s = 0 if settings.spot else settings.keep_alive_s
         # The SDK uploads the code channel and its drivers under the default bucket and prefix: inside
         # output_s3_uri, so a role scoped to that prefix (docs/sagemaker.md, IAM) can read them.
-        offline = getattr(self.boto, "bincount_offline", None)  # a dry run's session: telemetry off too
-        self.session = Session(boto_session=self.boto, default_bucket=bucket, default_bucket_prefix=prefix or None,
+        offline = getattr(boto, "bincount_offline", None)  # a dry run's session: telemetry off too
+        self.session = Session(boto_session=boto, default_bucket=bucket, default_bucket_prefix=prefix or None,
                                sagemaker_config=offline.SDK_CONFIG if offline else None)
-        self.code = stage_code(source_dir, sweep_dir / ".sagemaker" / "code", files)
-        self.project = project_name(self.code / "pyproject.toml") if (self.code / "pyproject.toml").is_file() else None
-        self.framework_version = settings.framework_version or newest_pytorch()
-        self.constraints = self._constraints()
-        self.image = settings.image or self._default_image()
-
-    def _default_image(self) -> str:
-        from sagemaker.core import image_uris
-
-        region = self.settings.region or self.boto.region_name
-        image = image_uris.retrieve(framework="pytorch", region=region, version=self.framework_version,
-                                    instance_type=self.settings.instance_type, image_scope="training")
-        if not self.settings.framework_version:
-            log.info("Training image %s: the newest PyTorch training image the installed SDK knows (pin one with "
-                     "hydra.launcher.framework_version=2.9)", image)
-        return image
-
-    def _constraints(self) -> str | None:
-        """The job's constraints file in the code channel: ``constraints.txt`` without the image's torch stack."""
-        src = self.code / "constraints.txt"
-        if not src.is_file():
-            if self.project:
-                log.warning("no constraints.txt in the code channel: the job installs %s unpinned", self.project)
-            return None
-        text, dropped = job_constraints(src.read_text())
-        if not self.settings.image:  # the SDK's image for framework_version: a torch that needs replacing is an error
-            text += f"{IMAGE_TORCH_NOTE}\ntorch=={self.framework_version}.*\n"
-        (self.code / JOB_CONSTRAINTS).parent.mkdir(parents=True, exist_ok=True)
-        (self.code / JOB_CONSTRAINTS).write_text(text)
-        log.info("Job constraints %s: %d pins; the image's own torch/CUDA stack (%d packages) is left to it%s",
-                 JOB_CONSTRAINTS, len(parse_pins(text)), len(dropped),
-                 "" if self.settings.image else f", torch stays the image's {self.framework_version}")
-        return JOB_CONSTRAINTS
-
-    def requirement(self, spec: JobSpec) -> str | None:
-        """What the job installs of this project, by name: ``bincount[s3,wandb]`` (None: no named project)."""
-        return f"{self.project}{extras_suffix(spec.extras)}" if self.project else None
-
-    def install_args(self, spec: JobSpec) -> list[str]:
-        """``pip install`` arguments of the job, relative to the code channel ([]: nothing to install)."""
-        target = [f".{extras_suffix(spec.extras)}"] if (self.code / "pyproject.toml").is_file() else []
-        user = ["-r", self.settings.requirements] if self.settings.requirements else []
-        if not target and not user:
-            return []
-        return [*(["-c", self.constraints] if self.constraints else []), *target, *user]
-
-    def install_command(self, spec: JobSpec) -> str:
-        """The job's pip command, for the log (the SDK runs it as ``pip install -r <requirements file>``)."""
-        args = self.install_args(spec)
-        return shlex.join(["pip", "install", *args]) if args else "(nothing)"
-
-    def _requirements(self, spec: JobSpec) -> str | None:
-        """``_sagemaker_jobs/job<k>.requirements.txt``, ``install_args`` as a requirements file: nested
-        ``-c``/``-r`` paths are relative to the file, ``.`` to the working directory (the code channel)."""
-        args = self.install_args(spec)
-        if not args:
-            return None
-        path = self.code / PICKLE_DIR / f"job{spec.idx}.requirements.txt"
-        lines, rest = [f"# job {spec.idx}: {self.install_command(spec)}"], list(args)
-        while rest:
-            arg = rest.pop(0)
-            lines.append(f"{arg} ../{rest.pop(0)}" if arg in ("-c", "-r") else arg)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n")
-        return path.relative_to(self.code).as_posix()
+        self.staged = StagedCode(settings, source_dir, sweep_dir, files, region)
 
     def checkpoint_uri(self, spec: JobSpec) -> str:
         output = (self.settings.output_s3_uri or 's3://OUTPUT').rstrip('/')
@@ -225,17 +98,17 @@ class SageMakerBackend:
         from sagemaker.train.model_trainer import ModelTrainer
 
         settings = self.settings
-        env = dict(spec.env)
-        if self.project and self.constraints:  # the job checks these versions before it trains
-            env[ENV_PINS], env[ENV_INSTALLED] = self.constraints, self.requirement(spec)
-        if (self.code / "src").is_dir():
+        staged, env = self.staged, dict(spec.env)
+        if staged.project and staged.constraints:  # the job checks these versions before it trains
+            env[ENV_PINS], env[ENV_INSTALLED] = staged.constraints, staged.requirement(spec)
+        if (staged.code / "src").is_dir():
             env["PYTHONPATH"] = f"{CODE}/src"
         tags = {**settings.tags, "bincount:sweep": self.sweep, "bincount:job": str(spec.idx),
                 TRIAL_TAG: self.trial_tag(spec)}
         trainer = ModelTrainer(
             sagemaker_session=self.session, role=settings.role or DRY_RUN_ROLE, base_job_name=spec.base_name,
-            training_image=self.image,
-            source_code=SourceCode(source_dir=str(self.code), requirements=self._requirements(spec),
+            training_image=staged.image,
+            source_code=SourceCode(source_dir=str(staged.code), requirements=staged.requirements_file(spec),
                                    command=" ".join(spec.argv[:3]), args=spec.argv[3:]),
             compute=Compute(instance_type=settings.instance_type, instance_count=settings.instance_count,
                             volume_size_in_gb=settings.volume_size_gb, enable_managed_spot_training=settings.spot,
@@ -255,14 +128,14 @@ class SageMakerBackend:
         return trainer
 
     def describe(self, spec: JobSpec) -> str:
-        return (f"job {spec.idx}: {self.settings.instance_count} x {self.settings.instance_type} image {self.image} "
-                f"extras [{','.join(spec.extras)}] install {self.install_command(spec)} "
+        return (f"job {spec.idx}: {self.settings.instance_count} x {self.settings.instance_type} image "
+                f"{self.staged.image} extras [{','.join(spec.extras)}] install {self.staged.install_command(spec)} "
                 f"command {' '.join(spec.argv)} checkpoints {self.checkpoint_uri(spec)} warm pool {self.keep_alive_s} s")
 
     def submit(self, spec: JobSpec) -> RemoteJob:
         if spec.pickle is not None:
-            (self.code / spec.pickle_path).parent.mkdir(parents=True, exist_ok=True)
-            (self.code / spec.pickle_path).write_bytes(spec.pickle)
+            (self.staged.code / spec.pickle_path).parent.mkdir(parents=True, exist_ok=True)
+            (self.staged.code / spec.pickle_path).write_bytes(spec.pickle)
         trainer = self.trainer(spec)
         trainer.train(wait=False, logs=False)
         job = trainer._latest_training_job  # the SDK keeps the created TrainingJob here
@@ -287,16 +160,6 @@ class SageMakerBackend:
             log.warning("%s: its tags %s are not this sweep's job %d; not re-attached", saved["name"], found, spec.idx)
             return None
         return RemoteJob(job.training_job_name, job, self.checkpoint_uri(spec))
-
-    def dry_run_request(self, spec: JobSpec) -> Path:
-        """``<job dir>/create_training_job.json``: the request the SDK builds for ``spec`` on the offline session
-        (validated by botocore against the API model), written instead of sent."""
-        offline = self.boto.bincount_offline
-        self.submit(spec)
-        path = spec.local_dir / "create_training_job.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(offline.requests[-1], indent=2, default=str) + "\n")
-        return path
 
     def trial_tag(self, spec: JobSpec) -> str:
         """One tag naming the sweep, the job and its config and code: what ``find`` searches for."""

@@ -27,12 +27,14 @@ from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bincount.aws.prices import billing_state, cost
+from bincount.sagemaker.backends import make_backend
 from bincount.sagemaker.hints import with_fix
 from bincount.sagemaker.job.result_file import jsonable
+from bincount.sagemaker.offline import DryRunBackend
 from bincount.sagemaker.pruning import prune_if_asked, pruned_state
 from bincount.sagemaker.results import read_result, result_key
-from bincount.sagemaker.spec import (JobSpec, OutputRefused, build_spec, check_overrides, code_entries, code_summary,
-                                     resolve_payload, select_code)
+from bincount.sagemaker.spec import JobSpec, OutputRefused, build_spec, check_overrides, resolve_payload
+from bincount.sagemaker.upload import code_entries, code_summary, select_code
 from bincount.sagemaker.settings import LauncherSettings
 from bincount.sagemaker.state import previous_completion, reattach, save_state
 from bincount.sweep.compose import COMPOSE_LOCK
@@ -76,21 +78,6 @@ def write_local_stubs(spec: JobSpec) -> None:
     _save_config(task_cfg, "config.yaml", hydra_dir)
     _save_config(OmegaConf.create({"hydra": spec.config.hydra}), "hydra.yaml", hydra_dir)
     _save_config(spec.config.hydra.overrides.task, "overrides.yaml", hydra_dir)
-
-
-def make_backend(settings: LauncherSettings, sweep_dir: Path, source_dir: Path, files: list[str], key: bytes):
-    """The local backend gets the sweep's key (its jobs run on this machine); the real one never does."""
-    if settings.backend == "local":
-        from bincount.sagemaker.local import LocalBackend
-
-        return LocalBackend(settings, sweep_dir, source_dir, files, key)
-    from bincount.sagemaker.remote import SageMakerBackend
-
-    if settings.dry_run:  # the SDK builds each request as for real, against a session that answers offline
-        from bincount.sagemaker.offline import offline_session
-
-        return SageMakerBackend(settings, sweep_dir, source_dir, files, boto_session=offline_session(settings))
-    return SageMakerBackend(settings, sweep_dir, source_dir, files)
 
 
 class _Stop(Exception):
@@ -229,13 +216,7 @@ def prepare(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: i
     Singleton.set_state(saved_state)  # composing job configs must not leak into the driver's state
     key = result_key(sweep_dir)
     backend = make_backend(settings, sweep_dir, source_dir, files, key)
-    if settings.dry_run:
-        log.info("[dry run] code channel files: %s", ", ".join(files))
-        for spec in specs:
-            log.info("[dry run] %s", backend.describe(spec))
-            if hasattr(backend, "dry_run_request"):
-                log.info("[dry run] job %d: the CreateTrainingJob request the SDK built (not sent): %s", spec.idx,
-                         backend.dry_run_request(spec))
-        backend.close()
+    if isinstance(backend, DryRunBackend):  # nothing starts, so the launch loop has nothing to wait for
+        backend.run(specs)
         return [make_return(s, "Completed", None) for s in specs]
     return backend, specs, settings, key

@@ -23,13 +23,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bincount.secrets import check_overrides as check_secrets, split_override
 from bincount.sagemaker.job.callback import config_sha
-from bincount.sagemaker.job.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_PROGRESS, ENV_SECRETS
+from bincount.sagemaker.job.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_SECRETS
+from bincount.sagemaker.job.progress import ENV_PROGRESS
 from bincount.sagemaker.extras import job_extras
 from bincount.sagemaker.job.network import ENV_NETWORK
 from bincount.sagemaker.pruning import split_trial
 from bincount.sagemaker.settings import CONTROL, LauncherConfigError, LauncherSettings
-# The code channel's selection lives in bincount.sagemaker.upload; imported here, where the backends look for it.
-from bincount.sagemaker.upload import NEVER_UPLOAD, code_entries, code_summary, select_code, stage_code  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,6 @@ ENV_PINS = "BINCOUNT_SM_PINS"
 ENV_INSTALLED = "BINCOUNT_SM_INSTALLED"
 # The sweep's result key (hex): set by the local backend only, since it must never leave the launching machine.
 ENV_RESULT_KEY = "BINCOUNT_SM_RESULT_KEY"
-# A pruned sweep trial: the job writes its validation metric per epoch to PROGRESS_FILE in its checkpoint dir
-# (synced to S3 while it runs), where the launcher reads it and asks the study's pruner (sagemaker.pruning).
-ENV_PROGRESS = "BINCOUNT_SM_PROGRESS"
-PROGRESS_FILE = "bincount_progress.json"
-MAX_PROGRESS_BYTES = 1 << 20
 
 
 def result_mac(key: bytes, job_dir: str, data: bytes) -> str:

@@ -23,8 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bincount.sagemaker.job.contract import (ENV_CKPT_SUBDIR, ENV_INSTALLED, ENV_JOB_DIR, ENV_PINS, ENV_PROGRESS,
-                                         ENV_RESULT_KEY, ENV_SECRETS, PROGRESS_FILE, RESULT_FILE, job_layout)
+from bincount.sagemaker.job.contract import (ENV_CKPT_SUBDIR, ENV_INSTALLED, ENV_JOB_DIR, ENV_PINS, ENV_RESULT_KEY,
+                                         ENV_SECRETS, RESULT_FILE, job_layout)
+from bincount.sagemaker.job.progress import ENV_PROGRESS, PROGRESS_FILE
 from bincount.sagemaker.job.network import ENV_NETWORK, RESOURCE_CONFIG, Cluster, ClusterError, network_env
 from bincount.sagemaker.job.pins import PinMismatch, check_installed
 
