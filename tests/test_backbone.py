@@ -16,16 +16,8 @@ from torch import nn
 
 from bincount.callbacks import StagedUnfreezing
 from bincount.models import backbone as backbone_mod
-from bincount.models.backbone import (
-    PretrainedWeightsUnavailable,
-    apply_freeze,
-    backbone_stages,
-    check_backbone_name,
-    create_backbone,
-    num_trainable,
-    save_weights,
-    unfreeze_last_stages,
-)
+from bincount.models.backbone import PretrainedWeightsUnavailable, check_backbone_name, create_backbone, save_weights
+from bincount.models.freeze import apply_freeze, backbone_stages, num_trainable, unfreeze_last_stages
 from bincount.models.schedulers import cosine_with_warmup
 
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bincount.callbacks import StagedUnfreezing
-from bincount.models.backbone import BATCH_NORMS, backbone_stages
+from bincount.models.freeze import BATCH_NORMS, backbone_stages
 from bincount.models.module import BinCounter
 from bincount.samples import collate_skipping_bad
 

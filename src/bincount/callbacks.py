@@ -12,7 +12,7 @@ from typing import Callable
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning, ProgressBar
 
-from bincount.models.backbone import backbone_stages
+from bincount.models.freeze import backbone_stages
 
 log = logging.getLogger(__name__)
 

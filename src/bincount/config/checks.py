@@ -21,7 +21,8 @@ def check_config(cfg: DictConfig) -> None:
     from bincount.manifest import ClassRange
     from bincount.data.gpu_decode import check_decode
     from bincount.data.transforms import AUGMENT_CHOICES, INTERPOLATIONS
-    from bincount.models.backbone import FREEZE_BN, FREEZE_POLICIES, check_backbone_name, weights_remap_mode
+    from bincount.models.backbone import check_backbone_name, weights_remap_mode
+    from bincount.models.freeze import FREEZE_BN, FREEZE_POLICIES
     from bincount.models.heads import HEADS
 
     typed = check_schema(cfg)

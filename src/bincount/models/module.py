@@ -16,7 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bincount.metrics import CountMetrics
-from bincount.models.backbone import FREEZE_BN, apply_freeze, create_backbone, keep_frozen_batchnorm_in_eval
+from bincount.models.backbone import create_backbone
+from bincount.models.freeze import FREEZE_BN, apply_freeze, keep_frozen_batchnorm_in_eval
 from bincount.models.heads import create_head
 
 log = logging.getLogger(__name__)
