@@ -37,6 +37,7 @@ LAYERS = [
     {"bincount.config", "bincount.resolvers", "bincount.resume", "bincount.loggers", "bincount.wandb_logger",
      "bincount.report", "bincount.compare", "bincount.sweep", "bincount.sagemaker", "bincount.serve",
      "bincount.deploy", "bincount.bundle", "bincount.predict", "bincount.train", "bincount.quiet", "bincount.cli",
+     "bincount.commands",
      "bincount.secrets_config", "hydra_plugins.bincount_optuna_sweeper", "hydra_plugins.bincount_sagemaker_launcher",
      "bincount"},  # runs and tools; ``bincount`` itself is the facade (a lazy ``bincount.load_model``)
 ]

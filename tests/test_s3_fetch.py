@@ -124,7 +124,7 @@ def test_credentials_never_printed(public_bucket, tmp_path):
 
 @pytest.mark.parametrize("text, expected", [("0-5", (0, 5)), ("3", (3, 3)), ("2-2", (2, 2))])
 def test_parse_counts(text, expected):
-    from bincount.s3.fetch import parse_counts
+    from bincount.commands.fetch import parse_counts
 
     assert parse_counts(text) == expected
 
@@ -133,7 +133,7 @@ def test_parse_counts(text, expected):
 def test_parse_counts_refuses(text):
     from argparse import ArgumentTypeError
 
-    from bincount.s3.fetch import parse_counts
+    from bincount.commands.fetch import parse_counts
 
     with pytest.raises(ArgumentTypeError, match="--counts"):
         parse_counts(text)

@@ -75,10 +75,10 @@ def test_an_error_naming_a_planted_path_prints_no_escape(tmp_path, capsys, monke
 
 
 def test_fetch_report_prints_refused_keys_inert(capsys):
-    from bincount.s3.fetch import _print_report
+    from bincount.s3.fetch import print_report
 
     key = f"metadata/{MARKUP}{ESCAPE}.json"
-    _print_report({"source": "s3://src", "dest": "/d", "fetched": 0, "missing_upstream": [], "failures": [],
+    print_report({"source": "s3://src", "dest": "/d", "fetched": 0, "missing_upstream": [], "failures": [],
                    "refused_keys": [key], "bad_metadata": [], "report_file": "/d/r.json"})
     err = capsys.readouterr().err
     assert MARKUP in err and "\x1b" not in err and "\x07" not in err

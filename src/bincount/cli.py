@@ -24,13 +24,13 @@ import sys
 # name -> (module, one-line help). Add a subcommand by adding a line here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("bincount.data.synthetic", "render synthetic bins in the ABID layout"),
-    "fetch": ("bincount.s3.fetch", "fetch ABID (capstone list, a count range, or all) from S3 to a dir or bucket"),
+    "fetch": ("bincount.commands.fetch", "fetch ABID (capstone list, a count range, or all) from S3 to a dir or bucket"),
     "sweep-report": ("bincount.sweep.cli", "sweep report (table, best config, plots) for a multirun dir"),
     "runs": ("bincount.compare.runs", "list runs and sweeps under the output root with their key metrics, sortable"),
     "compare": ("bincount.compare.compare", "compare runs: config differences, metrics, McNemar's test and bootstrap CIs"),
-    "pack": ("bincount.shards.pack", "pack an ABID-layout dataset (local or s3://) into shuffled shards for streaming"),
+    "pack": ("bincount.commands.pack", "pack an ABID-layout dataset (local or s3://) into shuffled shards for streaming"),
     "report": ("bincount.report.cli", "(re)build a run directory's report.html and PNG charts"),
-    "export": ("bincount.bundle.export", "write a model bundle (safetensors + bincount-model.json) for an older run"),
+    "export": ("bincount.commands.export", "write a model bundle (safetensors + bincount-model.json) for an older run"),
     "predict": ("bincount.predict.cli", "predict counts with a model bundle for images, folders, ABID roots or s3://"),
     "serve": ("bincount.serve.cli", "serve a model bundle over HTTP on SageMaker's inference contract (/ping, /invocations)"),
     "deploy": ("bincount.deploy.cli", "deploy a model bundle to a SageMaker real-time or serverless endpoint"),

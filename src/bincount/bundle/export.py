@@ -8,16 +8,14 @@ hyperparameters rebuild the network without Hydra, and the resolved config gives
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-from bincount.bundle.format import BUNDLE_FILE, BundleError
+from bincount.bundle.format import BundleError
 from bincount.bundle.provenance import from_config
 from bincount.bundle.write import MODEL_DIR, write_bundle
 
-ERRORS = (BundleError,)
 CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
 
 
@@ -94,19 +92,3 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, checkpoin
         checkpoint=str(ckpt.relative_to(run)) if ckpt.is_relative_to(run) else str(ckpt),
         precision=_setting(cfg, "trainer.precision"), trained_on=from_config(cfg, _setting),
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="a run directory (checkpoints/, resolved_config.yaml)")
-    parser.add_argument("-o", "--output", metavar="DIR", help="where the bundle goes (default: RUN/model)")
-    parser.add_argument("--checkpoint", metavar="CKPT", help="this checkpoint instead of the run's best one")
-    parser.add_argument("--force", action="store_true", help="replace a bundle that is already there")
-
-
-def run(args: argparse.Namespace) -> int:
-    out = Path(args.output) if args.output else Path(args.run) / MODEL_DIR
-    if (out / BUNDLE_FILE).exists() and not args.force:
-        raise BundleError(f"{out} already holds a bundle; pass --force to replace it")
-    written = export_run(args.run, out, args.checkpoint)
-    print(f"bundle written to {written}")
-    return 0
