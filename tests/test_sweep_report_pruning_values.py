@@ -496,7 +496,8 @@ SWEEP_JSON_CASES = {
 
 
 @pytest.mark.parametrize("info,kind", SWEEP_JSON_CASES.values(), ids=SWEEP_JSON_CASES.keys())
-def test_a_sweep_json_the_report_cannot_use(info, kind, tmp_path):
+def test_a_sweep_json_the_report_cannot_use(info, kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the relative sqlite:///x.db, if anything opens it, stays out of the repo
     (tmp_path / "sweep.json").write_text(json.dumps(info))
     job(tmp_path, 0, ["a=1"], {"objective": 0.5})
     with pytest.raises(ReportError) as caught:
