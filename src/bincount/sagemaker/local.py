@@ -23,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 
 from bincount.sagemaker.job.contract import ENV_RESULT_KEY, RESULT_FILE, Layout
-from bincount.sagemaker.job.progress import MAX_PROGRESS_BYTES, PROGRESS_FILE
 from bincount.sagemaker.spec import JobSpec, sweep_key
 from bincount.sagemaker.upload import stage_code
 from bincount.text import plain
@@ -155,11 +154,12 @@ class LocalBackend:
         bar_k, bar_n, line_k, line_n = found[-1]
         return f"epoch {int(bar_k) + 1}/{int(bar_n) + 1}" if bar_k else f"epoch {line_k}/{line_n}"
 
-    def read_progress(self, job: LocalJob) -> bytes | None:
-        """The job's progress file, from its checkpoint dir (SageMaker syncs that dir to S3)."""
+    def read_checkpoint_file(self, job: LocalJob, name: str, max_bytes: int) -> bytes | None:
+        """A file the job wrote into its checkpoint dir (which SageMaker syncs to S3), at most ``max_bytes`` + 1
+        bytes of it (so that the reader sees it is too long); None if it is not there (yet)."""
         try:
-            with open(job.layout.checkpoints / PROGRESS_FILE, "rb") as f:
-                return f.read(MAX_PROGRESS_BYTES + 1)
+            with open(job.layout.checkpoints / name, "rb") as f:
+                return f.read(max_bytes + 1)
         except OSError:
             return None
 

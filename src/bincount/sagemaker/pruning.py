@@ -21,15 +21,16 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bincount.aws.prices import billing_state
-from bincount.sagemaker.job.progress import parse_progress
+from bincount.sagemaker.job.progress import ENV_PROGRESS, MAX_PROGRESS_BYTES, PROGRESS_FILE, parse_progress
 from bincount.sagemaker.settings import LauncherSettings
 
 log = logging.getLogger(__name__)
 ENV_SET = re.compile(r"^\+?hydra\.job\.env_set\.(BINCOUNT_OPTUNA_(?:STUDY|TRIAL|PRUNER))='?([^']*)'?$")
 
 
-def split_trial(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(the overrides without the trial's variables, the variables): the job must not try to reach the study."""
+def split_trial(overrides: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """(the overrides without the trial's variables, the variables, the job's environment for a pruned trial):
+    the job must not try to reach the study; it writes its progress file instead, which this launcher reads."""
     keep, trial = [], {}
     for override in overrides:
         m = ENV_SET.match(override)
@@ -37,7 +38,7 @@ def split_trial(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
             trial[m.group(1)] = m.group(2)
         else:
             keep.append(override)
-    return keep, trial
+    return keep, trial, ({ENV_PROGRESS: "1"} if trial else {})
 
 
 class JobPruner:
@@ -77,7 +78,8 @@ def prune_if_asked(backend, spec, handle) -> None:
     """Report the job's new epochs to its trial; stop the job if the study's pruner says so."""
     try:
         pruner = spec.extra.get("pruner") or spec.extra.setdefault("pruner", JobPruner(spec.extra["trial"]))
-        verdict = pruner.observe(parse_progress(backend.read_progress(handle)))
+        written = backend.read_checkpoint_file(handle, PROGRESS_FILE, MAX_PROGRESS_BYTES)
+        verdict = pruner.observe(parse_progress(written))
     except Exception as e:  # noqa: BLE001 - the study is unreachable: the job runs on, unpruned
         log.warning("%s: cannot ask the pruner (%s: %s); the job runs unpruned", handle.name, type(e).__name__, e)
         spec.extra.pop("trial")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from bincount.sagemaker.job.contract import ENV_INSTALLED, ENV_PINS
-from bincount.sagemaker.job.progress import MAX_PROGRESS_BYTES, PROGRESS_FILE
 from bincount.sagemaker.preflight import job_region, split_s3
 from bincount.sagemaker.settings import LauncherSettings
 from bincount.sagemaker.spec import JobSpec, OutputRefused, sweep_key
@@ -190,14 +189,15 @@ class SageMakerBackend:
         secondary = getattr(handle.job, "secondary_status", None)
         return str(secondary) if isinstance(secondary, str) and secondary else None
 
-    def read_progress(self, handle: RemoteJob) -> bytes | None:
-        """The job's progress file where SageMaker syncs its checkpoint dir (refused unread above the limit)."""
-        bucket, key = split_s3(f"{handle.checkpoints.rstrip('/')}/{PROGRESS_FILE}")
+    def read_checkpoint_file(self, handle: RemoteJob, name: str, max_bytes: int) -> bytes | None:
+        """A file the job wrote into its checkpoint dir, where SageMaker syncs it in S3 while the job runs; None if
+        it is not there (yet), or larger than ``max_bytes`` (refused unread)."""
+        bucket, key = split_s3(f"{handle.checkpoints.rstrip('/')}/{name}")
         try:
             obj = self.boto.client("s3").get_object(Bucket=bucket, Key=key)
         except Exception:  # noqa: BLE001 - not written yet (no epoch done), or a blip: ask at the next poll
             return None
-        if obj["ContentLength"] > MAX_PROGRESS_BYTES:
+        if obj["ContentLength"] > max_bytes:
             obj["Body"].close()
             return None
         return obj["Body"].read()

@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from bincount.secrets import check_overrides as check_secrets, split_override
 from bincount.sagemaker.job.callback import config_sha
 from bincount.sagemaker.job.contract import ENV_CKPT_SUBDIR, ENV_CONFIG_SHA, ENV_JOB_DIR, ENV_SECRETS
-from bincount.sagemaker.job.progress import ENV_PROGRESS
 from bincount.sagemaker.extras import job_extras
 from bincount.sagemaker.job.network import ENV_NETWORK
 from bincount.sagemaker.pruning import split_trial
@@ -159,9 +158,8 @@ def build_spec(launcher, settings: LauncherSettings, overrides: list[str], idx: 
                                       "set hydra.launcher.source_dir to a directory that contains it") from None
         typed = OmegaConf.to_container(launcher.config.hydra.overrides.hydra, resolve=False)  # ${...} stays text
         hydra_overrides = [o for o in typed if not LAUNCH_ONLY.match(o)]
-        job_args, trial = split_trial(all_overrides)  # a pruned trial: this launcher reports for the job
-        if trial:
-            env[ENV_PROGRESS] = "1"
+        job_args, trial, trial_env = split_trial(all_overrides)  # a pruned trial: this launcher reports for the job
+        env.update(trial_env)
         argv = [*entry, "--script", script_rel, "--", *job_args, *hydra_overrides]
         env[ENV_CONFIG_SHA] = sha
         code = script.read_bytes()
