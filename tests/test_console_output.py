@@ -100,6 +100,7 @@ def test_local_job_logs_name_where_the_report_really_is(tmp_path):
     is staged); the copies brought back into the job dir name the job dir instead."""
     from bincount.sagemaker.job.contract import Layout
     from bincount.sagemaker.local import LocalBackend
+    from bincount.sagemaker.settings import LocalSettings
 
     layout = Layout(tmp_path / "scratch").make()
     rel_dir = "multirun/sweep/0"
@@ -109,7 +110,7 @@ def test_local_job_logs_name_where_the_report_really_is(tmp_path):
     (layout.output_data / "train.log").write_text(lines)
     (layout.ml / "job.log").write_text("Epoch 0/0\n" + lines)
     backend = LocalBackend.__new__(LocalBackend)
-    backend.local, backend.source_dir = {"copy_code": True}, tmp_path / "src"
+    backend.local, backend.source_dir = LocalSettings(copy_code=True), tmp_path / "src"
     job = SimpleNamespace(log_file=None, layout=layout, name="job-0", spec=SimpleNamespace(rel_dir=rel_dir))
     local_dir = tmp_path / "sweep" / "0"
     backend.fetch(job, local_dir)
