@@ -109,9 +109,7 @@ def warm_start(study, sweep_dir: Path, distributions: dict, given: str | None = 
     old = _load(info["study_name"], storage, sweep_dir)
     copied = skipped = 0
     for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        fits = set(t.params) == set(distributions) and all(distributions[k]._contains(
-            distributions[k].to_internal_repr(v)) for k, v in t.params.items())
-        if not fits:
+        if not _fits(distributions, t.params):
             skipped += 1
             continue
         study.add_trial(optuna.trial.create_trial(params=t.params, distributions=distributions, value=t.value,
@@ -120,6 +118,16 @@ def warm_start(study, sweep_dir: Path, distributions: dict, given: str | None = 
     log.info("Study %s: warm start from %s: %d trial(s) copied, %d outside this search space skipped",
              study.study_name, sweep_dir, copied, skipped)
     return copied
+
+
+def _fits(distributions: dict, params: dict) -> bool:
+    """Whether an earlier trial's params are a point of this search space (the same names, each value inside)."""
+    if set(params) != set(distributions):
+        return False
+    try:
+        return all(distributions[k]._contains(distributions[k].to_internal_repr(v)) for k, v in params.items())
+    except (ValueError, TypeError):  # a choice this space no longer has, or a value of another kind
+        return False
 
 
 def _load(study_name: str, storage: str, sweep_dir: Path) -> Any:
