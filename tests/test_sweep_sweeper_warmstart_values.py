@@ -34,7 +34,8 @@ from bincount.sweep.pruning import JobPruned, env_overrides  # noqa: E402
 from bincount.sweep.space import SearchSpace, parse_space  # noqa: E402
 from bincount.sweep.study import (ENV_STORAGE, StudyConfigError, default_storage, open_study,  # noqa: E402
                                   write_sweep_info)
-from bincount.sweep.sweeper import OptunaSweep, _best, _instance, _job_dir, _results, _submit  # noqa: E402
+from bincount.sweep.outcome import _job_dir, tell  # noqa: E402
+from bincount.sweep.sweeper import OptunaSweep, _best, _instance, _results, _submit  # noqa: E402
 from bincount.sweep.warmstart import check_given, own_sqlite, read_info, source_storage, warm_start  # noqa: E402
 
 X = {"x": FloatDistribution(0, 1)}
@@ -474,7 +475,7 @@ def test_a_jobs_outcome_becomes_the_trials_state_value_reason_and_log_line(caplo
     trial = study.ask(X)
     result = make_result()
     with caplog.at_level(logging.INFO, logger="bincount"):
-        failed = make_sweep()._tell(study, trial, result, metric)
+        failed = tell(study, trial, result, metric)
     frozen = study.trials[1]
     assert failed is (state == TrialState.FAIL)
     assert frozen.state == state and frozen.value == value
@@ -488,7 +489,7 @@ def test_a_jobs_outcome_becomes_the_trials_state_value_reason_and_log_line(caplo
 def test_the_log_line_rounds_the_value_to_six_digits(caplog):
     study = memory_study()
     with caplog.at_level(logging.INFO, logger="bincount"):
-        make_sweep()._tell(study, study.ask(X), job_return(JobStatus.COMPLETED, 1234567.891), "val/loss")
+        tell(study, study.ask(X), job_return(JobStatus.COMPLETED, 1234567.891), "val/loss")
     assert messages(caplog) == ["Trial 0 COMPLETE val/loss=1.23457e+06"]
     assert "job_dir" not in study.trials[0].user_attrs
 
@@ -496,7 +497,7 @@ def test_the_log_line_rounds_the_value_to_six_digits(caplog):
 def test_an_interrupt_inside_a_jobs_return_value_is_not_swallowed():
     study = memory_study()
     with pytest.raises(Stop):
-        make_sweep()._tell(study, study.ask(X), job_return(JobStatus.FAILED, Stop()), "val/acc")
+        tell(study, study.ask(X), job_return(JobStatus.FAILED, Stop()), "val/acc")
 
 
 # --- composing each trial before it is launched ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState  # noqa: E402
 
 from bincount.sweep import pruning  # noqa: E402
+from bincount.sweep.outcome import tell  # noqa: E402
 from bincount.sweep.space import SearchSpaceError, parse_space  # noqa: E402
 from bincount.sweep.study import (StudyConfigError, counted_trials, open_study, recover_interrupted,  # noqa: E402
                                   resolve_direction)
@@ -137,7 +138,7 @@ def job_return(status: JobStatus, value) -> JobReturn:
 def test_job_outcomes_become_trial_states(storage, status, value, state, reason):
     study = optuna.create_study(storage=storage, direction="maximize")
     trial = study.ask({"x": FloatDistribution(0, 1)})
-    failed = make_sweep()._tell(study, trial, job_return(status, value), "val/acc")
+    failed = tell(study, trial, job_return(status, value), "val/acc")
     frozen = study.trials[0]
     assert frozen.state == state and failed == (state == TrialState.FAIL)
     assert frozen.value == (value if state == TrialState.COMPLETE else None)
@@ -148,7 +149,7 @@ def test_job_outcomes_become_trial_states(storage, status, value, state, reason)
 def test_launcher_exception_fails_the_trial(storage):
     study = optuna.create_study(storage=storage)
     trial = study.ask({"x": FloatDistribution(0, 1)})
-    assert make_sweep()._tell(study, trial, ConnectionError("spot capacity"), "val/loss")
+    assert tell(study, trial, ConnectionError("spot capacity"), "val/loss")
     assert "ConnectionError: spot capacity" in study.trials[0].user_attrs["fail_reason"]
 
 

@@ -11,7 +11,6 @@ picks async when the launcher allows it. Asking and telling stay on the main thr
 from __future__ import annotations
 
 import logging
-import math
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from bincount.sweep.pruning import JobPruned, env_overrides, export_storage
+from bincount.sweep.outcome import tell
+from bincount.sweep.pruning import env_overrides, export_storage
 from bincount.sweep.space import parse_space
 from bincount.sweep.study import (counted_trials, default_storage, open_study, recover_interrupted, resolve_direction,
                                   running_trials, safe_url, write_sweep_info)
@@ -166,7 +166,7 @@ class OptunaSweep:
                     trials = in_flight.pop(future)
                     results = _results(future, len(trials))
                     returns.append([r for r in results if not isinstance(r, BaseException)])
-                    failures += sum(self._tell(study, t, r, metric) for t, r in zip(trials, results))
+                    failures += sum(tell(study, t, r, metric) for t, r in zip(trials, results))
         finally:
             if in_flight and hasattr(self.launcher, "cancel"):  # Ctrl-C or an error: the jobs still running stop
                 self.launcher.cancel()
@@ -220,38 +220,6 @@ class OptunaSweep:
     def _launch(self, jobs) -> list:
         return list(self.launcher.launch([o for _, o in jobs], initial_job_idx=jobs[0][0].number))
 
-    def _tell(self, study, trial, result, metric: str) -> bool:
-        """Record one job's outcome; True when the trial failed."""
-        import optuna
-        from optuna.trial import TrialState
-
-        job_dir = _job_dir(result)
-        if job_dir:
-            trial.set_user_attr("job_dir", job_dir)
-        state, value, reason = TrialState.FAIL, None, None
-        if isinstance(result, BaseException):
-            reason = f"the launcher raised {type(result).__name__}: {result}"
-        else:
-            try:
-                value = result.return_value
-            except (optuna.TrialPruned, JobPruned) as err:  # pruned in the job, or by its launcher
-                state, reason = TrialState.PRUNED, str(err)
-            except Exception as err:
-                reason = f"{type(err).__name__}: {err}"
-            else:
-                try:
-                    value = float(value)
-                    state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL
-                    reason = None if state == TrialState.COMPLETE else f"{metric} is {value}"
-                except (TypeError, ValueError):
-                    reason = f"the job returned {value!r}, not a number ({metric})"
-        if reason:
-            trial.set_user_attr("fail_reason", reason[:1000])
-        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-        log.info("Trial %d %s%s", trial.number, state.name, f" {metric}={value:.6g}" if state == TrialState.COMPLETE
-                 else f": {reason}")
-        return state == TrialState.FAIL
-
     def _abort_report(self) -> None:
         try:
             from bincount.sweep.report import write_report
@@ -291,11 +259,6 @@ def _instance(node: Any) -> Any:
 
         return instantiate(node)
     return node
-
-
-def _job_dir(result: Any) -> str | None:
-    cfg = getattr(result, "hydra_cfg", None)
-    return OmegaConf.select(cfg, "hydra.runtime.output_dir", default=None) if cfg is not None else None
 
 
 def _best(study):
