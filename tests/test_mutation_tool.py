@@ -49,6 +49,25 @@ def test_a_changed_or_new_module_is_asked_for_whole_and_other_packages_are_left_
     assert tool.to_check(["pkg"], fresh=False) == ["pkg.changed.*", "pkg.new.*"]
 
 
+def test_a_new_or_changed_module_makes_mutmut_trace_the_tests_again(tool, tmp_path, capsys):
+    """mutmut's incremental map traces only new test names: a moved function would be reached by none."""
+    stats = tmp_path / "mutants" / "mutmut-stats.json"
+    _module(tmp_path, "pkg.same", [1, 0])
+    stats.write_text("{}")
+    assert tool.forget_test_map(["pkg"]) is False and stats.exists()
+    _module(tmp_path, "pkg.moved", None)
+    _module(tmp_path, "pkg.changed", [1], meta_newer=False)
+    assert tool.forget_test_map(["other"]) is False and stats.exists(), "only the named packages count"
+    assert tool.forget_test_map(["pkg"]) is True and not stats.exists()
+    assert "new or changed modules (pkg.changed, pkg.moved): mutmut traces again" in capsys.readouterr().out
+    assert tool.forget_test_map(["pkg"]) is False, "no map, nothing to forget"
+    stats.write_text("{}")
+    _module(tmp_path, "pkg.moved", [1])
+    _module(tmp_path, "pkg.changed", [1])
+    assert tool.forget_test_map(["pkg"]) is False and tool.forget_test_map(["pkg"], fresh=True) is True
+    assert "--fresh: mutmut traces again" in capsys.readouterr().out
+
+
 def test_fresh_asks_for_every_mutant_of_each_package(tool, tmp_path):
     _module(tmp_path, "pkg.a", [1, 1])
     assert tool.to_check(["pkg", "hydra_plugins"], fresh=True) == ["pkg.*", "hydra_plugins.*"]

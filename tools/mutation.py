@@ -112,6 +112,24 @@ def to_check(packages: list[str], fresh: bool, timeouts: bool = False) -> list[s
     return sorted(f"{m}.*" for m in stale) + sorted(names)
 
 
+def forget_test_map(packages: list[str], fresh: bool = False) -> bool:
+    """Delete mutmut's map of which tests reach which function when a module of these packages is new or changed.
+
+    Why: mutmut 3 keeps that map between runs and, on a later run, traces only tests whose names are new. A
+    function moved into a new module (or one an old test now calls) is then reached by no test it knows of,
+    and its mutants are scored "no tests" without running anything: measured when issue 26 split the
+    launcher (warm_pool, preflight, staging and backends: 429 mutants, all "no tests"). Without the map,
+    mutmut traces the whole fast tier again (a few minutes) before it mutates; ``--fresh`` does the same."""
+    stats = MUTANTS / "mutmut-stats.json"
+    stale = stale_modules(packages)
+    if not (stale or fresh) or not stats.exists():
+        return False
+    why = f"new or changed modules ({', '.join(sorted(stale))})" if stale else "--fresh"
+    print(f"mutation.py: {why}: mutmut traces again which tests reach which functions (a few minutes)", flush=True)
+    stats.unlink()
+    return True
+
+
 def run_mutmut(packages: list[str], budget_s: float, max_children: int, fresh: bool = False,
                timeouts: bool = False) -> int:
     wanted = to_check(packages, fresh, timeouts)
@@ -119,6 +137,7 @@ def run_mutmut(packages: list[str], budget_s: float, max_children: int, fresh: b
         print("mutation.py: every mutant of these packages has a verdict that a new test cannot change "
               "(--fresh re-checks all)", flush=True)
         return 0
+    forget_test_map(packages, fresh)
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *wanted]
     shown = " ".join(cmd[:6]) + (f" ... ({len(wanted)} names and globs)" if len(wanted) > 3 else " " + " ".join(wanted))
     print(f"$ {shown}   (budget {budget_s:.0f} s)", flush=True)
