@@ -1,7 +1,7 @@
 """Running bincount jobs as SageMaker training jobs.
 
-Launcher side (``runner``, ``spec``, ``local``, ``remote``): what the Hydra plugin in
-``hydra_plugins.bincount_sagemaker_launcher`` calls. Job side (``contract``, ``entry``, ``callback``,
-``invoke``): what runs inside the container. Nothing here is imported by local training runs except
-``contract``, which is standard library only.
+Two sides (docs/architecture.md, "The SageMaker launcher, by where code runs"): the launcher side, the
+modules here, runs on the user's machine and is what ``hydra_plugins.bincount_sagemaker_launcher`` calls;
+the job side, ``bincount.sagemaker.job``, runs inside the container and imports only the standard library.
+Nothing here is imported by local training runs except the job side's constants.
 """
