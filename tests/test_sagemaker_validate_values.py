@@ -149,3 +149,24 @@ def test_a_bad_node_is_refused_naming_the_key_and_the_valid_ones(changes, messag
     assert str(e.value).startswith(message), str(e.value)
     if "valid keys there" in message and "LocalSettings" not in message:
         assert str(e.value).endswith("max_output_mb, dry_run, local")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"environment": {"WANDB_PROJECT": "${oc.env:BC_T_NO_SUCH_VARIABLE}"}},
+     "hydra.launcher.environment.WANDB_PROJECT: KeyError raised while resolving interpolation: \"Environment "
+     "variable 'BC_T_NO_SUCH_VARIABLE' not found\"; hydra.launcher.environment maps names to text"),
+    ({"tags": {"team": "${nope}"}},
+     "hydra.launcher.tags.team: Interpolation key 'nope' not found; hydra.launcher.tags maps names to text"),
+    ({"environment": {"A": [1, 2]}}, "hydra.launcher.environment.A: a list, not text; hydra.launcher.environment "
+                                     "maps names to text"),
+    ({"secrets": {"B": {"c": 1}}}, "hydra.launcher.secrets.B: a dict, not text; hydra.launcher.secrets maps names "
+                                   "to text"),
+])
+def test_a_bad_entry_of_a_map_setting_is_refused_by_its_key(changes, message, monkeypatch):
+    """An error inside environment/secrets/tags was a TypeError from the message builder; a list went through."""
+    from bincount.sagemaker.settings import settings_from
+
+    monkeypatch.delenv("BC_T_NO_SUCH_VARIABLE", raising=False)
+    with pytest.raises(LauncherConfigError) as e:
+        settings_from(node(**changes))
+    assert str(e.value) == message

@@ -6,7 +6,7 @@ start-up, so this module imports only the standard library and two small checker
 """
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from bincount.sagemaker.job.network import ClusterError, resolve_network
@@ -131,17 +131,22 @@ def settings_from(params: Mapping[str, Any]) -> LauncherSettings:
         settings = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
-        raise LauncherConfigError(f"hydra.launcher.{key}: {str(e).splitlines()[0]}; valid keys there: "
-                                  f"{', '.join(_keys_beside(key))}") from None
+        keys = _keys_beside(key)
+        valid = (f"valid keys there: {', '.join(keys)}" if keys is not None
+                 else f"hydra.launcher.{key.split('.')[0]} maps names to text")
+        raise LauncherConfigError(f"hydra.launcher.{key}: {str(e).splitlines()[0]}; {valid}") from None
     validate(settings)
     return settings
 
 
-def _keys_beside(key: str) -> list[str]:
-    """The settings' keys at the level of dotted ``key`` (``local.nope`` -> the fields of LocalSettings)."""
+def _keys_beside(key: str) -> list[str] | None:
+    """The settings' keys at the level of dotted ``key`` (``local.nope`` -> the fields of LocalSettings); None
+    inside a map (``environment``, ``secrets``, ``tags``), where any name is a key."""
     node: Any = LauncherSettings
     for part in key.split(".")[:-1]:
         node = {f.name: f.type for f in fields(node)}.get(part, node)
+        if not is_dataclass(node):
+            return None
     return [f.name for f in fields(node)]
 
 
@@ -156,6 +161,12 @@ def validate(s: LauncherSettings) -> None:
         raise LauncherConfigError(f"hydra.launcher.keep_alive_s={s.keep_alive_s}: 0 (no warm pool) to 3600 seconds")
     if not 0 <= s.max_retry_attempts <= 30:
         raise LauncherConfigError(f"hydra.launcher.max_retry_attempts={s.max_retry_attempts}: 0 (never) to 30")
+    for name in ("environment", "secrets", "tags"):  # OmegaConf lets a list or a map through as a value here
+        bad = {k: v for k, v in getattr(s, name).items() if not isinstance(v, str)}
+        if bad:
+            k, v = next(iter(bad.items()))
+            raise LauncherConfigError(f"hydra.launcher.{name}.{CONTROL.sub('?', str(k))[:60]}: a {type(v).__name__}, "
+                                      f"not text; hydra.launcher.{name} maps names to text")
     # The job's environment is logged by the SDK's driver and, like tags, shown by DescribeTrainingJob.
     check([*((f"hydra.launcher.environment.{k}", v) for k, v in s.environment.items()),
            *((f"hydra.launcher.tags.{k}", v) for k, v in s.tags.items())])
