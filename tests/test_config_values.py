@@ -98,3 +98,20 @@ def test_train_py_refuses_before_anything_starts_exit_2_no_run_directory(overrid
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [], "no run directory, no file left"
+
+
+def test_the_schema_keeps_the_shipped_paths_as_text_and_refuses_an_unknown_top_key():
+    """``paths`` is a free map of text (log_dir, output_dir, ...): the schema merge keeps every entry as written,
+    and a misspelled top-level key is refused with the close name."""
+    from omegaconf import OmegaConf
+
+    from bincount.config import check_schema
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.log_dir=/tmp/bc-logs"])
+    typed = check_schema(cfg)
+    shipped = OmegaConf.to_container(cfg.paths, resolve=False)
+    assert OmegaConf.to_container(typed.paths, resolve=False) == shipped and shipped["log_dir"] == "/tmp/bc-logs"
+    assert all(isinstance(v, str) for v in shipped.values())
+    with pytest.raises(ConfigError, match=r"unknown config key 'pathz'\. Did you mean 'paths'\?"):
+        check_schema(OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(cfg)), {"pathz": {"x": "y"}}))

@@ -64,7 +64,7 @@ def test_the_offline_session_has_the_dry_runs_own_credentials(monkeypatch, tmp_p
     from bincount.sagemaker.offline import OfflineAWS
 
     no_region_anywhere(monkeypatch, tmp_path)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMTHEENVIRONMENT")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-id-from-the-environment")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-the-environment")
     aws = OfflineAWS("eu-west-1", "b")
     credentials = aws.session.get_credentials()
