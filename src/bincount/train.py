@@ -24,6 +24,7 @@ from bincount.bundle import write_run_bundle
 from bincount.callbacks import EpochMetricFile, StagedUnfreezing, StepTiming, stdout_is_terminal
 from bincount.config import ConfigError, check_config
 from bincount.data.datamodule import BinCountDataModule
+from bincount.data.transforms import with_backbone_defaults
 from bincount.manifest import ClassRange
 from bincount.metrics import write_metrics_json, write_predictions_csv
 from bincount.models.module import BinCounter
@@ -56,11 +57,7 @@ def build_model(cfg: DictConfig) -> BinCounter:
 
 def build_datamodule(cfg: DictConfig, data_config: dict) -> BinCountDataModule:
     """The data follows the backbone's preprocessing (timm's data config), as timm's own loaders do."""
-    data = _plain(cfg.data)
-    for key in ("interpolation", "mean", "std"):  # the config wins by name; null takes the backbone's
-        if data.get(key) is None:
-            data[key] = data_config[key]
-    return BinCountDataModule(**data)
+    return BinCountDataModule(**with_backbone_defaults(_plain(cfg.data), data_config))
 
 
 def build_callbacks(cfg: DictConfig, with_loggers: bool = True) -> list[L.Callback]:

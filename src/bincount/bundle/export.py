@@ -15,6 +15,7 @@ from typing import Any
 from bincount.bundle.format import BundleError
 from bincount.bundle.provenance import from_config
 from bincount.bundle.write import MODEL_DIR, write_bundle
+from bincount.data.transforms import BACKBONE_PREPROCESS_KEYS, with_backbone_defaults
 
 CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
 
@@ -80,14 +81,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, checkpoin
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
     module = load_checkpoint_module(ckpt)
-    data_config = module.data_config  # mean/std from timm, as bincount.train gives them to the DataModule
+    # interpolation/mean/std: the config's where it names them, else the backbone's (timm's data config),
+    # the rule bincount.train gave the DataModule whose eval transform wrote predictions.csv
+    preprocess = with_backbone_defaults({k: _setting(cfg, f"data.{k}") for k in BACKBONE_PREPROCESS_KEYS},
+                                        module.data_config)
     metrics_file = run / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     from bincount.samples import DEFAULT_MAX_PIXELS
 
     return write_bundle(
         Path(out_dir) if out_dir else run / MODEL_DIR, module, img_size=int(_setting(cfg, "data.img_size", 128)),
-        mean=data_config["mean"], std=data_config["std"], overflow=_setting(cfg, "data.classes.overflow", "clip"),
+        mean=preprocess["mean"], std=preprocess["std"], interpolation=preprocess["interpolation"],
+        overflow=_setting(cfg, "data.classes.overflow", "clip"),
         max_pixels=int(_setting(cfg, "data.max_pixels", DEFAULT_MAX_PIXELS)), metrics=metrics, run_dir=run,
         checkpoint=str(ckpt.relative_to(run)) if ckpt.is_relative_to(run) else str(ckpt),
         precision=_setting(cfg, "trainer.precision"), trained_on=from_config(cfg, _setting),

@@ -43,16 +43,18 @@ def _save_weights(module, path: Path) -> None:
 
 
 def write_bundle(out_dir: str | Path, module, *, img_size: int, mean, std, overflow: str, max_pixels: int,
-                 metrics: dict[str, Any] | None = None, run_dir: str | Path | None = None,
+                 interpolation: str = "bilinear", metrics: dict[str, Any] | None = None, run_dir: str | Path | None = None,
                  checkpoint: str | None = None, precision: str | None = None, trained_on: dict | None = None) -> Path:
     """Write ``model.safetensors`` and ``bincount-model.json`` for a :class:`BinCounter` into ``out_dir``;
-    ``trained_on`` (:func:`bincount.bundle.provenance.trained_on`) says what data it learned from."""
+    ``trained_on`` (:func:`bincount.bundle.provenance.trained_on`) says what data it learned from;
+    ``mean``, ``std`` and ``interpolation`` are the ones the run's eval transform used."""
     from bincount.data.transforms import build_transform
 
     hp = module.hparams
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    preprocess = describe_eval_transform(build_transform(int(img_size), train=False, mean=mean, std=std), max_pixels)
+    preprocess = describe_eval_transform(build_transform(int(img_size), train=False, mean=mean, std=std,
+                                                      interpolation=interpolation), max_pixels)
     weights = out / WEIGHTS_FILE
     _save_weights(module, weights)
     run = Path(run_dir) if run_dir else None
@@ -83,7 +85,8 @@ def write_run_bundle(run_dir: str | Path, module, datamodule, metrics: dict[str,
     run = Path(run_dir)
     best = metrics.get("best_checkpoint")
     out = write_bundle(run / MODEL_DIR, module, img_size=datamodule.img_size, mean=datamodule.mean, std=datamodule.std,
-                       overflow=datamodule.class_range.overflow, max_pixels=datamodule.max_pixels, metrics=metrics,
+                       overflow=datamodule.class_range.overflow, max_pixels=datamodule.max_pixels,
+                       interpolation=datamodule.interpolation, metrics=metrics,
                        run_dir=run, checkpoint=str(best) if best else None, precision=precision,
                        trained_on=from_datamodule(datamodule))
     sm_dir = os.environ.get(SM_MODEL_DIR)

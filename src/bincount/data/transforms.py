@@ -22,8 +22,16 @@ AUGMENT_CHOICES = ("none", "flip", "light", "strong", "capstone_refined")
 # What timm's data configs ask for (``pretrained_cfg["interpolation"]``) that torchvision resizes tensors with.
 INTERPOLATIONS = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
                   "bicubic": v2.InterpolationMode.BICUBIC}
+# The data settings a backbone decides unless the config names them (timm's data config keys).
+BACKBONE_PREPROCESS_KEYS = ("interpolation", "mean", "std")
 LIGHT_CROP_SCALE = (0.7, 1.0)
 LIGHT_CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def with_backbone_defaults(data: dict, data_config: dict) -> dict:
+    """``data`` with each of interpolation/mean/std the config leaves null taken from the backbone's data
+    config: the one rule training and ``bincount export`` share, so a bundle preprocesses as its run did."""
+    return {**data, **{k: data_config[k] for k in BACKBONE_PREPROCESS_KEYS if data.get(k) is None}}
 
 
 def build_transform(
