@@ -126,7 +126,7 @@ def written(tmp_path_factory):
 
 
 def test_write_bundle_metadata_values(written):
-    out, module = written["out"], written["module"]
+    out = written["out"]
     meta = read_bundle(out)
     assert written["returned"] == out
     assert {k: v for k, v in meta.items() if k not in ("created", "versions", "weights")} == {
