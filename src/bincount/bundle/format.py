@@ -82,7 +82,7 @@ def check_metadata(meta: Any, where: str) -> None:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise BundleError(f"{where} is not a bincount model bundle (format {got!r}, expected {FORMAT_NAME!r})")
     version = meta.get("format_version")
-    if version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:  # True == 1 and 1.0 == 1: not versions
         raise BundleError(f"{where} has format_version {version!r}; this bincount reads {list(SUPPORTED_VERSIONS)} "
                           "(a newer bincount wrote it: upgrade bincount, or re-export the run with `bincount export`)")
     missing = [k for k in REQUIRED if k not in meta]
@@ -146,7 +146,10 @@ def check_weights_layout(path: Path, expected: dict[str, tuple[int, ...]], where
                           f"and its weights file can be at most {most:,} bytes; refused unread")
     with open(path, "rb") as f:
         head = f.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if len(head) < 8:
+            raise BundleError(f"{path} is {size:,} bytes, shorter than a safetensors length field (8 bytes); "
+                              "not a safetensors file for this model")
+        length = struct.unpack("<Q", head)[0]
         if not 2 <= length <= min(header_cap, size - 8):
             raise BundleError(f"{path}: header length {length:,} is outside 2 to {min(header_cap, size - 8):,}; "
                               "not a safetensors file for this model")
