@@ -145,11 +145,14 @@ class Batcher:
             return [], True
         batch, deadline = [first], time.monotonic() + self.max_wait
         while len(batch) < self.max_batch_size:
+            # read before looking: an image queued after the look was counted here as arriving (submit
+            # queues, then counts down), so the batch waits for it instead of leaving it to the next one
+            arriving = self._arriving
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 left = deadline - time.monotonic()
-                if self._arriving <= 0 or left <= 0:
+                if arriving <= 0 or left <= 0:
                     break
                 try:
                     item = self._queue.get(timeout=min(left, POLL_S))
