@@ -1102,3 +1102,50 @@ def test_watch_model_logs_the_record_and_wraps_the_transform(caplog):
         "model trained on data its bundle does not record (an older bundle)"]
     assert isinstance(model.transform, SizeWatch) and model.transform.transform is transform
     assert model.transform.rec == SYNTH and old.transform.rec is None
+
+
+def test_the_loaded_module_is_the_one_the_bundle_describes(tmp_path):
+    """drop_rate and channels_last come back from the bundle (an older bundle without them: 0.0 and False),
+    and the rebuilt module never asks for pretrained weights."""
+    import torch
+
+    from bincount.bundle import load_model, write_bundle
+    from bincount.models.module import BinCounter
+
+    module = BinCounter(backbone="test_resnet", num_classes=3, min_count=0, pretrained=False,
+                        head={"name": "mlp", "hidden": 8}, drop_rate=0.25, channels_last=True)
+    out = write_bundle(tmp_path / "b", module, img_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, overflow="clip",
+                       max_pixels=10_000)
+    hp = load_model(out).module.hparams
+    assert (hp.drop_rate, hp.channels_last, hp.pretrained, hp.weights_file, hp.head) == (
+        0.25, True, False, None, {"name": "mlp", "hidden": 8})
+    assert (hp.backbone, hp.num_classes, hp.min_count) == ("test_resnet", 3, 0)
+    assert load_model(out).module.training is False
+
+    def older(meta):
+        del meta["model"]["drop_rate"], meta["model"]["channels_last"]
+    old = load_model(copy_bundle(out, tmp_path / "old", older)).module
+    assert (old.hparams.drop_rate, old.hparams.channels_last) == (0.0, False)
+    for a, b in zip(old.state_dict().values(), module.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_length_field_with_its_top_bit_set_is_read_unsigned(tmp_path):
+    path = tmp_path / "w"
+    path.write_bytes(b"\xff" * 8 + b"{}" + bytes(40))
+    assert layout_refusal(path) == (f"{path}: header length 18,446,744,073,709,551,615 is outside 2 to 42; not a "
+                                    "safetensors file for this model")
+
+
+def test_a_model_needing_exactly_the_weights_limit_is_built_and_one_byte_more_is_not(constant, monkeypatch):
+    from bincount.bundle import load as load_mod
+
+    meta = meta_of(constant)
+    need = sum(t.numel() * t.element_size() for t in load_model(constant).module.state_dict().values())
+    monkeypatch.setattr(load_mod, "MAX_WEIGHTS_BYTES", need)
+    assert len(load_mod.expected_layout(meta, "b.json")) == len(load_model(constant).module.state_dict())
+    monkeypatch.setattr(load_mod, "MAX_WEIGHTS_BYTES", need - 1)
+    with pytest.raises(BundleError) as e:
+        load_mod.expected_layout(meta, "b.json")
+    assert str(e.value) == (f"b.json: the model it describes needs {need:,} bytes of weights, above the limit of "
+                            f"{need - 1:,}; refused before building it")
