@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers.serve import running
+from helpers.bundles import write_constant_bundle
+from helpers.serve import read_until_closed, running
 from PIL import Image
 from s3_server import s3_client, s3_endpoint  # noqa: F401
 from starlette.exceptions import HTTPException
@@ -461,28 +462,10 @@ BODY_LIMIT = 64 << 10
 MAX_PIXELS = 10_000
 
 
-def write_run_bundle(out_dir: Path, run_dir: Path, count: int = 3) -> Path:
-    """helpers.bundles.write_constant_bundle's model (``count`` for any image), its metadata naming a run."""
-    import torch
-
-    from bincount.bundle import write_bundle
-    from bincount.models.module import BinCounter
-
-    torch.manual_seed(0)
-    module = BinCounter(backbone="test_resnet", num_classes=5, min_count=1, pretrained=False, head={"name": "linear"})
-    linear = module.head.net[-1]
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.zero_()
-        linear.bias[count - 1] = 10.0
-    return write_bundle(out_dir, module, img_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                        overflow="clip", max_pixels=40_000_000, run_dir=run_dir)
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("serve_values")
-    return write_run_bundle(root / "model", root / "runs" / RUN_ID)
+    return write_constant_bundle(root / "model", run_dir=root / "runs" / RUN_ID)
 
 
 @pytest.fixture(scope="module")
@@ -657,14 +640,6 @@ def test_routes_and_methods(server):
         "no route /nothing; routes: GET /ping, POST /invocations, GET /metrics")})
 
 
-def raw_reply(s: socket.socket) -> bytes:
-    out = b""
-    try:
-        while part := s.recv(65536):
-            out += part
-    except (ConnectionResetError, socket.timeout):
-        pass
-    return out
 
 
 def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection(server):
@@ -673,7 +648,7 @@ def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection(server):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n"
                   + b"\xff" * 10)
-        reply = raw_reply(s)
+        reply = read_until_closed(s)
     head, _, body = reply.partition(b"\r\n\r\n")
     lines = head.decode().lower().split("\r\n")
     assert lines[0] == "http/1.1 408 request timeout" and "connection: close" in lines[1:], head

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from conftest import write_tiny_bundle
 from helpers.overload import in_thread, jpeg, no_errors_logged, post, serving, wait_until
+from helpers.serve import read_until_closed
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -182,15 +183,6 @@ def test_a_full_server_wide_decode_budget_answers_503(bundle):
 
 
 # -- 3. slow and idle clients ------------------------------------------------------------------------------
-def read_all(s: socket.socket) -> bytes:
-    """What the server sends until it closes (bounded by the socket's timeout)."""
-    out = b""
-    try:
-        while part := s.recv(65536):
-            out += part
-    except (ConnectionResetError, socket.timeout):
-        pass
-    return out
 
 
 def test_stalled_clients_are_closed_after_their_deadlines_while_ping_answers(bundle, caplog):
@@ -216,10 +208,10 @@ def test_stalled_clients_are_closed_after_their_deadlines_while_ping_answers(bun
                 time.sleep(0.1)
         for s in header_stalls:
             with s:
-                assert read_all(s).startswith(b"HTTP/1.1 408")
+                assert read_until_closed(s).startswith(b"HTTP/1.1 408")
         for s in body_stalls:
             with s:
-                reply = read_all(s)
+                reply = read_until_closed(s)
                 assert reply.startswith(b"HTTP/1.1 408") and b"body_timeout" in reply, reply[:300]
         assert time.monotonic() - start < 4  # closed at their deadline, not held
         assert httpx.get(url + "/ping").status_code == 200 and post(url, jpeg()).status_code == 200
@@ -242,7 +234,7 @@ def test_at_the_connection_limit_the_oldest_stalled_connection_makes_room_for_pi
             closed = 0
             for s in stalls[:15]:  # the oldest were closed to make room
                 s.settimeout(2)
-                closed += read_all(s) == b""
+                closed += read_until_closed(s) == b""
             assert closed >= 10
         finally:
             for s in stalls:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -45,3 +46,14 @@ def answers_ping(url: str) -> bool:
         return True
     except httpx.TransportError:
         return False
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    """What the server sends on ``s`` until it closes the connection (bounded by the socket's timeout)."""
+    out = b""
+    try:
+        while part := s.recv(65536):
+            out += part
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return out
