@@ -742,7 +742,8 @@ def test_a_loaded_state_says_ready_once_its_batcher_runs_and_logs_where(bundle, 
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     state = State(Settings(model=str(bundle), device="auto", max_batch_size=2, max_wait_ms=0))
-    with caplog.at_level(logging.DEBUG, logger="bincount"):
+    # both loggers: an in-process `bincount serve` earlier in the session set bincount.serve's own level to INFO
+    with caplog.at_level(logging.DEBUG, logger="bincount"), caplog.at_level(logging.DEBUG, logger="bincount.serve"):
         state.load()
         try:
             assert state.error is None, state.error  # a failed load says so at once: no wait for readiness
