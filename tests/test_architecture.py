@@ -27,7 +27,7 @@ MAX_LINES = 400
 # Lowest first; a package may import from its own layer and the ones below it.
 LAYERS = [
     {"bincount.layout", "bincount.samples", "bincount.text", "bincount.secrets", "bincount.untrusted_tar",
-     "bincount.cli_values", "bincount.aws"},  # contracts
+     "bincount.safe_checkpoint", "bincount.cli_values", "bincount.aws"},  # contracts
     {"bincount.s3"},  # storage
     {"bincount.manifest"},  # the index of a dataset
     {"bincount.shards"},  # packing and streaming

@@ -390,14 +390,20 @@ def test_load_checkpoint_module_refuses_other_checkpoints(drop, counters, tmp_pa
     assert str(info.value) == f"{path} has no bincount hyper_parameters/state_dict: not a BinCounter checkpoint"
 
 
-def test_load_checkpoint_module_never_unpickles_objects(counters, tmp_path):
+def test_load_checkpoint_module_never_unpickles_objects(counters, tmp_path, monkeypatch):
     import pickle
 
     import torch
 
+    from bincount import safe_checkpoint
+
     path = tmp_path / "pickled.ckpt"
     torch.save({"hyper_parameters": dict(counters[0].hparams), "state_dict": counters[0].state_dict(),
                 "loops": {"ratio": Fraction(1, 3)}}, path)
+    with pytest.raises(BundleError) as e:  # the first guard: bincount's own reading of the pickle
+        load_checkpoint_module(path)
+    assert str(e.value).startswith(f"{path} would import ['fractions Fraction']; ")
+    monkeypatch.setattr(safe_checkpoint, "check_checkpoint", lambda p: None)  # without it, torch's guard holds
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         load_checkpoint_module(path)
 

@@ -31,6 +31,7 @@ from bincount.models.module import BinCounter
 from bincount.quiet import quiet_lightning
 from bincount.report import after_run
 from bincount.resume import last_checkpoint
+from bincount.safe_checkpoint import check_checkpoint, load_checkpoint
 from bincount.sagemaker.job.contract import lightning_cluster_args
 from bincount.sagemaker.job.progress import ENV_PROGRESS, write_progress
 from bincount.secrets import SecretError
@@ -94,11 +95,8 @@ def evaluate(cfg: DictConfig, model: BinCounter, datamodule: BinCountDataModule,
         logger=loggers or False, enable_checkpointing=False, default_root_dir=cfg.paths.output_dir,
         enable_model_summary=False, enable_progress_bar=stdout_is_terminal(),  # in a log: "0.00it/s" lines only
     )
-    if ckpt_path:
-        import torch
-
-        # weights_only: the checkpoint's tensors, never its pickled objects.
-        model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
+    if ckpt_path:  # the checkpoint's tensors, never its pickled objects: both guards of bincount.safe_checkpoint
+        model.load_state_dict(load_checkpoint(ckpt_path)["state_dict"])
     results: dict[str, Any] = {}
     trainer.validate(model, datamodule=datamodule, verbose=False)
     results.update({f"val/{k}": v for k, v in model.val_results.items()})
@@ -183,7 +181,10 @@ def train(cfg: DictConfig) -> float | None:
     resume_from = last_checkpoint(out) if cfg.resume else None
     if cfg.resume:
         log.info("Resuming from %s" % resume_from if resume_from else "resume=true: no checkpoint yet, starting fresh")
-    # weights_only: a checkpoint that carries pickled objects is refused, not run (torch>=2.6, lightning>=2.6)
+    # a checkpoint that carries pickled objects is refused, not run: our own check of its pickle (it may come
+    # from the job's checkpoint bucket), then Lightning's weights_only load (torch>=2.6, lightning>=2.6)
+    if resume_from:
+        check_checkpoint(resume_from)
     fit_model = model
     if cfg.model.get("compile"):  # Lightning trains the compiled module and checkpoints the original's weights
         fit_model = torch.compile(model, backend=cfg.model.get("compile_backend", "inductor"))

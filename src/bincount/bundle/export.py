@@ -1,9 +1,9 @@
 """``bincount export RUN [-o DIR]``: a bundle for a run that finished before runs wrote one.
 
 Why from the checkpoint and ``resolved_config.yaml``: that is all an older run has. The checkpoint is
-read with ``torch.load(weights_only=True)`` (tensors and plain containers, never pickled objects), its
-hyperparameters rebuild the network without Hydra, and the resolved config gives the data settings
-(input size, class policy, pixel limit) that the eval transform used.
+read after :mod:`bincount.safe_checkpoint`'s own check and with ``torch.load(weights_only=True)`` (tensors
+and plain containers, never pickled objects), its hyperparameters rebuild the network without Hydra, and the
+resolved config gives the data settings (input size, class policy, pixel limit) that the eval transform used.
 """
 
 from __future__ import annotations
@@ -58,11 +58,13 @@ def _setting(cfg: dict, dotted: str, default: Any = None) -> Any:
 
 def load_checkpoint_module(path: Path):
     """A :class:`BinCounter` rebuilt from a checkpoint's hyperparameters and weights (no pretrained download)."""
-    import torch
-
     from bincount.models.module import BinCounter
+    from bincount.safe_checkpoint import UnsafeCheckpoint, load_checkpoint
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = load_checkpoint(path)
+    except UnsafeCheckpoint as e:
+        raise BundleError(str(e)) from None
     hparams = dict(ckpt.get("hyper_parameters") or {})
     if "backbone" not in hparams or "state_dict" not in ckpt:
         raise BundleError(f"{path} has no bincount hyper_parameters/state_dict: not a BinCounter checkpoint")
