@@ -109,9 +109,12 @@ def test_key_metrics_keeps_the_headline_numbers_rounded_as_metrics_json():
 
 
 # -- write_bundle -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture
 def written(tmp_path_factory):
-    """One bundle of a model with every model field off its default, written twice into the same folder."""
+    """One bundle of a model with every model field off its default, written twice into the same folder.
+
+    Function scope on purpose: mutmut maps a function to the tests that call it, and a module fixture's calls
+    count only for the first test that uses it (a mutant of the JSON's indent survived the test that reads it)."""
     module = make_counter(seed=3, num_classes=4, min_count=0, head={"name": "mlp", "hidden": 8}, drop_rate=0.25,
                           channels_last=True)
     out = tmp_path_factory.mktemp("written") / "a" / "b" / "model"
