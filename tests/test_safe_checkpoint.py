@@ -133,3 +133,9 @@ def test_a_pickle_above_the_cap_is_refused_unread(tmp_path, monkeypatch):
 def test_a_pickle_that_does_not_parse_is_refused(tmp_path):
     path = zip_with(tmp_path / "cut.ckpt", {"a/data.pkl": b"\x80\x02X\xff\x00\x00\x00abc"})
     assert refusal(path).startswith(f"{path}: the pickle does not parse (")
+
+
+def test_a_stack_global_with_nothing_pushed_before_it_is_refused():
+    """No PROTO, nothing on the stack: the names cannot come from anywhere this check has seen."""
+    with pytest.raises(UnsafeCheckpoint, match=r"^STACK_GLOBAL at byte 0 takes a name that is not a literal string$"):
+        pickle_imports(b"\x93.")
