@@ -139,3 +139,20 @@ def test_a_stack_global_with_nothing_pushed_before_it_is_refused():
     """No PROTO, nothing on the stack: the names cannot come from anywhere this check has seen."""
     with pytest.raises(UnsafeCheckpoint, match=r"^STACK_GLOBAL at byte 0 takes a name that is not a literal string$"):
         pickle_imports(b"\x93.")
+
+
+def test_a_data_pkl_nested_deeper_counts_as_a_second_pickle(tmp_path):
+    """``archive/extra/data.pkl`` beside ``archive/data.pkl``: the file name is what follows the last slash."""
+    path = tmp_path / "nested.ckpt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}.")
+        z.writestr("archive/extra/data.pkl", b"\x80\x02}.")
+    with pytest.raises(UnsafeCheckpoint) as e:
+        check_checkpoint(path)
+    assert str(e.value) == f"{path} holds 2 data.pkl members, not 1: not a torch checkpoint"
+
+
+def test_stack_global_takes_the_last_two_of_three_pushed_strings():
+    # "torch", then "builtins" and "exec": the import is builtins/exec, not torch/builtins nor torch/exec
+    data = b"\x80\x04\x8c\x05torch\x8c\x08builtins\x8c\x04exec\x93."
+    assert pickle_imports(data) == ["builtins exec"]
