@@ -446,7 +446,8 @@ def test_a_header_longer_than_its_cap_is_refused(tmp_path):
                                     "this model")
 
 
-@pytest.mark.parametrize("length,data,top", [(1, b"{" + bytes(40), 41), (100, b"{}" + bytes(48), 50), (0, b"", 0)])
+@pytest.mark.parametrize("length,data,top", [(1, b"{" + bytes(40), 41), (100, b"{}" + bytes(48), 50), (0, b"", 0),
+                                             (51, b"{}" + bytes(48), 50)])  # one byte more than the file holds
 def test_a_header_length_outside_the_file_is_refused(tmp_path, length, data, top):
     path = tmp_path / "w"
     path.write_bytes(struct.pack("<Q", length) + data)
