@@ -53,16 +53,18 @@ def test_the_launchers_settings_are_typed_checked_and_resolved_once_at_setup():
 
 def test_a_launch_before_setup_is_refused():
     launcher = SageMakerLauncher(instance_type="ml.g5.xlarge")
-    with pytest.raises(AssertionError):
+    # nothing but the node's fields until setup(): no settings, config, task function or Hydra context
+    assert (launcher.settings, launcher.config, launcher.task_function, launcher.hydra_context) == (None,) * 4
+    assert launcher.params == {"instance_type": "ml.g5.xlarge"}
+    refused = ("SageMakerLauncher.launch() before setup(): Hydra calls setup() first with the config, the task "
+               "function and its context; nothing was launched")
+    with pytest.raises(RuntimeError) as e:
         launcher.launch([["x=1"]], initial_job_idx=0)
-    launcher.config = OmegaConf.create({})  # half set up: still refused
-    with pytest.raises(AssertionError):
+    assert str(e.value) == refused
+    # all but the settings, set by hand: still refused (only setup() builds the settings)
+    launcher.config, launcher.task_function, launcher.hydra_context = OmegaConf.create({}), lambda cfg: None, object()
+    with pytest.raises(RuntimeError) as e:
         launcher.launch([["x=1"]], initial_job_idx=0)
-    launcher.task_function = lambda cfg: None  # all but the Hydra context: still refused
-    with pytest.raises(AssertionError):
-        launcher.launch([["x=1"]], initial_job_idx=0)
-    launcher.hydra_context = object()  # all but the settings, which only setup() builds: still refused
-    with pytest.raises(AssertionError):
-        launcher.launch([["x=1"]], initial_job_idx=0)
+    assert str(e.value) == refused
     launcher.cancel()
     assert launcher.cancelled.is_set()

@@ -49,8 +49,9 @@ class SageMakerLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from bincount.sagemaker.runner import launch_sweep
 
-        assert self.config is not None and self.task_function is not None and self.hydra_context is not None
-        assert self.settings is not None, "setup() builds the settings"
+        if self.settings is None:  # setup() sets it with the config, task function and context, or raises
+            raise RuntimeError("SageMakerLauncher.launch() before setup(): Hydra calls setup() first with the config, "
+                               "the task function and its context; nothing was launched")
         return launch_sweep(self, job_overrides, initial_job_idx)
 
     def cancel(self) -> None:
