@@ -148,6 +148,15 @@ def load_weights_file(model: nn.Module, path: Path, mode: str = "false") -> None
     # true: by order, as timm's load_checkpoint(remap=True); auto: by name when the names match (safer: an
     # order that differs cannot slip through), else by order.
     if mode == "true" or not by_name:
+        # safetensors writes its tensors sorted (by dtype, then name): saved as b, a, c (int64), _t2, they come
+        # back as c, _t2, a, b, so by order would pair the wrong tensors (silently, where their shapes agree)
+        if Path(path).suffix == ".safetensors":
+            raise PretrainedWeightsUnavailable(
+                f"model.weights_file={str(path)!r} cannot be mapped by order (model.weights_remap={mode}): a "
+                ".safetensors file stores its tensors sorted by dtype and name, not in the order they were saved, so "
+                "their positions say nothing about the model's. Use the .pth or .bin it was made from, or a file "
+                "under the model's own names."
+            )
         state = _remap_by_order(model, state, path)
         log.info("model.weights_file=%s: %d tensors mapped by order onto %s", path, len(state), _arch(model))
     model.load_state_dict(state, strict=True)
@@ -192,7 +201,7 @@ def _remap_by_order(model: nn.Module, state: dict, path: Path) -> dict:
     if len(items) != len(target):
         first = items[len(target)][0] if len(items) > len(target) else list(target)[len(items)]
         raise PretrainedWeightsUnavailable(
-            f"{where}: it has {len(items)} tensors{' less its classifier' if dropped else ''} and the model "
+            f"{where}: it has {len(items)} tensors and the model "
             f"{len(target)}; the first unpaired one is {first!r}."
         )
     return remap_state_dict(dict(items), model, allow_reshape=False)
