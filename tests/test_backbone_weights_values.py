@@ -7,6 +7,8 @@ trimmed, so each message can be written out in full: the test of the real Effici
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -73,10 +75,14 @@ def test_a_file_with_only_missing_tensors_says_none_are_foreign(own, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["true", "auto"])
-def test_by_order_every_tensor_lands_where_its_position_says(own, tmp_path, mode):
+def test_by_order_every_tensor_lands_where_its_position_says(own, tmp_path, mode, caplog):
     model = fresh()
-    load_weights_file(model, saved(tmp_path, renamed(own)), mode)
+    path = saved(tmp_path, renamed(own))
+    with caplog.at_level(logging.INFO, logger="bincount.models.backbone"):
+        load_weights_file(model, path, mode)
     assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items())
+    assert [r.getMessage() for r in caplog.records if r.name == "bincount.models.backbone"] == [
+        f"model.weights_file={path}: 90 tensors mapped by order onto test_resnet"]
 
 
 @pytest.mark.parametrize("extra", [
